@@ -1,0 +1,303 @@
+// Package configs holds gbproxy's embedded default configuration and the typed
+// configuration every other package reads. Viper is used once, at load time:
+// it is not safe for concurrent use, so the rest of the program only sees the
+// immutable Config value.
+package configs
+
+import (
+	"bytes"
+	_ "embed"
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+)
+
+//go:embed default.yaml
+var Default []byte
+
+// EnvPrefix prefixes every environment override: GBPROXY_LOWER_LISTEN.
+const EnvPrefix = "GBPROXY"
+
+type Config struct {
+	ID     string      `mapstructure:"id"`
+	Domain string      `mapstructure:"domain"`
+	Lower  LowerConfig `mapstructure:"lower"`
+	Upper  UpperConfig `mapstructure:"upper"`
+	Media  MediaConfig `mapstructure:"media"`
+	Store  StoreConfig `mapstructure:"store"`
+	HTTP   HTTPConfig  `mapstructure:"http"`
+	Log    LogConfig   `mapstructure:"log"`
+}
+
+type LowerConfig struct {
+	Listen                string         `mapstructure:"listen"`
+	MediaIP               string         `mapstructure:"media_ip"`
+	Password              string         `mapstructure:"password"`
+	AllowUnknown          bool           `mapstructure:"allow_unknown"`
+	Devices               []DeviceConfig `mapstructure:"devices"`
+	AuthAlgorithm         string         `mapstructure:"auth_algorithm"`
+	RegisterExpiresMin    int            `mapstructure:"register_expires_min"`
+	RegisterExpiresMax    int            `mapstructure:"register_expires_max"`
+	KeepaliveInterval     time.Duration  `mapstructure:"keepalive_interval"`
+	KeepaliveTimeoutCount int            `mapstructure:"keepalive_timeout_count"`
+	CatalogTimeout        time.Duration  `mapstructure:"catalog_timeout"`
+}
+
+// DeviceConfig lists a device allowed to register, with its own password
+// (empty: lower.password).
+type DeviceConfig struct {
+	ID       string `mapstructure:"id"`
+	Password string `mapstructure:"password"`
+}
+
+type UpperConfig struct {
+	Listen    string           `mapstructure:"listen"`
+	MediaIP   string           `mapstructure:"media_ip"`
+	Platforms []PlatformConfig `mapstructure:"platforms"`
+}
+
+// PlatformConfig is one upper platform gbproxy registers to as a lower platform.
+type PlatformConfig struct {
+	ID                    string        `mapstructure:"id"`
+	Domain                string        `mapstructure:"domain"`
+	Address               string        `mapstructure:"address"`
+	Transport             string        `mapstructure:"transport"`
+	Username              string        `mapstructure:"username"`
+	Password              string        `mapstructure:"password"`
+	Expires               int           `mapstructure:"expires"`
+	KeepaliveInterval     time.Duration `mapstructure:"keepalive_interval"`
+	KeepaliveTimeoutCount int           `mapstructure:"keepalive_timeout_count"`
+	RetryInterval         time.Duration `mapstructure:"retry_interval"`
+}
+
+type MediaConfig struct {
+	PortMin int `mapstructure:"port_min"`
+	PortMax int `mapstructure:"port_max"`
+}
+
+type StoreConfig struct {
+	Path string `mapstructure:"path"`
+}
+
+type HTTPConfig struct {
+	Listen string `mapstructure:"listen"`
+}
+
+type LogConfig struct {
+	Level  string `mapstructure:"level"`
+	Format string `mapstructure:"format"`
+}
+
+// Load reads the embedded default, merges the file at path over it (none when
+// path is empty), applies GBPROXY_* environment overrides, fills per-platform
+// defaults and validates. Unknown keys are errors: a typo must not silently
+// fall back to a default.
+func Load(path string) (*Config, error) {
+	var file []byte
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read config: %w", err)
+		}
+		file = b
+	}
+	return Parse(file)
+}
+
+// Parse is Load for a YAML document already in memory (nil: defaults only).
+func Parse(yaml []byte) (*Config, error) {
+	v := viper.New()
+	v.SetConfigType("yaml")
+	if err := v.ReadConfig(bytes.NewReader(Default)); err != nil {
+		return nil, fmt.Errorf("embedded default config: %w", err)
+	}
+	if len(yaml) > 0 {
+		if err := v.MergeConfig(bytes.NewReader(yaml)); err != nil {
+			return nil, fmt.Errorf("config is not valid YAML: %w", err)
+		}
+	}
+	v.SetEnvPrefix(EnvPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+
+	var cfg Config
+	err := v.UnmarshalExact(&cfg, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
+		mapstructure.StringToTimeDurationHookFunc(),
+		mapstructure.StringToSliceHookFunc(","),
+	)))
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg.applyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+func (c *Config) applyDefaults() {
+	for i := range c.Upper.Platforms {
+		p := &c.Upper.Platforms[i]
+		if p.Transport == "" {
+			p.Transport = "udp"
+		}
+		p.Transport = strings.ToLower(p.Transport)
+		if p.Username == "" {
+			p.Username = c.ID
+		}
+		if p.Domain == "" && len(p.ID) >= 10 {
+			p.Domain = p.ID[:10]
+		}
+		if p.Expires == 0 {
+			p.Expires = 3600
+		}
+		if p.KeepaliveInterval == 0 {
+			p.KeepaliveInterval = 60 * time.Second
+		}
+		if p.KeepaliveTimeoutCount == 0 {
+			p.KeepaliveTimeoutCount = 3
+		}
+		if p.RetryInterval == 0 {
+			p.RetryInterval = 60 * time.Second
+		}
+	}
+	c.Lower.AuthAlgorithm = strings.ToUpper(c.Lower.AuthAlgorithm)
+}
+
+var gbID = regexp.MustCompile(`^[0-9]{20}$`)
+
+// ValidID reports whether id is a 20-digit GB/T 28181 code.
+func ValidID(id string) bool { return gbID.MatchString(id) }
+
+// Validate names the first bad key it finds.
+func (c *Config) Validate() error {
+	var errs []string
+	bad := func(key, format string, a ...any) {
+		errs = append(errs, key+": "+fmt.Sprintf(format, a...))
+	}
+	if !ValidID(c.ID) {
+		bad("id", "%q is not a 20-digit GB/T 28181 ID", c.ID)
+	}
+	if len(c.Domain) != 10 || !allDigits(c.Domain) {
+		bad("domain", "%q is not a 10-digit SIP domain", c.Domain)
+	}
+	checkHostPort(bad, "lower.listen", c.Lower.Listen)
+	checkHostPort(bad, "upper.listen", c.Upper.Listen)
+	checkIP(bad, "lower.media_ip", c.Lower.MediaIP)
+	checkIP(bad, "upper.media_ip", c.Upper.MediaIP)
+	seen := map[string]bool{}
+	for i, d := range c.Lower.Devices {
+		key := fmt.Sprintf("lower.devices[%d].id", i)
+		if !ValidID(d.ID) {
+			bad(key, "%q is not a 20-digit ID", d.ID)
+		}
+		if seen[d.ID] {
+			bad(key, "%q is listed twice", d.ID)
+		}
+		seen[d.ID] = true
+	}
+	if c.Lower.AuthAlgorithm != "MD5" && c.Lower.AuthAlgorithm != "SHA-256" {
+		bad("lower.auth_algorithm", "%q is not MD5 or SHA-256", c.Lower.AuthAlgorithm)
+	}
+	if c.Lower.RegisterExpiresMin < 1 {
+		bad("lower.register_expires_min", "must be at least 1 second")
+	}
+	if c.Lower.RegisterExpiresMax < c.Lower.RegisterExpiresMin {
+		bad("lower.register_expires_max", "%d is below lower.register_expires_min %d", c.Lower.RegisterExpiresMax, c.Lower.RegisterExpiresMin)
+	}
+	if c.Lower.KeepaliveInterval <= 0 {
+		bad("lower.keepalive_interval", "must be positive")
+	}
+	if c.Lower.KeepaliveTimeoutCount < 1 {
+		bad("lower.keepalive_timeout_count", "must be at least 1")
+	}
+	if c.Lower.CatalogTimeout <= 0 {
+		bad("lower.catalog_timeout", "must be positive")
+	}
+	seen = map[string]bool{}
+	for i, p := range c.Upper.Platforms {
+		key := fmt.Sprintf("upper.platforms[%d]", i)
+		if !ValidID(p.ID) {
+			bad(key+".id", "%q is not a 20-digit ID", p.ID)
+		}
+		if seen[p.ID] {
+			bad(key+".id", "%q is listed twice", p.ID)
+		}
+		seen[p.ID] = true
+		if p.ID == c.ID {
+			bad(key+".id", "is this proxy's own id")
+		}
+		if _, _, err := net.SplitHostPort(p.Address); err != nil {
+			bad(key+".address", "%q is not host:port", p.Address)
+		}
+		if p.Transport != "udp" && p.Transport != "tcp" {
+			bad(key+".transport", "%q is not udp or tcp", p.Transport)
+		}
+		if p.Expires < 60 {
+			bad(key+".expires", "%d is below 60 seconds", p.Expires)
+		}
+		if p.KeepaliveInterval < 0 || p.RetryInterval < 0 {
+			bad(key, "keepalive_interval and retry_interval must not be negative")
+		}
+		if p.KeepaliveTimeoutCount < 1 {
+			bad(key+".keepalive_timeout_count", "must be at least 1")
+		}
+	}
+	if c.Media.PortMin < 1024 || c.Media.PortMax > 65535 || c.Media.PortMin > c.Media.PortMax {
+		bad("media.port_min", "range %d-%d is not within 1024-65535", c.Media.PortMin, c.Media.PortMax)
+	}
+	if c.Store.Path == "" {
+		bad("store.path", "must not be empty")
+	}
+	checkHostPort(bad, "http.listen", c.HTTP.Listen)
+	switch c.Log.Format {
+	case "console", "json":
+	default:
+		bad("log.format", "%q is not console or json", c.Log.Format)
+	}
+	switch c.Log.Level {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not trace, debug, info, warn or error", c.Log.Level)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("invalid config: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func checkHostPort(bad func(string, string, ...any), key, v string) {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		bad(key, "%q is not host:port", v)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		bad(key, "port %q is not 0-65535", port)
+	}
+	if host != "" && net.ParseIP(host) == nil {
+		bad(key, "host %q is not an IP address", host)
+	}
+}
+
+func checkIP(bad func(string, string, ...any), key, v string) {
+	if v != "" && net.ParseIP(v) == nil {
+		bad(key, "%q is not an IP address", v)
+	}
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
