@@ -1,0 +1,91 @@
+package endpoint
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+)
+
+// trackedConn reports its end exactly once: on a read error (peer closed,
+// reset) or on Close, whichever comes first.
+type trackedConn struct {
+	net.Conn
+	once    sync.Once
+	onClose func(remote string)
+}
+
+func (c *trackedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err != nil {
+		c.ended()
+	}
+	return n, err
+}
+
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.ended()
+	return err
+}
+
+func (c *trackedConn) ended() {
+	c.once.Do(func() { c.onClose(c.Conn.RemoteAddr().String()) })
+}
+
+// trackingListener wraps accepted connections in trackedConn.
+type trackingListener struct {
+	net.Listener
+	onClose func(remote string)
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &trackedConn{Conn: c, onClose: l.onClose}, nil
+}
+
+// dialListener hands connections we dialled to sipgo's TCP server loop, which
+// registers them in its pool and reads them exactly like accepted ones: that
+// is how one connection carries requests both ways.
+type dialListener struct {
+	addr   net.Addr
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newDialListener(addr net.Addr) *dialListener {
+	return &dialListener{addr: addr, conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+var errEndpointClosed = errors.New("SIP endpoint closed")
+
+func (l *dialListener) hand(ctx context.Context, c net.Conn) error {
+	select {
+	case l.conns <- c:
+		return nil
+	case <-l.closed:
+		return errEndpointClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (l *dialListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *dialListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *dialListener) Addr() net.Addr { return l.addr }

@@ -1,0 +1,413 @@
+// Package endpoint is one SIP network zone of gbproxy: a UDP socket and a TCP
+// listener on the same address, sipgo's transaction layer on top, and the
+// rules gbproxy needs that sipgo leaves open:
+//
+//   - Requests to a peer that registered over TCP travel down that peer's own
+//     connection (GB/T 28181 NAT rule). sipgo is never allowed to dial by
+//     itself; connections are either accepted or dialled by Endpoint.Dial, so
+//     every TCP connection's end is observed (OnConnClosed).
+//   - UDP requests leave from the listen port, so a peer behind NAT sees the
+//     same address it registered to.
+//   - Via and Contact carry an address the peer can reach, even when the
+//     listen address is 0.0.0.0.
+package endpoint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/rs/zerolog"
+
+	"github.com/gbproxy/gbproxy/cascade/metrics"
+)
+
+// Product is the User-Agent gbproxy announces.
+const Product = "gbproxy/0.1"
+
+// Options configure one zone.
+type Options struct {
+	Name         string // "lower" or "upper": logs and metric labels
+	Listen       string // host:port for UDP and TCP
+	Logger       zerolog.Logger
+	Metrics      *metrics.Registry
+	OnConnClosed func(remote string) // a TCP connection ended (remote ip:port)
+}
+
+// Handler serves one request. It must send a final response.
+type Handler func(req *sip.Request, tx sip.ServerTransaction)
+
+// Peer is where a request goes: transport ("UDP"/"TCP") and address. For
+// TCP the address names a live connection (accepted or dialled).
+type Peer struct {
+	Transport string
+	Addr      string
+}
+
+func (p Peer) String() string { return strings.ToLower(p.Transport) + ":" + p.Addr }
+
+// Endpoint is a SIP zone. Safe for concurrent use.
+type Endpoint struct {
+	name    string
+	log     zerolog.Logger
+	metrics *metrics.Registry
+
+	ua     *sipgo.UserAgent
+	srv    *sipgo.Server
+	client *sipgo.Client
+
+	udp      net.PacketConn
+	udpLaddr sip.Addr
+	tcp      net.Listener
+	dialed   *dialListener
+	listenIP net.IP
+	port     int
+
+	onConnClosed func(string)
+
+	hostMu    sync.Mutex
+	hostCache map[string]string
+
+	closeOnce sync.Once
+	done      chan struct{}
+}
+
+var errNoImplicitDial = errors.New("no open TCP connection to this peer (gbproxy only sends over connections the peer opened or gbproxy dialled for it)")
+
+// Listen opens the zone's sockets and starts serving.
+func Listen(opts Options) (*Endpoint, error) {
+	e := &Endpoint{
+		name:         opts.Name,
+		log:          opts.Logger.With().Str("side", opts.Name).Logger(),
+		metrics:      opts.Metrics,
+		onConnClosed: opts.OnConnClosed,
+		hostCache:    map[string]string{},
+		done:         make(chan struct{}),
+	}
+	udp, err := net.ListenPacket("udp", opts.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("%s side: listen UDP %s: %w (is another process using the port?)", opts.Name, opts.Listen, err)
+	}
+	// Same port for TCP as UDP, also when the configured port is 0.
+	tcp, err := net.Listen("tcp", udp.LocalAddr().String())
+	if err != nil {
+		udp.Close()
+		return nil, fmt.Errorf("%s side: listen TCP %s: %w (is another process using the port?)", opts.Name, udp.LocalAddr(), err)
+	}
+	ua := udp.LocalAddr().(*net.UDPAddr)
+	e.udp, e.listenIP, e.port = udp, ua.IP, ua.Port
+	e.udpLaddr = sip.Addr{IP: ua.IP, Port: ua.Port, Hostname: ua.IP.String()}
+	e.tcp = &trackingListener{Listener: tcp, onClose: e.connClosed}
+	e.dialed = newDialListener(tcp.Addr())
+
+	slogger := slog.New(zerolog.NewSlogHandler(e.log.Level(maxLevel(e.log.GetLevel(), zerolog.WarnLevel))))
+	tcpTransport := &sip.TransportTCP{DialerCreate: func(net.Addr) net.Dialer {
+		return net.Dialer{ControlContext: func(context.Context, string, string, syscall.RawConn) error { return errNoImplicitDial }}
+	}}
+	e.ua, err = sipgo.NewUA(
+		sipgo.WithUserAgent(Product),
+		sipgo.WithUserAgentTransportLayerOptions(
+			sip.WithTransportLayerLogger(slogger),
+			sip.WithTransportLayerTransports(sip.TransportsConfig{TCP: tcpTransport}),
+		),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(slogger)),
+	)
+	if err != nil {
+		e.closeSockets()
+		return nil, err
+	}
+	if e.srv, err = sipgo.NewServer(e.ua, sipgo.WithServerLogger(slogger)); err != nil {
+		e.closeSockets()
+		return nil, err
+	}
+	if e.client, err = sipgo.NewClient(e.ua, sipgo.WithClientLogger(slogger)); err != nil {
+		e.closeSockets()
+		return nil, err
+	}
+	e.srv.OnNoRoute(func(req *sip.Request, tx sip.ServerTransaction) {
+		e.countIn(req)
+		e.Respond(tx, req, sip.StatusMethodNotAllowed, "Method Not Allowed", nil)
+	})
+	go e.srv.ServeUDP(e.udp)
+	go e.srv.ServeTCP(e.tcp)
+	go e.srv.ServeTCP(e.dialed)
+	// Until sipgo has pooled the UDP socket, a request from the listen port
+	// would make it open a second socket on the same port (sipgo #367).
+	for !e.udpReady() {
+		time.Sleep(time.Millisecond)
+	}
+	e.log.Info().Str("listen", e.Addr()).Msg("SIP listening on UDP and TCP")
+	return e, nil
+}
+
+func maxLevel(a, b zerolog.Level) zerolog.Level {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+func (e *Endpoint) udpReady() bool {
+	c, err := e.ua.TransportLayer().GetConnection("udp", e.udpLaddr.String())
+	if err != nil || c == nil {
+		return false
+	}
+	c.TryClose()
+	return true
+}
+
+// Addr is the listen address (ip:port, UDP and TCP).
+func (e *Endpoint) Addr() string { return e.udp.LocalAddr().String() }
+
+// Port is the listen port.
+func (e *Endpoint) Port() int { return e.port }
+
+// Name is "lower" or "upper".
+func (e *Endpoint) Name() string { return e.name }
+
+// Handle routes method to h. Panics inside h are recovered and answered 500.
+func (e *Endpoint) Handle(method sip.RequestMethod, h Handler) {
+	e.srv.OnRequest(method, func(req *sip.Request, tx sip.ServerTransaction) {
+		e.countIn(req)
+		defer func() {
+			if r := recover(); r != nil {
+				e.log.Error().Str("method", string(req.Method)).Str("call_id", callID(req)).
+					Interface("panic", r).Msg("request handler panicked; answered 500 (please report this bug)")
+				e.Respond(tx, req, sip.StatusInternalServerError, "Server Internal Error", nil)
+			}
+		}()
+		h(req, tx)
+	})
+}
+
+func (e *Endpoint) countIn(req *sip.Request) {
+	e.metrics.Inc("gbproxy_sip_messages_total", "side", e.name, "direction", "in", "method", string(req.Method), "status", "")
+}
+
+// Respond sends a final or provisional response built from req, with extra
+// headers. Errors are logged: a response that can't be sent has nowhere to go.
+func (e *Endpoint) Respond(tx sip.ServerTransaction, req *sip.Request, code int, reason string, body []byte, headers ...sip.Header) {
+	res := sip.NewResponseFromRequest(req, code, reason, body)
+	res.AppendHeader(sip.NewHeader("User-Agent", Product))
+	for _, h := range headers {
+		res.AppendHeader(h)
+	}
+	e.metrics.Inc("gbproxy_sip_messages_total", "side", e.name, "direction", "out", "method", string(req.Method), "status", strconv.Itoa(code))
+	if err := tx.Respond(res); err != nil {
+		e.log.Warn().Err(err).Str("method", string(req.Method)).Str("call_id", callID(req)).Int("status", code).
+			Msg("could not send SIP response (peer gone?)")
+	}
+}
+
+// Contact is our Contact URI toward dest: sip:id@host:port.
+func (e *Endpoint) Contact(id, dest string) sip.Uri {
+	return sip.Uri{Scheme: "sip", User: id, Host: e.HostFor(dest), Port: e.port}
+}
+
+// NewRequest builds a complete out-of-dialog request to peer: Via (ours,
+// with rport), From with a fresh tag, To, Call-ID, CSeq 1, Max-Forwards,
+// User-Agent and Contact.
+func (e *Endpoint) NewRequest(method sip.RequestMethod, recipient sip.Uri, peer Peer, from, to sip.Uri) *sip.Request {
+	req := sip.NewRequest(method, recipient)
+	transport := strings.ToUpper(peer.Transport)
+	req.SetTransport(transport)
+	req.SetDestination(peer.Addr)
+	req.AppendHeader(e.newVia(transport, peer.Addr))
+	fromH := &sip.FromHeader{Address: from, Params: sip.NewParams()}
+	fromH.Params.Add("tag", sip.GenerateTagN(16))
+	req.AppendHeader(fromH)
+	req.AppendHeader(&sip.ToHeader{Address: to, Params: sip.NewParams()})
+	cid := sip.CallIDHeader(sip.GenerateTagN(24))
+	req.AppendHeader(&cid)
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: method})
+	mf := sip.MaxForwardsHeader(70)
+	req.AppendHeader(&mf)
+	req.AppendHeader(&sip.ContactHeader{Address: e.Contact(from.User, peer.Addr)})
+	req.AppendHeader(sip.NewHeader("User-Agent", Product))
+	req.SetBody(nil) // Content-Length: 0 until a body is set
+	if transport == "UDP" {
+		e.udpLaddr.Copy(&req.Laddr)
+	}
+	return req
+}
+
+// Renew prepares req to be sent again as a new transaction: a fresh Via
+// branch and the next CSeq (REGISTER refreshes, digest retries).
+func (e *Endpoint) Renew(req *sip.Request) {
+	req.RemoveHeader("Via")
+	req.PrependHeader(e.newVia(req.Transport(), req.Destination()))
+	if cseq := req.CSeq(); cseq != nil {
+		cseq.SeqNo++
+	}
+}
+
+func (e *Endpoint) newVia(transport, dest string) *sip.ViaHeader {
+	via := &sip.ViaHeader{
+		ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: transport,
+		Host: e.HostFor(dest), Port: e.port, Params: sip.NewParams(),
+	}
+	via.Params.Add("rport", "")
+	via.Params.Add("branch", sip.GenerateBranch())
+	return via
+}
+
+// HostFor is the address of ours that dest reaches us at: the listen IP, or
+// when listening on all interfaces, the source address the kernel would pick
+// toward dest.
+func (e *Endpoint) HostFor(dest string) string {
+	if !e.listenIP.IsUnspecified() {
+		return e.listenIP.String()
+	}
+	host, _, err := net.SplitHostPort(dest)
+	if err != nil {
+		host = dest
+	}
+	e.hostMu.Lock()
+	defer e.hostMu.Unlock()
+	if h, ok := e.hostCache[host]; ok {
+		return h
+	}
+	local := "127.0.0.1"
+	// A connected UDP socket sends nothing; it only asks the routing table.
+	if c, err := net.Dial("udp", net.JoinHostPort(host, "9")); err == nil {
+		local = c.LocalAddr().(*net.UDPAddr).IP.String()
+		c.Close()
+	}
+	if len(e.hostCache) > 4096 {
+		clear(e.hostCache)
+	}
+	e.hostCache[host] = local
+	return local
+}
+
+// Do sends req as a new client transaction and returns the final response.
+func (e *Endpoint) Do(ctx context.Context, req *sip.Request) (*sip.Response, error) {
+	e.metrics.Inc("gbproxy_sip_messages_total", "side", e.name, "direction", "out", "method", string(req.Method), "status", "")
+	tx, err := e.client.TransactionRequest(ctx, req, noBuild)
+	if err != nil {
+		return nil, fmt.Errorf("send %s to %s: %w", req.Method, req.Destination(), err)
+	}
+	defer tx.Terminate()
+	for {
+		select {
+		case res := <-tx.Responses():
+			if res.IsProvisional() {
+				continue
+			}
+			e.metrics.Inc("gbproxy_sip_messages_total", "side", e.name, "direction", "in", "method", string(req.Method), "status", strconv.Itoa(res.StatusCode))
+			return res, nil
+		case <-tx.Done():
+			if err := tx.Err(); err != nil {
+				return nil, fmt.Errorf("%s to %s: %w", req.Method, req.Destination(), err)
+			}
+			return nil, fmt.Errorf("%s to %s: transaction ended without response", req.Method, req.Destination())
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%s to %s: no response: %w", req.Method, req.Destination(), ctx.Err())
+		}
+	}
+}
+
+// WriteRequest sends req without a transaction (ACK).
+func (e *Endpoint) WriteRequest(req *sip.Request) error {
+	return e.client.WriteRequest(req, noBuild)
+}
+
+// noBuild stops sipgo from adding headers: our requests are complete.
+func noBuild(*sipgo.Client, *sip.Request) error { return nil }
+
+// Dial opens (or reuses) a persistent TCP connection to addr that sipgo then
+// uses both ways: our requests go out on it and the peer's requests come in
+// on it. Its end is reported through OnConnClosed.
+func (e *Endpoint) Dial(ctx context.Context, addr string) (string, error) {
+	if e.HasConn(addr) {
+		return addr, nil
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("connect TCP %s: %w", addr, err)
+	}
+	tc := &trackedConn{Conn: conn, onClose: e.connClosed}
+	if err := e.dialed.hand(ctx, tc); err != nil {
+		tc.Close()
+		return "", err
+	}
+	// sipgo pools the connection right after accepting it; a request sent
+	// before that would make sipgo try (and fail) to dial by itself.
+	remote := conn.RemoteAddr().String()
+	for !e.HasConn(remote) {
+		select {
+		case <-ctx.Done():
+			tc.Close()
+			return "", ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return remote, nil
+}
+
+// CloseConn closes the TCP connection to remote, if any.
+func (e *Endpoint) CloseConn(remote string) {
+	e.withConn(remote, func(c sip.Connection) { c.Close() })
+}
+
+// HasConn reports whether a TCP connection to remote is open.
+func (e *Endpoint) HasConn(remote string) bool {
+	return e.withConn(remote, func(sip.Connection) {})
+}
+
+func (e *Endpoint) withConn(remote string, f func(sip.Connection)) bool {
+	c, err := e.ua.TransportLayer().GetConnection("tcp", remote)
+	if err != nil || c == nil {
+		return false
+	}
+	defer c.TryClose() // GetConnection took a reference
+	f(c)
+	return true
+}
+
+func (e *Endpoint) connClosed(remote string) {
+	select {
+	case <-e.done:
+		return
+	default:
+	}
+	e.log.Debug().Str("remote", remote).Msg("TCP connection closed")
+	if e.onConnClosed != nil {
+		e.onConnClosed(remote)
+	}
+}
+
+// Close stops serving and closes every socket and connection.
+func (e *Endpoint) Close() error {
+	e.closeOnce.Do(func() {
+		close(e.done)
+		e.dialed.Close()
+		e.closeSockets()
+		e.ua.Close()
+	})
+	return nil
+}
+
+func (e *Endpoint) closeSockets() {
+	e.udp.Close()
+	if e.tcp != nil {
+		e.tcp.Close()
+	}
+}
+
+func callID(req *sip.Request) string {
+	if h := req.CallID(); h != nil {
+		return h.Value()
+	}
+	return ""
+}

@@ -1,0 +1,424 @@
+package cascade
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/rs/zerolog"
+
+	"github.com/gbproxy/gbproxy/cascade/endpoint"
+	"github.com/gbproxy/gbproxy/cascade/manscdp"
+	"github.com/gbproxy/gbproxy/configs"
+	"github.com/gbproxy/gbproxy/security"
+)
+
+// upperTarget is the server we register to: the configured platform, or the
+// one a 302 sent us to.
+type upperTarget struct {
+	id   string
+	addr string
+}
+
+// upperClient keeps gbproxy registered to one upper platform (GB/T 28181
+// §9.1.2): digest REGISTER, refresh before expiry, keepalive MESSAGEs, retry
+// after retry_interval, 302 redirects, one persistent TCP connection.
+type upperClient struct {
+	c   *Cascade
+	cfg configs.PlatformConfig
+	log zerolog.Logger
+
+	callID  string // one registration Call-ID for the life of the process
+	fromTag string
+
+	connLost chan struct{}
+
+	mu       sync.Mutex
+	cseq     uint32
+	st       PlatformState
+	redirect *upperTarget
+	remote   string // TCP peer address of our connection
+}
+
+func newUpperClient(c *Cascade, p configs.PlatformConfig) *upperClient {
+	return &upperClient{
+		c: c, cfg: p,
+		log:      c.log.With().Str("platform_id", p.ID).Str("platform", p.Address).Logger(),
+		callID:   sip.GenerateTagN(24),
+		fromTag:  sip.GenerateTagN(16),
+		connLost: make(chan struct{}, 1),
+		st:       PlatformState{ID: p.ID, Address: p.Address, Transport: p.Transport},
+	}
+}
+
+func (u *upperClient) state() PlatformState {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.st
+}
+
+// run registers, keeps the registration alive, and starts over when it is
+// lost, until ctx ends. A failed attempt waits retry_interval (GB/T 28181:
+// not less than 60 s in production); losing a working registration
+// re-registers at once.
+func (u *upperClient) run(ctx context.Context, wg *sync.WaitGroup) {
+	defer wg.Done()
+	if u.cfg.RetryInterval < time.Minute {
+		u.log.Warn().Dur("retry_interval", u.cfg.RetryInterval).Msg("retry_interval below the 60 s GB/T 28181 asks for; fine for tests, unkind to real platforms")
+	}
+	immediate := true
+	for ctx.Err() == nil {
+		if !immediate {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(u.cfg.RetryInterval):
+			}
+		}
+		immediate = u.session(ctx)
+	}
+}
+
+// session is one registration's life. It reports whether it got registered.
+func (u *upperClient) session(ctx context.Context) bool {
+	target := u.target()
+	expires, err := u.register(ctx, target, u.cfg.Expires)
+	var redirect *redirectError
+	if errors.As(err, &redirect) {
+		u.log.Info().Str("to", redirect.target.id+"@"+redirect.target.addr).Msg("upper platform redirected our registration (302)")
+		u.mu.Lock()
+		u.redirect = &redirect.target
+		u.mu.Unlock()
+		target = redirect.target
+		expires, err = u.register(ctx, target, u.cfg.Expires)
+	}
+	if err != nil {
+		u.failed(target, err)
+		return false
+	}
+	u.registered(target, expires)
+
+	keepalive := time.NewTicker(u.cfg.KeepaliveInterval)
+	defer keepalive.Stop()
+	refresh := time.NewTimer(refreshAfter(expires))
+	defer refresh.Stop()
+	misses := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return true
+		case <-u.connLost:
+			u.failed(target, errors.New("TCP connection to upper platform closed"))
+			return true
+		case <-refresh.C:
+			if expires, err = u.register(ctx, target, u.cfg.Expires); err != nil {
+				u.failed(target, fmt.Errorf("refresh: %w", err))
+				return true
+			}
+			u.registered(target, expires)
+			refresh.Reset(refreshAfter(expires))
+		case <-keepalive.C:
+			err := u.keepalive(ctx, target)
+			var rejected *statusError
+			switch {
+			case err == nil:
+				misses = 0
+			case errors.As(err, &rejected):
+				// The upper no longer knows us (it restarted): register again now.
+				u.failed(target, fmt.Errorf("keepalive rejected: %w", err))
+				return true
+			default:
+				misses++
+				u.c.metrics.Inc("gbproxy_keepalives_total", "side", "upper", "result", "timeout")
+				u.log.Warn().Err(err).Int("missed", misses).Msg("keepalive to upper platform unanswered")
+				if misses >= u.cfg.KeepaliveTimeoutCount {
+					u.failed(target, fmt.Errorf("%d keepalives unanswered", misses))
+					return true
+				}
+			}
+		}
+	}
+}
+
+// refreshAfter schedules the refresh well before expiry (GB/T 28181: refresh
+// before the registration expires), leaving time for a retry.
+func refreshAfter(expires int) time.Duration {
+	d := secondsDuration(expires)
+	return max(d-min(d/4, 5*time.Minute), time.Second)
+}
+
+func (u *upperClient) target() upperTarget {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.redirect != nil {
+		return *u.redirect
+	}
+	return upperTarget{id: u.cfg.ID, addr: u.cfg.Address}
+}
+
+func (u *upperClient) registered(t upperTarget, expires int) {
+	now := u.c.now()
+	u.mu.Lock()
+	was := u.st.Registered
+	u.st.Registered, u.st.LastError = true, ""
+	u.st.Server = t.id + "@" + t.addr
+	u.st.ExpiresAt = now.Add(secondsDuration(expires))
+	u.st.Keepalive = now
+	u.mu.Unlock()
+	u.c.metrics.Inc("gbproxy_upper_registrations_total", "platform", u.cfg.ID, "result", "ok")
+	if !was {
+		u.log.Info().Str("server", t.id+"@"+t.addr).Int("expires", expires).Str("transport", u.cfg.Transport).Msg("registered to upper platform")
+	}
+	u.c.store.Put(bucketPlatforms, u.cfg.ID, u.state())
+}
+
+// failed records a lost or refused registration. A redirected target that
+// fails sends us back to the redirecting server (GB/T 28181-2022 §9.1.2.3).
+func (u *upperClient) failed(t upperTarget, err error) {
+	u.mu.Lock()
+	was := u.st.Registered
+	u.st.Registered, u.st.LastError = false, err.Error()
+	u.redirect = nil
+	remote := u.remote
+	u.remote = ""
+	u.mu.Unlock()
+	if remote != "" {
+		u.c.upper.CloseConn(remote)
+	}
+	select { // a close we caused ourselves must not end the next session
+	case <-u.connLost:
+	default:
+	}
+	u.c.metrics.Inc("gbproxy_upper_registrations_total", "platform", u.cfg.ID, "result", "failed")
+	ev := u.log.Warn()
+	if was {
+		ev = u.log.Error()
+	}
+	ev.Err(err).Str("server", t.id+"@"+t.addr).Bool("was_registered", was).
+		Dur("retry_in", u.cfg.RetryInterval).Msg("upper platform registration lost or refused; check address, ID and password of this platform")
+	u.c.store.Put(bucketPlatforms, u.cfg.ID, u.state())
+}
+
+func (u *upperClient) connClosed(remote string) {
+	u.mu.Lock()
+	mine := remote == u.remote
+	u.mu.Unlock()
+	if mine {
+		select {
+		case u.connLost <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// peer opens our persistent TCP connection when needed.
+func (u *upperClient) peer(ctx context.Context, t upperTarget) (endpoint.Peer, error) {
+	if u.cfg.Transport != "tcp" {
+		return endpoint.Peer{Transport: "UDP", Addr: t.addr}, nil
+	}
+	remote, err := u.c.upper.Dial(ctx, t.addr)
+	if err != nil {
+		return endpoint.Peer{}, err
+	}
+	u.mu.Lock()
+	u.remote = remote
+	u.mu.Unlock()
+	return endpoint.Peer{Transport: "TCP", Addr: remote}, nil
+}
+
+// newRequest builds a request to the upper platform t.
+func (u *upperClient) newRequest(method sip.RequestMethod, t upperTarget, peer endpoint.Peer) *sip.Request {
+	host, port := splitHostPort(t.addr)
+	domain := u.cfg.Domain
+	if t.id != u.cfg.ID && len(t.id) >= 10 {
+		domain = t.id[:10]
+	}
+	return u.c.upper.NewRequest(method,
+		sip.Uri{Scheme: "sip", User: t.id, Host: host, Port: port},
+		peer,
+		sip.Uri{Scheme: "sip", User: u.c.cfg.ID, Host: u.c.cfg.Domain},
+		sip.Uri{Scheme: "sip", User: t.id, Host: domain})
+}
+
+type redirectError struct{ target upperTarget }
+
+func (e *redirectError) Error() string { return "redirected to " + e.target.id + "@" + e.target.addr }
+
+type statusError struct{ res *sip.Response }
+
+func (e *statusError) Error() string {
+	return fmt.Sprintf("upper platform answered %d %s", e.res.StatusCode, e.res.Reason)
+}
+
+// register sends REGISTER (with digest when challenged) and returns the
+// granted expiry.
+func (u *upperClient) register(ctx context.Context, t upperTarget, expires int) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	peer, err := u.peer(ctx, t)
+	if err != nil {
+		return 0, err
+	}
+	req := u.newRequest(sip.REGISTER, t, peer)
+	// One Call-ID and From tag across refreshes; CSeq keeps rising.
+	req.ReplaceHeader(sip.NewHeader("Call-ID", u.callID))
+	req.From().Params.Add("tag", u.fromTag)
+	req.To().Address = req.From().Address
+	u.mu.Lock()
+	u.cseq++
+	req.CSeq().SeqNo = u.cseq
+	u.mu.Unlock()
+	req.AppendHeader(sip.NewHeader("Expires", strconv.Itoa(expires)))
+
+	res, err := u.doWithAuth(ctx, req)
+	if err != nil {
+		return 0, err
+	}
+	u.mu.Lock()
+	u.cseq = req.CSeq().SeqNo
+	u.mu.Unlock()
+	switch {
+	case res.StatusCode == sip.StatusMovedTemporarily:
+		ct := res.Contact()
+		if ct == nil || ct.Address.Host == "" {
+			return 0, errors.New("302 without a usable Contact")
+		}
+		port := ct.Address.Port
+		if port == 0 {
+			port = 5060
+		}
+		id := ct.Address.User
+		if id == "" {
+			id = t.id
+		}
+		return 0, &redirectError{upperTarget{id: id, addr: net.JoinHostPort(ct.Address.Host, strconv.Itoa(port))}}
+	case res.StatusCode == sip.StatusIntervalToBrief && expires > 0:
+		if h := res.GetHeader("Min-Expires"); h != nil {
+			if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil && n > expires {
+				return u.register(ctx, t, n)
+			}
+		}
+		return 0, &statusError{res}
+	case !res.IsSuccess():
+		return 0, &statusError{res}
+	}
+	return grantedExpires(res, expires), nil
+}
+
+// doWithAuth sends req, answering one 401/407 challenge.
+func (u *upperClient) doWithAuth(ctx context.Context, req *sip.Request) (*sip.Response, error) {
+	res, err := u.c.upper.Do(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if res.StatusCode != sip.StatusUnauthorized && res.StatusCode != sip.StatusProxyAuthRequired {
+		return res, nil
+	}
+	chHeader, authHeader := "WWW-Authenticate", "Authorization"
+	if res.StatusCode == sip.StatusProxyAuthRequired {
+		chHeader, authHeader = "Proxy-Authenticate", "Proxy-Authorization"
+	}
+	ch := res.GetHeader(chHeader)
+	if ch == nil {
+		return nil, fmt.Errorf("%d without %s", res.StatusCode, chHeader)
+	}
+	auth, err := security.Authorize(ch.Value(), string(req.Method), req.Recipient.String(), u.cfg.Username, u.cfg.Password)
+	if err != nil {
+		return nil, fmt.Errorf("answer digest challenge: %w", err)
+	}
+	u.c.upper.Renew(req)
+	req.RemoveHeader(authHeader)
+	req.AppendHeader(sip.NewHeader(authHeader, auth))
+	res, err = u.c.upper.Do(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if res.StatusCode == sip.StatusUnauthorized || res.StatusCode == sip.StatusProxyAuthRequired || res.StatusCode == sip.StatusForbidden {
+		return nil, fmt.Errorf("credentials refused (%d %s): check upper.platforms[].username/password", res.StatusCode, res.Reason)
+	}
+	return res, nil
+}
+
+func grantedExpires(res *sip.Response, requested int) int {
+	if h := res.GetHeader("Expires"); h != nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil && n > 0 {
+			return n
+		}
+	}
+	if ct := res.Contact(); ct != nil {
+		if v, ok := ct.Params.Get("expires"); ok {
+			if n, err := strconv.Atoi(v); err == nil && n > 0 {
+				return n
+			}
+		}
+	}
+	return requested
+}
+
+func (u *upperClient) keepalive(ctx context.Context, t upperTarget) error {
+	ctx, cancel := context.WithTimeout(ctx, min(u.cfg.KeepaliveInterval, requestTimeout))
+	defer cancel()
+	body, err := manscdp.Encode("Notify", &manscdp.Keepalive{Base: manscdp.Base{CmdType: "Keepalive", SN: nextSN(), DeviceID: u.c.cfg.ID}, Status: "OK"}, manscdp.CharsetGB2312)
+	if err != nil {
+		return err
+	}
+	res, err := u.send(ctx, t, sip.MESSAGE, body)
+	if err != nil {
+		return err
+	}
+	if !res.IsSuccess() {
+		return &statusError{res}
+	}
+	u.c.metrics.Inc("gbproxy_keepalives_total", "side", "upper", "result", "ok")
+	u.mu.Lock()
+	u.st.Keepalive = u.c.now()
+	u.mu.Unlock()
+	return nil
+}
+
+// send delivers a MANSCDP MESSAGE to the upper platform on our connection.
+func (u *upperClient) send(ctx context.Context, t upperTarget, method sip.RequestMethod, body []byte) (*sip.Response, error) {
+	peer, err := u.peer(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	req := u.newRequest(method, t, peer)
+	if body != nil {
+		req.AppendHeader(sip.NewHeader("Content-Type", contentTypeMANSCDP))
+		req.SetBody(body)
+	}
+	return u.c.upper.Do(ctx, req)
+}
+
+// unregister sends Expires: 0 on graceful shutdown.
+func (u *upperClient) unregister(ctx context.Context) {
+	if !u.state().Registered {
+		return
+	}
+	t := u.target()
+	if _, err := u.register(ctx, t, 0); err != nil {
+		u.log.Warn().Err(err).Msg("unregister from upper platform failed; it will notice by keepalive timeout")
+		return
+	}
+	u.mu.Lock()
+	u.st.Registered = false
+	u.mu.Unlock()
+	u.log.Info().Msg("unregistered from upper platform")
+}
+
+func secondsDuration(n int) time.Duration { return time.Duration(n) * time.Second }
+
+func splitHostPort(addr string) (string, int) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr, 0
+	}
+	port, _ := strconv.Atoi(p)
+	return host, port
+}
