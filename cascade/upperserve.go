@@ -60,7 +60,7 @@ func (c *Cascade) handleUpperMessage(req *sip.Request, tx sip.ServerTransaction)
 	case hdr.Root == "Query" && hdr.CmdType == "DeviceInfo":
 		c.upper.Respond(tx, req, sip.StatusOK, "OK", nil)
 		go c.answerUpper(u, &manscdp.DeviceInfoResponse{
-			Base:       manscdp.Base{CmdType: "DeviceInfo", SN: hdr.SN, DeviceID: c.cfg.ID},
+			Base:         manscdp.Base{CmdType: "DeviceInfo", SN: hdr.SN, DeviceID: c.cfg.ID},
 			Result:       "OK",
 			DeviceName:   "gbproxy",
 			Manufacturer: "gbproxy",
@@ -71,7 +71,7 @@ func (c *Cascade) handleUpperMessage(req *sip.Request, tx sip.ServerTransaction)
 	case hdr.Root == "Query" && hdr.CmdType == "DeviceStatus":
 		c.upper.Respond(tx, req, sip.StatusOK, "OK", nil)
 		go c.answerUpper(u, &manscdp.DeviceStatusResponse{
-			Base:     manscdp.Base{CmdType: "DeviceStatus", SN: hdr.SN, DeviceID: c.cfg.ID},
+			Base:       manscdp.Base{CmdType: "DeviceStatus", SN: hdr.SN, DeviceID: c.cfg.ID},
 			Result:     "OK",
 			Online:     "ONLINE",
 			Status:     "OK",

@@ -50,11 +50,11 @@ upper:
 
 func TestValidationNamesTheKey(t *testing.T) {
 	cases := map[string]string{
-		`id: "123"`:                          "id:",
-		"lower:\n  listen: nowhere":          "lower.listen",
-		"lower:\n  listn: \"0.0.0.0:1\"":     "listn",
+		`id: "123"`:                      "id:",
+		"lower:\n  listen: nowhere":      "lower.listen",
+		"lower:\n  listn: \"0.0.0.0:1\"": "listn",
 		"upper:\n  platforms:\n    - id: \"44010000002000000001\"\n      address: \"1.2.3.4:5060\"\n      transport: sctp": "upper.platforms[0].transport",
-		"lower:\n  devices:\n    - id: \"1\"": "lower.devices[0].id",
+		"lower:\n  devices:\n    - id: \"1\"":        "lower.devices[0].id",
 		"media:\n  port_min: 5000\n  port_max: 4000": "media.port_min",
 	}
 	for yaml, key := range cases {
