@@ -87,6 +87,8 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 	c.lower.Handle(sip.OPTIONS, optionsHandler(c.lower))
 	c.upper.Handle(sip.MESSAGE, c.handleUpperMessage)
 	c.upper.Handle(sip.OPTIONS, optionsHandler(c.upper))
+	c.lower.Serve()
+	c.upper.Serve()
 	for _, p := range cfg.Upper.Platforms {
 		c.uppers = append(c.uppers, newUpperClient(c, p))
 	}

@@ -83,7 +83,7 @@ type Endpoint struct {
 
 var errNoImplicitDial = errors.New("no open TCP connection to this peer (gbproxy only sends over connections the peer opened or gbproxy dialled for it)")
 
-// Listen opens the zone's sockets and starts serving.
+// Listen opens the zone's sockets; Serve starts serving them.
 func Listen(opts Options) (*Endpoint, error) {
 	e := &Endpoint{
 		name:         opts.Name,
@@ -137,6 +137,12 @@ func Listen(opts Options) (*Endpoint, error) {
 		e.countIn(req)
 		e.Respond(tx, req, sip.StatusMethodNotAllowed, "Method Not Allowed", nil)
 	})
+	return e, nil
+}
+
+// Serve starts reading both sockets. Register every handler first: sipgo's
+// handler table is not safe to change while serving.
+func (e *Endpoint) Serve() {
 	go e.srv.ServeUDP(e.udp)
 	go e.srv.ServeTCP(e.tcp)
 	go e.srv.ServeTCP(e.dialed)
@@ -146,7 +152,6 @@ func Listen(opts Options) (*Endpoint, error) {
 		time.Sleep(time.Millisecond)
 	}
 	e.log.Info().Str("listen", e.Addr()).Msg("SIP listening on UDP and TCP")
-	return e, nil
 }
 
 func maxLevel(a, b zerolog.Level) zerolog.Level {

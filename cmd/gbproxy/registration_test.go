@@ -142,7 +142,7 @@ lower:
 		t.Fatal(err)
 	}
 	d.Close()
-	eventually(t, 2*time.Second, "TCP device offline after its connection closed", func() bool {
+	eventually(t, 5*time.Second, "TCP device offline after its connection closed", func() bool {
 		dev, _ := p.device(id)
 		return !dev.Online
 	})

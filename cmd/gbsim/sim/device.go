@@ -1,0 +1,644 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+// Timing defaults from GB/T 28181: 60 s heartbeat, offline after 3 missed, re-register no sooner than 60 s.
+const (
+	defaultKeepaliveInterval = 60 * time.Second
+	defaultRetryInterval     = 60 * time.Second
+	keepaliveMaxFailures     = 3
+	// connCheckInterval is how often a TCP device with keepalives disabled checks its connection.
+	connCheckInterval = time.Second
+	// minRequestTimeout bounds how long a keepalive may wait for its answer when the interval is tiny.
+	minRequestTimeout = 250 * time.Millisecond
+	// maxRequestTimeout is RFC 3261 Timer F (64·T1): a transaction is over by then anyway.
+	maxRequestTimeout = 32 * time.Second
+)
+
+// DeviceConfig describes a simulated IPC/NVR. Zero values take the documented defaults.
+type DeviceConfig struct {
+	ID       string // 20-digit device ID
+	Domain   string // SIP domain; default: first 10 digits of ServerID
+	ServerID string // the registrar's 20-digit ID
+	Server   string // the registrar's host:port
+	// Transport is "udp" (default) or "tcp". Over TCP the device keeps one connection to Server and
+	// listens on no socket, so every request must come down that connection (GB/T 28181 NAT rule).
+	Transport          string
+	LocalAddr          string // default "127.0.0.1:0"; over TCP a port of 0 lets the kernel choose
+	Username, Password string // Username defaults to ID
+	Expires            int    // requested registration expiry in seconds; default 3600
+	// KeepaliveInterval defaults to 60 s; negative disables keepalives.
+	KeepaliveInterval time.Duration
+	// RetryInterval is the wait before registering again after a failure; default 60 s.
+	RetryInterval time.Duration
+	Channels      []Channel // catalog; see MakeChannels
+	// Charset of answers: CharsetGB2312 (default), CharsetUTF8 or CharsetUTF8AsGB2312.
+	Charset string
+	// CatalogPerMessage is the number of items per Catalog Response MESSAGE; default 1, like most IPCs.
+	// Over UDP sipgo refuses messages above 1300 bytes, which about two items with Chinese names reach.
+	CatalogPerMessage int
+	// CatalogInterval is a pause between Catalog Response MESSAGEs (some peers pause 50 ms).
+	CatalogInterval               time.Duration
+	Manufacturer, Model, Firmware string
+	Logger                        *slog.Logger
+}
+
+// Channel is one catalog entry of a device.
+type Channel struct {
+	ID, Name string
+	Status   string // "ON" or "OFF"
+	ParentID string // default: the device ID
+}
+
+// MakeChannels builds n online cameras (type code 131) under deviceID, named in Chinese so that
+// charset handling is exercised.
+func MakeChannels(deviceID string, n int) []Channel {
+	prefix := defaultDomain(deviceID)
+	for len(prefix) < 10 {
+		prefix += "0"
+	}
+	chans := make([]Channel, n)
+	for i := range chans {
+		chans[i] = Channel{
+			ID:       fmt.Sprintf("%s131%07d", prefix, i+1),
+			Name:     fmt.Sprintf("测试摄像机%d号", i+1),
+			Status:   "ON",
+			ParentID: deviceID,
+		}
+	}
+	return chans
+}
+
+// Device simulates an IPC/NVR registering to a GB/T 28181 server.
+type Device struct {
+	cfg       DeviceConfig
+	transport string // "UDP" or "TCP"
+	log       *slog.Logger
+	journal   journal
+	keepalive atomic.Bool
+	sn        atomic.Int64
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	regMu sync.Mutex // serialises REGISTER so CSeq grows in send order
+	cseq  uint32
+
+	mu         sync.Mutex // guards the fields below
+	ua         *sipgo.UserAgent
+	client     *sipgo.Client
+	udpConn    net.PacketConn
+	serverAddr string // Server resolved to ip:port, the key sipgo pools connections under
+	callID     string
+	fromTag    string
+	regLocal   string // local address the last successful REGISTER left from
+	tryLocal   string // local address of the REGISTER in flight: the server may query us before its 200 reaches us
+	registered bool
+	granted    int // expiry granted by the last 200 OK
+	lastDate   string
+	running    bool
+	closed     bool
+}
+
+// NewDevice validates cfg and applies defaults; nothing is opened until Start or Register.
+func NewDevice(cfg DeviceConfig) (*Device, error) {
+	if cfg.ID == "" || cfg.ServerID == "" || cfg.Server == "" {
+		return nil, errors.New("device: ID, ServerID and Server are required")
+	}
+	transport, err := transportName(cfg.Transport)
+	if err != nil {
+		return nil, fmt.Errorf("device %s: %w", cfg.ID, err)
+	}
+	switch cfg.Charset {
+	case "":
+		cfg.Charset = CharsetGB2312
+	case CharsetGB2312, CharsetUTF8, CharsetUTF8AsGB2312:
+	default:
+		return nil, fmt.Errorf("device %s: charset %q not supported: use %s, %s or %s",
+			cfg.ID, cfg.Charset, CharsetGB2312, CharsetUTF8, CharsetUTF8AsGB2312)
+	}
+	if cfg.CatalogPerMessage < 0 || cfg.Expires < 0 {
+		return nil, fmt.Errorf("device %s: CatalogPerMessage and Expires must not be negative", cfg.ID)
+	}
+	if cfg.Domain == "" {
+		cfg.Domain = defaultDomain(cfg.ServerID)
+	}
+	if cfg.LocalAddr == "" {
+		cfg.LocalAddr = "127.0.0.1:0"
+	}
+	if cfg.Username == "" {
+		cfg.Username = cfg.ID
+	}
+	if cfg.Expires == 0 {
+		cfg.Expires = 3600
+	}
+	if cfg.KeepaliveInterval == 0 {
+		cfg.KeepaliveInterval = defaultKeepaliveInterval
+	}
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = defaultRetryInterval
+	}
+	if cfg.CatalogPerMessage == 0 {
+		cfg.CatalogPerMessage = 1
+	}
+	if cfg.Manufacturer == "" {
+		cfg.Manufacturer = "gbsim"
+	}
+	if cfg.Model == "" {
+		cfg.Model = "IPC-SIM"
+	}
+	if cfg.Firmware == "" {
+		cfg.Firmware = "1.0"
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = discardLogger()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &Device{
+		cfg:       cfg,
+		transport: transport,
+		log:       log.With("device", cfg.ID),
+		ctx:       ctx,
+		cancel:    cancel,
+		callID:    randomHex(8),
+		fromTag:   randomHex(5),
+	}
+	d.keepalive.Store(true)
+	return d, nil
+}
+
+var errClosed = errors.New("simulator closed")
+
+// open creates the SIP stack once: over UDP a listening socket that requests also leave from, over
+// TCP nothing but a client (the connection is dialled by the first REGISTER).
+func (d *Device) open() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return errClosed
+	}
+	if d.ua != nil {
+		return nil
+	}
+	server, err := resolveAddr(d.transport, d.cfg.Server)
+	if err != nil {
+		return fmt.Errorf("device %s: server address %q: %w", d.cfg.ID, d.cfg.Server, err)
+	}
+	ua, srv, err := newStack(d.log)
+	if err != nil {
+		return fmt.Errorf("device %s: %w", d.cfg.ID, err)
+	}
+	opts := []sipgo.ClientOption{sipgo.WithClientNAT(), sipgo.WithClientLogger(d.log)}
+	var udpConn net.PacketConn
+	if d.transport == "UDP" {
+		udpConn, err = net.ListenPacket("udp", d.cfg.LocalAddr)
+		if err != nil {
+			_ = ua.Close()
+			return fmt.Errorf("device %s: listen UDP on %s: %w (choose a free local address)", d.cfg.ID, d.cfg.LocalAddr, err)
+		}
+		opts = append(opts, sipgo.WithClientConnectionAddr(udpConn.LocalAddr().String()))
+	} else if _, port, err := net.SplitHostPort(d.cfg.LocalAddr); err == nil && port != "0" {
+		opts = append(opts, sipgo.WithClientConnectionAddr(d.cfg.LocalAddr))
+	}
+	client, err := sipgo.NewClient(ua, opts...)
+	if err != nil {
+		_ = ua.Close()
+		if udpConn != nil {
+			_ = udpConn.Close()
+		}
+		return fmt.Errorf("device %s: create SIP client: %w", d.cfg.ID, err)
+	}
+	srv.OnNoRoute(d.onRequest)
+	if udpConn != nil {
+		serveUDP(ua, srv, udpConn, &d.wg)
+	}
+	d.ua, d.client, d.udpConn, d.serverAddr = ua, client, udpConn, server
+	return nil
+}
+
+func resolveAddr(transport, addr string) (string, error) {
+	if transport == "TCP" {
+		a, err := net.ResolveTCPAddr("tcp", addr)
+		if err != nil {
+			return "", err
+		}
+		return a.String(), nil
+	}
+	a, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return "", err
+	}
+	return a.String(), nil
+}
+
+// Start registers (failing unless the final answer is 200) and then keeps the registration alive:
+// keepalives, refreshes, and re-registration after 3 failed keepalives or a lost TCP connection.
+// ctx bounds the first registration only; the device runs until Close. Call Close even when Start fails.
+func (d *Device) Start(ctx context.Context) error {
+	res, err := d.Register(ctx, d.cfg.Expires)
+	if err != nil {
+		return err
+	}
+	if res.StatusCode != sip.StatusOK {
+		return fmt.Errorf("device %s: register to %s answered %d %s, want 200 (check the password and server ID)",
+			d.cfg.ID, d.cfg.Server, res.StatusCode, res.Reason)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return errClosed
+	}
+	if !d.running {
+		d.running = true
+		d.wg.Add(1)
+		go d.run()
+	}
+	return nil
+}
+
+// prebuilt is a client option that leaves a request exactly as built.
+func prebuilt(*sipgo.Client, *sip.Request) error { return nil }
+
+// Register sends one REGISTER, answers a 401/407 challenge with digest credentials and returns the
+// final response. expires 0 unregisters. Call-ID and From tag stay the same across calls; CSeq grows.
+func (d *Device) Register(ctx context.Context, expires int) (*sip.Response, error) {
+	if err := d.open(); err != nil {
+		return nil, err
+	}
+	d.regMu.Lock()
+	defer d.regMu.Unlock()
+	res, local, err := d.register(ctx, expires)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.registered = err == nil && res.StatusCode == sip.StatusOK && expires > 0
+	if err != nil {
+		return nil, fmt.Errorf("device %s: REGISTER to %s over %s: %w (is the server listening?)", d.cfg.ID, d.serverAddr, d.transport, err)
+	}
+	d.log.Info("register answered", "expires", expires, "status", res.StatusCode, "reason", res.Reason, "transport", d.transport)
+	if res.StatusCode == sip.StatusOK {
+		d.regLocal = local
+		d.granted = expiresOf(res, expires)
+		if h := res.GetHeader("Date"); h != nil {
+			d.lastDate = h.Value()
+		}
+	}
+	return res, nil
+}
+
+// register does the REGISTER exchange and returns the final response and the local address used.
+// d.regMu must be held.
+func (d *Device) register(ctx context.Context, expires int) (*sip.Response, string, error) {
+	d.mu.Lock()
+	client, ua, dest := d.client, d.ua, d.serverAddr
+	d.mu.Unlock()
+
+	self := d.selfURI()
+	req := sip.NewRequest(sip.REGISTER, d.serverURI())
+	req.SetDestination(dest)
+	req.SetTransport(d.transport)
+	from := &sip.FromHeader{Address: self, Params: sip.NewParams()}
+	from.Params.Add("tag", d.fromTag)
+	req.AppendHeader(from)
+	req.AppendHeader(&sip.ToHeader{Address: self})
+	callID := sip.CallIDHeader(d.callID)
+	req.AppendHeader(&callID)
+	d.cseq++
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: d.cseq, MethodName: sip.REGISTER})
+	exp := sip.ExpiresHeader(expires)
+	req.AppendHeader(&exp)
+	req.AppendHeader(sip.NewHeader("User-Agent", userAgent))
+	if err := sipgo.ClientRequestBuild(client, req); err != nil {
+		return nil, "", fmt.Errorf("build request: %w", err)
+	}
+	// Take the connection now so Contact carries the real local port; over TCP this dials the server.
+	conn, err := ua.TransportLayer().ClientRequestConnection(ctx, req)
+	if err != nil {
+		return nil, "", fmt.Errorf("connect: %w", err)
+	}
+	local := conn.LocalAddr().String()
+	_, _ = conn.TryClose() // the pool keeps the connection; this only drops our reference
+	host, portStr, err := net.SplitHostPort(local)
+	if err != nil {
+		return nil, "", fmt.Errorf("local address %q: %w", local, err)
+	}
+	port, _ := strconv.Atoi(portStr)
+	req.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: d.cfg.ID, Host: host, Port: port}})
+	d.mu.Lock()
+	d.tryLocal = local
+	d.mu.Unlock()
+
+	res, err := client.Do(ctx, req, prebuilt)
+	if err == nil && (res.StatusCode == sip.StatusUnauthorized || res.StatusCode == sip.StatusProxyAuthRequired) {
+		res, err = client.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: d.cfg.Username, Password: d.cfg.Password})
+	}
+	d.cseq = req.CSeq().SeqNo
+	return res, local, err
+}
+
+// Registered reports whether the last REGISTER got a 200 OK (and was not an unregistration).
+func (d *Device) Registered() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.registered
+}
+
+// LastRegisterDate returns the Date header of the last 200 OK to REGISTER (GB/T 28181 time sync).
+func (d *Device) LastRegisterDate() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.lastDate
+}
+
+// LocalAddr returns the local ip:port the last successful REGISTER left from (its Contact address).
+func (d *Device) LocalAddr() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.regLocal
+}
+
+// SetKeepalive pauses or resumes keepalives, e.g. to make the server time the device out.
+func (d *Device) SetKeepalive(enabled bool) { d.keepalive.Store(enabled) }
+
+// Requests returns every request the server sent, in arrival order.
+func (d *Device) Requests() []Received { return d.journal.all() }
+
+// WaitRequest returns the oldest request with this method (and CmdType, when not empty) that no
+// earlier WaitRequest returned, waiting until one arrives or ctx ends.
+func (d *Device) WaitRequest(ctx context.Context, method, cmdType string) (Received, error) {
+	return d.journal.wait(ctx, method, cmdType)
+}
+
+// Close drops everything abruptly, without unregistering: the server sees a TCP connection close.
+func (d *Device) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	ua, udpConn := d.ua, d.udpConn
+	d.mu.Unlock()
+
+	d.cancel()
+	var err error
+	if ua != nil {
+		err = ua.Close()
+	}
+	if udpConn != nil {
+		_ = udpConn.Close()
+	}
+	d.wg.Wait()
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+func (d *Device) selfURI() sip.Uri {
+	return sip.Uri{Scheme: "sip", User: d.cfg.ID, Host: d.cfg.Domain}
+}
+
+func (d *Device) serverURI() sip.Uri {
+	return sip.Uri{Scheme: "sip", User: d.cfg.ServerID, Host: d.cfg.Domain}
+}
+
+// run keeps the registration alive until Close.
+func (d *Device) run() {
+	defer d.wg.Done()
+	period := d.cfg.KeepaliveInterval
+	if period < 0 {
+		period = connCheckInterval
+	}
+	ticker := time.NewTicker(period)
+	defer ticker.Stop()
+	refresh := time.NewTimer(d.refreshDelay())
+	defer refresh.Stop()
+	failures := 0
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-refresh.C:
+			refresh.Reset(d.reregister("refresh"))
+		case <-ticker.C:
+			if !d.Registered() {
+				continue // the refresh timer holds the retry
+			}
+			if d.regConnLost() {
+				failures = 0
+				refresh.Reset(d.reregister("TCP connection lost"))
+				continue
+			}
+			if d.cfg.KeepaliveInterval < 0 || !d.keepalive.Load() {
+				continue
+			}
+			if err := d.sendKeepalive(); err != nil {
+				failures++
+				d.log.Warn("keepalive failed", "failures", failures, "error", err)
+				if failures >= keepaliveMaxFailures {
+					failures = 0
+					refresh.Reset(d.reregister("keepalives failed"))
+				}
+				continue
+			}
+			failures = 0
+		}
+	}
+}
+
+// refreshDelay refreshes at two thirds of the granted expiry, or retries after a failure.
+func (d *Device) refreshDelay() time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.registered || d.granted <= 0 {
+		return d.cfg.RetryInterval
+	}
+	return time.Duration(d.granted) * time.Second * 2 / 3
+}
+
+// reregister registers again and returns when to do so next.
+func (d *Device) reregister(why string) time.Duration {
+	d.log.Info("registering again", "reason", why)
+	res, err := d.Register(d.ctx, d.cfg.Expires)
+	switch {
+	case err != nil:
+		d.log.Warn("register failed", "error", err, "retry_in", d.cfg.RetryInterval)
+	case res.StatusCode != sip.StatusOK:
+		d.log.Warn("register rejected", "status", res.StatusCode, "reason", res.Reason, "retry_in", d.cfg.RetryInterval)
+	}
+	return d.refreshDelay()
+}
+
+// regConnLost reports, for TCP, that the connection the device registered over is gone.
+func (d *Device) regConnLost() bool {
+	if d.transport != "TCP" {
+		return false
+	}
+	d.mu.Lock()
+	server := d.serverAddr
+	d.mu.Unlock()
+	return !d.isRegConn(server)
+}
+
+// isRegConn reports whether sipgo's current TCP connection to remote is the one we registered over.
+func (d *Device) isRegConn(remote string) bool {
+	d.mu.Lock()
+	ua, local, trying := d.ua, d.regLocal, d.tryLocal
+	d.mu.Unlock()
+	if ua == nil || (local == "" && trying == "") {
+		return false
+	}
+	conn, err := ua.TransportLayer().GetConnection("tcp", remote)
+	if err != nil {
+		return false
+	}
+	defer func() { _, _ = conn.TryClose() }()
+	got := conn.LocalAddr().String()
+	return got == local || got == trying
+}
+
+func (d *Device) requestTimeout() time.Duration {
+	return min(max(d.cfg.KeepaliveInterval, minRequestTimeout), maxRequestTimeout)
+}
+
+func (d *Device) sendKeepalive() error {
+	ctx, cancel := context.WithTimeout(d.ctx, d.requestTimeout())
+	defer cancel()
+	return d.sendMANSCDP(ctx, keepaliveNotify{CmdType: "Keepalive", SN: int(d.sn.Add(1)), DeviceID: d.cfg.ID, Status: "OK"})
+}
+
+// sendMANSCDP sends v as a MESSAGE to the server and expects a 2xx.
+func (d *Device) sendMANSCDP(ctx context.Context, v any) error {
+	body, err := encodeBody(v, d.cfg.Charset)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	client, dest := d.client, d.serverAddr
+	d.mu.Unlock()
+	req := newMessage(d.selfURI(), d.serverURI(), dest, d.transport, body)
+	res, err := client.Do(ctx, req)
+	if errors.Is(err, sip.ErrUDPMTUCongestion) {
+		return fmt.Errorf("MESSAGE of %d bytes too large for UDP: lower CatalogPerMessage or use TCP: %w", len(body), err)
+	}
+	if err != nil {
+		return fmt.Errorf("MESSAGE to %s: %w", dest, err)
+	}
+	if res.StatusCode/100 != 2 {
+		return fmt.Errorf("MESSAGE to %s answered %d %s", dest, res.StatusCode, res.Reason)
+	}
+	return nil
+}
+
+// onRequest records every request, answers 200 and, for MANSCDP queries, sends the Response MESSAGEs.
+func (d *Device) onRequest(req *sip.Request, tx sip.ServerTransaction) {
+	onRegConn := req.Transport() == "TCP" && d.isRegConn(req.Source())
+	rec, h := newReceived(req, onRegConn)
+	d.journal.add(rec)
+	d.log.Info("request received", "method", rec.Method, "cmd_type", rec.CmdType, "sn", rec.SN,
+		"source", rec.Source, "transport", rec.Transport, "on_reg_conn", onRegConn)
+	if req.IsAck() {
+		return
+	}
+	respond(d.log, tx, sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil))
+	if req.Method != sip.MESSAGE || h.Root() != "Query" {
+		return
+	}
+	switch h.CmdType {
+	case "Catalog":
+		d.goAnswer(h, func(ctx context.Context) error { return d.sendCatalog(ctx, h.SN) })
+	case "DeviceInfo":
+		d.goAnswer(h, func(ctx context.Context) error {
+			return d.sendMANSCDP(ctx, deviceInfoResponse{
+				CmdType: "DeviceInfo", SN: h.SN, DeviceID: d.cfg.ID, DeviceName: d.cfg.Model + " " + d.cfg.ID,
+				Result: "OK", Manufacturer: d.cfg.Manufacturer, Model: d.cfg.Model, Firmware: d.cfg.Firmware,
+				Channel: len(d.cfg.Channels),
+			})
+		})
+	case "DeviceStatus":
+		d.goAnswer(h, func(ctx context.Context) error {
+			return d.sendMANSCDP(ctx, deviceStatusResponse{
+				CmdType: "DeviceStatus", SN: h.SN, DeviceID: d.cfg.ID, Result: "OK", Online: "ONLINE",
+				Status: "OK", Encode: "ON", Record: "OFF", DeviceTime: time.Now().Format("2006-01-02T15:04:05"),
+			})
+		})
+	}
+}
+
+// goAnswer sends an answer in the background: the handler must return for sipgo to finish the
+// transaction, and the answer must follow the 200 OK.
+func (d *Device) goAnswer(h cmdHeader, send func(ctx context.Context) error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		if err := send(d.ctx); err != nil && d.ctx.Err() == nil {
+			d.log.Warn("answer failed", "cmd_type", h.CmdType, "sn", h.SN, "error", err)
+		}
+	}()
+}
+
+// sendCatalog answers a Catalog query with SumNum = all channels, CatalogPerMessage items a MESSAGE.
+func (d *Device) sendCatalog(ctx context.Context, sn int) error {
+	chans := d.cfg.Channels
+	per := d.cfg.CatalogPerMessage
+	for start := 0; start == 0 || start < len(chans); start += per {
+		end := min(start+per, len(chans))
+		items := make([]catalogItem, 0, end-start)
+		for _, ch := range chans[start:end] {
+			items = append(items, d.catalogItem(ch))
+		}
+		resp := catalogResponse{CmdType: "Catalog", SN: sn, DeviceID: d.cfg.ID, SumNum: len(chans),
+			DeviceList: catalogList{Num: len(items), Items: items}}
+		if err := d.sendMANSCDP(ctx, resp); err != nil {
+			return fmt.Errorf("catalog items %d-%d of %d: %w", start+1, end, len(chans), err)
+		}
+		if d.cfg.CatalogInterval > 0 && end < len(chans) {
+			select {
+			case <-time.After(d.cfg.CatalogInterval):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return nil
+}
+
+func (d *Device) catalogItem(ch Channel) catalogItem {
+	parent := ch.ParentID
+	if parent == "" {
+		parent = d.cfg.ID
+	}
+	status := ch.Status
+	if status == "" {
+		status = "ON"
+	}
+	civil := d.cfg.Domain
+	if len(civil) > 6 {
+		civil = civil[:6]
+	}
+	return catalogItem{
+		DeviceID: ch.ID, Name: ch.Name, Manufacturer: d.cfg.Manufacturer, Model: d.cfg.Model,
+		Owner: "Owner", CivilCode: civil, Address: "Address", ParentID: parent,
+		RegisterWay: 1, Status: status,
+	}
+}

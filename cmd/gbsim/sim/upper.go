@@ -1,0 +1,580 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/icholy/digest"
+)
+
+// nonceLifetime bounds how long a challenge may be answered (and reused for refreshes).
+const nonceLifetime = 10 * time.Minute
+
+// UpperConfig describes a simulated upper platform. Zero values take the documented defaults.
+type UpperConfig struct {
+	ID       string // 20-digit platform ID
+	Domain   string // SIP domain and digest realm; default: first 10 digits of ID
+	Password string // the one password every lower must use
+	Listen   string // UDP and TCP on the same port; default "127.0.0.1:0"
+	// Redirect, as "ID@host:port", makes the registrar answer an authenticated REGISTER with
+	// 302 and Contact <sip:ID@host:port> (GB/T 28181-2022 registration redirect).
+	Redirect string
+	Expires  int // cap on the granted expiry, seconds; default 3600
+	Logger   *slog.Logger
+}
+
+// LowerState is what the upper platform knows about one lower platform or device.
+type LowerState struct {
+	ID            string
+	Domain        string // host part of the lower's From URI
+	Transport     string // "UDP" or "TCP", of its last REGISTER
+	Source        string // ip:port its last REGISTER came from; requests go back there
+	Contact       string
+	Expires       int // granted expiry, seconds
+	RegisteredAt  time.Time
+	LastKeepalive time.Time
+	Keepalives    int // keepalives answered with 200
+	Registered    bool
+	Registrations int // successful REGISTERs with a non-zero expiry, refreshes included
+}
+
+// CatalogItem is one entry of a lower's catalog as received.
+type CatalogItem struct {
+	DeviceID, Name, Status, ParentID, Manufacturer, Model, CivilCode string
+	Parental                                                         int
+}
+
+type nonceInfo struct {
+	opaque string
+	issued time.Time
+}
+
+// pendingQuery collects the Response bodies that carry the SN of one query.
+type pendingQuery struct {
+	cmdType string
+	bodies  [][]byte // guarded by Upper.mu
+	update  signal
+}
+
+// Upper simulates an upper platform: a digest registrar that answers keepalives and queries lowers.
+type Upper struct {
+	cfg            UpperConfig
+	log            *slog.Logger
+	redirect       *sip.Uri
+	addr           string
+	ua             *sipgo.UserAgent
+	udpClient      *sipgo.Client // leaves from the listen port
+	tcpClient      *sipgo.Client // finds accepted connections by the lower's address
+	udpConn        net.PacketConn
+	tcpLn          net.Listener
+	wg             sync.WaitGroup
+	keepaliveReply atomic.Bool
+	sn             atomic.Int64
+	journal        journal
+	lowerChange    signal
+
+	mu      sync.Mutex // guards the fields below
+	lowers  map[string]*LowerState
+	nonces  map[string]nonceInfo
+	pending map[int]*pendingQuery
+	closed  bool
+}
+
+// NewUpper starts listening on UDP and TCP (same port) and returns once both are open.
+func NewUpper(cfg UpperConfig) (*Upper, error) {
+	if cfg.ID == "" {
+		return nil, errors.New("upper: ID is required")
+	}
+	if cfg.Domain == "" {
+		cfg.Domain = defaultDomain(cfg.ID)
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	if cfg.Expires <= 0 {
+		cfg.Expires = 3600
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = discardLogger()
+	}
+	u := &Upper{
+		cfg:     cfg,
+		log:     log.With("upper", cfg.ID),
+		lowers:  make(map[string]*LowerState),
+		nonces:  make(map[string]nonceInfo),
+		pending: make(map[int]*pendingQuery),
+	}
+	u.keepaliveReply.Store(true)
+	u.sn.Store(time.Now().UnixMilli() % 100000) // distinct SNs across restarts, as a real platform has
+	if cfg.Redirect != "" {
+		target, err := parseRedirect(cfg.Redirect)
+		if err != nil {
+			return nil, fmt.Errorf("upper %s: %w", cfg.ID, err)
+		}
+		u.redirect = target
+	}
+
+	udpConn, tcpLn, err := listenPair(cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("upper %s: listen on %s: %w (choose a free address)", cfg.ID, cfg.Listen, err)
+	}
+	ua, srv, err := newStack(u.log)
+	if err != nil {
+		_ = udpConn.Close()
+		_ = tcpLn.Close()
+		return nil, fmt.Errorf("upper %s: %w", cfg.ID, err)
+	}
+	u.addr = udpConn.LocalAddr().String()
+	// Only the UDP client binds the listen address: sipgo pools accepted TCP connections under the
+	// local address too, so a bound TCP client could pick another lower's connection.
+	u.udpClient, err = sipgo.NewClient(ua, sipgo.WithClientConnectionAddr(u.addr), sipgo.WithClientLogger(u.log))
+	if err == nil {
+		u.tcpClient, err = sipgo.NewClient(ua, sipgo.WithClientLogger(u.log))
+	}
+	if err != nil {
+		_ = ua.Close()
+		_ = udpConn.Close()
+		_ = tcpLn.Close()
+		return nil, fmt.Errorf("upper %s: create SIP client: %w", cfg.ID, err)
+	}
+	u.ua, u.udpConn, u.tcpLn = ua, udpConn, tcpLn
+	srv.OnRegister(u.onRegister)
+	srv.OnMessage(u.onMessage)
+	srv.OnNoRoute(u.onOther)
+	serveUDP(ua, srv, udpConn, &u.wg)
+	u.wg.Add(1)
+	go func() {
+		defer u.wg.Done()
+		_ = srv.ServeTCP(tcpLn)
+	}()
+	u.log.Info("upper platform listening", "addr", u.addr, "domain", cfg.Domain)
+	return u, nil
+}
+
+func parseRedirect(s string) (*sip.Uri, error) {
+	id, hostPort, ok := strings.Cut(s, "@")
+	if !ok || id == "" {
+		return nil, fmt.Errorf("redirect %q: want ID@host:port", s)
+	}
+	host, portStr, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		return nil, fmt.Errorf("redirect %q: want ID@host:port: %w", s, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("redirect %q: bad port: %w", s, err)
+	}
+	return &sip.Uri{Scheme: "sip", User: id, Host: host, Port: port}, nil
+}
+
+// listenPair opens UDP and TCP on the same port; with port 0 it retries when the kernel's UDP pick
+// is taken on TCP.
+func listenPair(addr string) (net.PacketConn, net.Listener, error) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln, nil
+		}
+		_ = pc.Close()
+		if port != "0" || attempt >= 10 {
+			return nil, nil, err
+		}
+	}
+}
+
+// Addr returns the ip:port the upper listens on (UDP and TCP).
+func (u *Upper) Addr() string { return u.addr }
+
+// SetKeepaliveReply turns answering keepalives on or off; off makes lowers see their keepalives time out.
+func (u *Upper) SetKeepaliveReply(ok bool) { u.keepaliveReply.Store(ok) }
+
+// Lower returns the state of one lower, and whether it ever registered.
+func (u *Upper) Lower(id string) (LowerState, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	l, ok := u.lowers[id]
+	if !ok {
+		return LowerState{}, false
+	}
+	return *l, true
+}
+
+// Lowers returns the state of every lower seen, ordered by ID.
+func (u *Upper) Lowers() []LowerState {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	out := make([]LowerState, 0, len(u.lowers))
+	for _, l := range u.lowers {
+		out = append(out, *l)
+	}
+	slices.SortFunc(out, func(a, b LowerState) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// WaitRegistered waits until the lower is registered and returns its state.
+func (u *Upper) WaitRegistered(ctx context.Context, id string) (LowerState, error) {
+	return u.WaitLower(ctx, id, func(l LowerState) bool { return l.Registered })
+}
+
+// WaitLower waits until the lower's state satisfies cond and returns that state.
+func (u *Upper) WaitLower(ctx context.Context, id string, cond func(LowerState) bool) (LowerState, error) {
+	for {
+		changed := u.lowerChange.changed()
+		if l, ok := u.Lower(id); ok && cond(l) {
+			return l, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			l, _ := u.Lower(id)
+			return l, fmt.Errorf("lower %s: awaited state not reached (registered=%v, keepalives=%d): %w",
+				id, l.Registered, l.Keepalives, ctx.Err())
+		}
+	}
+}
+
+// Requests returns every request lowers sent, REGISTER included, in arrival order.
+func (u *Upper) Requests() []Received { return u.journal.all() }
+
+// WaitRequest is Device.WaitRequest for requests lowers sent to the upper.
+func (u *Upper) WaitRequest(ctx context.Context, method, cmdType string) (Received, error) {
+	return u.journal.wait(ctx, method, cmdType)
+}
+
+// Close stops listening and closes every connection. A new Upper on the same address simulates a restart.
+func (u *Upper) Close() error {
+	u.mu.Lock()
+	if u.closed {
+		u.mu.Unlock()
+		return nil
+	}
+	u.closed = true
+	u.mu.Unlock()
+	err := u.ua.Close()
+	_ = u.udpConn.Close()
+	_ = u.tcpLn.Close()
+	u.wg.Wait()
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+func (u *Upper) selfURI() sip.Uri { return sip.Uri{Scheme: "sip", User: u.cfg.ID, Host: u.cfg.Domain} }
+
+func (u *Upper) reply(req *sip.Request, tx sip.ServerTransaction, code int, reason string) {
+	respond(u.log, tx, sip.NewResponseFromRequest(req, code, reason, nil))
+}
+
+func (u *Upper) onRegister(req *sip.Request, tx sip.ServerTransaction) {
+	rec, _ := newReceived(req, false)
+	u.journal.add(rec)
+	from := req.From()
+	if from == nil || from.Address.User == "" {
+		u.reply(req, tx, sip.StatusBadRequest, "Missing From User")
+		return
+	}
+	lowerID := from.Address.User
+	log := u.log.With("lower", lowerID, "source", req.Source(), "transport", req.Transport())
+	if req.Recipient.User != u.cfg.ID {
+		log.Warn("REGISTER for another platform ID refused", "request_uri", req.Recipient.String())
+		u.reply(req, tx, sip.StatusForbidden, "Wrong Platform ID")
+		return
+	}
+	authz := req.GetHeader("Authorization")
+	if authz == nil {
+		u.challenge(req, tx)
+		return
+	}
+	cred, err := digest.ParseCredentials(authz.Value())
+	if err != nil {
+		log.Warn("unparsable Authorization", "error", err)
+		u.reply(req, tx, sip.StatusBadRequest, "Bad Authorization")
+		return
+	}
+	u.mu.Lock()
+	n, known := u.nonces[cred.Nonce]
+	u.mu.Unlock()
+	if !known || time.Since(n.issued) > nonceLifetime {
+		log.Info("unknown or stale nonce, challenging again")
+		u.challenge(req, tx)
+		return
+	}
+	switch {
+	case cred.Realm != u.cfg.Domain:
+		err = fmt.Errorf("realm %q, want %q", cred.Realm, u.cfg.Domain)
+	case cred.Opaque != n.opaque:
+		err = fmt.Errorf("opaque %q not returned unchanged", cred.Opaque)
+	default:
+		err = verifyDigest(cred, req.Method.String(), u.cfg.Password)
+	}
+	if err != nil {
+		log.Warn("REGISTER authentication failed", "error", err)
+		u.reply(req, tx, sip.StatusForbidden, "Forbidden")
+		return
+	}
+
+	expires := min(expiresOf(req, 3600), u.cfg.Expires) // 3600 is RFC 3261's default
+	if u.redirect != nil {
+		res := sip.NewResponseFromRequest(req, sip.StatusMovedTemporarily, "Moved Temporarily", nil)
+		res.AppendHeader(&sip.ContactHeader{Address: *u.redirect})
+		exp := sip.ExpiresHeader(expires)
+		res.AppendHeader(&exp)
+		log.Info("REGISTER redirected", "to", u.redirect.String())
+		respond(u.log, tx, res)
+		return
+	}
+	u.recordRegistration(req, lowerID, from.Address.Host, expires)
+	res := sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil)
+	if c := req.Contact(); c != nil {
+		res.AppendHeader(c.Clone())
+	}
+	exp := sip.ExpiresHeader(expires)
+	res.AppendHeader(&exp)
+	res.AppendHeader(sip.NewHeader("Date", time.Now().Format(gbDateLayout)))
+	if expires == 0 {
+		log.Info("lower unregistered")
+	} else {
+		log.Info("lower registered", "expires", expires)
+	}
+	respond(u.log, tx, res)
+}
+
+func (u *Upper) challenge(req *sip.Request, tx sip.ServerTransaction) {
+	nonce, opaque := randomHex(16), randomHex(16)
+	now := time.Now()
+	u.mu.Lock()
+	for k, n := range u.nonces {
+		if now.Sub(n.issued) > nonceLifetime {
+			delete(u.nonces, k)
+		}
+	}
+	u.nonces[nonce] = nonceInfo{opaque: opaque, issued: now}
+	u.mu.Unlock()
+	res := sip.NewResponseFromRequest(req, sip.StatusUnauthorized, "Unauthorized", nil)
+	res.AppendHeader(sip.NewHeader("WWW-Authenticate",
+		fmt.Sprintf(`Digest realm="%s", nonce="%s", opaque="%s", algorithm=MD5`, u.cfg.Domain, nonce, opaque)))
+	respond(u.log, tx, res)
+}
+
+func (u *Upper) recordRegistration(req *sip.Request, lowerID, domain string, expires int) {
+	u.mu.Lock()
+	l := u.lowers[lowerID]
+	if l == nil {
+		l = &LowerState{ID: lowerID}
+		u.lowers[lowerID] = l
+	}
+	l.Domain = domain
+	l.Transport = req.Transport()
+	l.Source = req.Source()
+	if c := req.Contact(); c != nil {
+		l.Contact = c.Address.String()
+	}
+	l.Expires = expires
+	l.Registered = expires > 0
+	if l.Registered {
+		l.RegisteredAt = time.Now()
+		l.Registrations++
+	}
+	u.mu.Unlock()
+	u.lowerChange.notify()
+}
+
+func (u *Upper) onMessage(req *sip.Request, tx sip.ServerTransaction) {
+	rec, h := newReceived(req, false)
+	u.journal.add(rec)
+	if h.Root() == "Notify" && h.CmdType == "Keepalive" {
+		u.onKeepalive(req, tx)
+		return
+	}
+	u.log.Info("MESSAGE received", "cmd_type", rec.CmdType, "sn", rec.SN, "source", rec.Source)
+	// sipgo runs handlers concurrently: collect before answering, so that a lower sending its next
+	// Response only after our 200 finds its items kept in order.
+	if h.Root() == "Response" {
+		u.mu.Lock()
+		p := u.pending[h.SN]
+		if p != nil && strings.EqualFold(p.cmdType, h.CmdType) {
+			p.bodies = append(p.bodies, rec.Body)
+		}
+		u.mu.Unlock()
+		if p != nil {
+			p.update.notify()
+		}
+	}
+	u.reply(req, tx, sip.StatusOK, "OK")
+}
+
+// onKeepalive answers 200 to registered lowers and 404 to unknown ones, so that a lower whose
+// registration was lost (e.g. after an upper restart) learns it must register again.
+func (u *Upper) onKeepalive(req *sip.Request, tx sip.ServerTransaction) {
+	var lowerID string
+	if from := req.From(); from != nil {
+		lowerID = from.Address.User
+	}
+	if !u.keepaliveReply.Load() {
+		u.log.Info("keepalive left unanswered on purpose", "lower", lowerID)
+		return
+	}
+	u.mu.Lock()
+	l := u.lowers[lowerID]
+	registered := l != nil && l.Registered
+	if registered {
+		l.LastKeepalive = time.Now()
+		l.Keepalives++
+	}
+	u.mu.Unlock()
+	if !registered {
+		u.log.Warn("keepalive from unregistered lower", "lower", lowerID, "source", req.Source())
+		u.reply(req, tx, sip.StatusNotFound, "Not Registered")
+		return
+	}
+	u.lowerChange.notify()
+	u.log.Info("keepalive", "lower", lowerID, "source", req.Source())
+	u.reply(req, tx, sip.StatusOK, "OK")
+}
+
+func (u *Upper) onOther(req *sip.Request, tx sip.ServerTransaction) {
+	rec, _ := newReceived(req, false)
+	u.journal.add(rec)
+	u.log.Info("request received", "method", rec.Method, "source", rec.Source)
+	if !req.IsAck() {
+		u.reply(req, tx, sip.StatusOK, "OK")
+	}
+}
+
+// sendQuery sends a MANSCDP Query to a registered lower (down its own TCP connection when it
+// registered over TCP, else to the UDP address it registered from) and returns where its
+// Response bodies will collect. The caller must call dropPending(sn).
+func (u *Upper) sendQuery(ctx context.Context, lowerID, cmdType, deviceID string) (int, *pendingQuery, error) {
+	l, ok := u.Lower(lowerID)
+	if !ok || !l.Registered {
+		return 0, nil, fmt.Errorf("lower %s is not registered", lowerID)
+	}
+	client := u.udpClient
+	if l.Transport == "TCP" {
+		conn, err := u.ua.TransportLayer().GetConnection("tcp", l.Source)
+		if err != nil {
+			return 0, nil, fmt.Errorf("lower %s: its TCP connection from %s is closed; it must register again", lowerID, l.Source)
+		}
+		_, _ = conn.TryClose()
+		client = u.tcpClient
+	}
+	sn := int(u.sn.Add(1))
+	body, err := encodeBody(queryCmd{CmdType: cmdType, SN: sn, DeviceID: deviceID}, CharsetGB2312)
+	if err != nil {
+		return 0, nil, err
+	}
+	p := &pendingQuery{cmdType: cmdType}
+	u.mu.Lock()
+	u.pending[sn] = p
+	u.mu.Unlock()
+	to := sip.Uri{Scheme: "sip", User: lowerID, Host: l.Domain}
+	res, err := client.Do(ctx, newMessage(u.selfURI(), to, l.Source, l.Transport, body))
+	if err == nil && res.StatusCode/100 != 2 {
+		err = fmt.Errorf("answered %d %s", res.StatusCode, res.Reason)
+	}
+	if err != nil {
+		u.dropPending(sn)
+		return 0, nil, fmt.Errorf("%s query to lower %s at %s/%s: %w", cmdType, lowerID, l.Source, l.Transport, err)
+	}
+	return sn, p, nil
+}
+
+func (u *Upper) dropPending(sn int) {
+	u.mu.Lock()
+	delete(u.pending, sn)
+	u.mu.Unlock()
+}
+
+// nextBodies waits for Response bodies past the first seen ones.
+func (u *Upper) nextBodies(ctx context.Context, p *pendingQuery, seen int) ([][]byte, error) {
+	for {
+		changed := p.update.changed()
+		u.mu.Lock()
+		fresh := p.bodies[seen:]
+		u.mu.Unlock()
+		if len(fresh) > 0 {
+			return fresh, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// QueryCatalog queries a lower's catalog and collects Response MESSAGEs until SumNum items arrived.
+// When ctx ends first it returns the items so far, the SumNum announced (0 if none came) and an error.
+func (u *Upper) QueryCatalog(ctx context.Context, lowerID string) ([]CatalogItem, int, error) {
+	sn, p, err := u.sendQuery(ctx, lowerID, "Catalog", lowerID)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer u.dropPending(sn)
+	var items []CatalogItem
+	sum, seen := -1, 0
+	for sum < 0 || len(items) < sum {
+		bodies, err := u.nextBodies(ctx, p, seen)
+		if err != nil {
+			return items, max(sum, 0), fmt.Errorf("catalog of lower %s (SN %d): %d of %d items received: %w",
+				lowerID, sn, len(items), max(sum, 0), err)
+		}
+		seen += len(bodies)
+		for _, body := range bodies {
+			var r catalogResponse
+			if err := decodeBody(body, &r); err != nil {
+				return items, max(sum, 0), fmt.Errorf("catalog of lower %s: %w", lowerID, err)
+			}
+			if r.DeviceList.Num != len(r.DeviceList.Items) {
+				return items, r.SumNum, fmt.Errorf("catalog of lower %s: DeviceList Num=%d but %d items", lowerID, r.DeviceList.Num, len(r.DeviceList.Items))
+			}
+			sum = r.SumNum
+			for _, it := range r.DeviceList.Items {
+				items = append(items, CatalogItem{
+					DeviceID: it.DeviceID, Name: it.Name, Status: it.Status, ParentID: it.ParentID,
+					Manufacturer: it.Manufacturer, Model: it.Model, CivilCode: it.CivilCode, Parental: it.Parental,
+				})
+			}
+		}
+	}
+	return items, sum, nil
+}
+
+// Query sends a MANSCDP Query of cmdType about deviceID (the lower itself when empty) and returns the
+// first Response body carrying its SN, decoded to UTF-8.
+func (u *Upper) Query(ctx context.Context, lowerID, cmdType, deviceID string) ([]byte, error) {
+	if deviceID == "" {
+		deviceID = lowerID
+	}
+	sn, p, err := u.sendQuery(ctx, lowerID, cmdType, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	defer u.dropPending(sn)
+	bodies, err := u.nextBodies(ctx, p, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%s query to lower %s (SN %d): no Response: %w", cmdType, lowerID, sn, err)
+	}
+	return bodies[0], nil
+}
