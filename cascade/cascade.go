@@ -159,8 +159,14 @@ func (c *Cascade) describeMetrics() {
 	m.Describe("gbproxy_keepalives_total", "Keepalives by side (lower: received from devices; upper: sent to platforms) and result.")
 	m.Describe("gbproxy_device_offline_total", "Devices going offline by reason.")
 	m.Describe("gbproxy_upper_registrations_total", "Upward REGISTER outcomes by platform and result.")
-	m.Gauge("gbproxy_devices_online", "Devices currently online.", func() float64 { return float64(c.registry.OnlineCount()) })
-	m.Gauge("gbproxy_devices_known", "Devices known (online or not).", func() float64 { return float64(len(c.registry.Devices())) })
+	m.Gauge("gbproxy_devices_online", "Devices currently online.", func() float64 {
+		_, online := c.registry.Counts()
+		return float64(online)
+	})
+	m.Gauge("gbproxy_devices_known", "Devices known (online or not).", func() float64 {
+		known, _ := c.registry.Counts()
+		return float64(known)
+	})
 }
 
 // optionsHandler answers OPTIONS with 200: some platforms use it as a heartbeat.

@@ -165,17 +165,17 @@ func (r *Registry) Channels() []ChannelView {
 	return out
 }
 
-// OnlineCount counts online devices.
-func (r *Registry) OnlineCount() int {
+// Counts returns how many devices are known and how many are online,
+// without copying records (it runs on every /metrics scrape).
+func (r *Registry) Counts() (known, online int) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	n := 0
 	for _, d := range r.devices {
 		if d.Online {
-			n++
+			online++
 		}
 	}
-	return n
+	return len(r.devices), online
 }
 
 // register records a successful registration and reports whether it is a
