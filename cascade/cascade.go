@@ -35,6 +35,8 @@ type Cascade struct {
 	digest    *security.DigestServer
 	passwords map[string]string // configured devices -> password ("" = lower.password)
 	catalogs  *catalogCollector
+	routes    *routeTable
+	subs      *subscriptions
 	uppers    []*upperClient
 
 	now    func() time.Time
@@ -48,7 +50,7 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Cascade{
 		cfg: cfg, log: log, metrics: m, store: st,
-		registry:  newRegistry(st, log),
+		registry:  newRegistry(st, log, cfg.ID),
 		digest:    security.NewDigestServer(security.DigestConfig{Realm: cfg.Domain}),
 		passwords: map[string]string{},
 		now:       time.Now,
@@ -59,6 +61,9 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 		c.passwords[d.ID] = d.Password
 	}
 	c.catalogs = newCatalogCollector(c)
+	c.routes = newRouteTable(c)
+	c.subs = newSubscriptions(c)
+	c.registry.publish = c.subs.channelEvents
 	if err := c.registry.load(c.now()); err != nil {
 		cancel()
 		return nil, fmt.Errorf("restore registry from store: %w", err)
@@ -84,21 +89,28 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 	c.describeMetrics()
 	c.lower.Handle(sip.REGISTER, c.handleRegister)
 	c.lower.Handle(sip.MESSAGE, c.handleLowerMessage)
-	c.lower.Handle(sip.OPTIONS, optionsHandler(c.lower))
+	c.lower.Handle(sip.NOTIFY, c.handleLowerNotify)
+	c.lower.Handle(sip.OPTIONS, optionsHandler(c.lower, "REGISTER, MESSAGE, NOTIFY, OPTIONS"))
 	c.upper.Handle(sip.MESSAGE, c.handleUpperMessage)
-	c.upper.Handle(sip.OPTIONS, optionsHandler(c.upper))
+	c.upper.Handle(sip.SUBSCRIBE, c.handleUpperSubscribe)
+	c.upper.Handle(sip.OPTIONS, optionsHandler(c.upper, "MESSAGE, SUBSCRIBE, OPTIONS"))
+	for _, p := range cfg.Upper.Platforms {
+		share := p.Share
+		if saved, ok := c.savedShare(p.ID); ok {
+			share = saved
+		}
+		c.uppers = append(c.uppers, newUpperClient(c, p, share))
+	}
 	c.lower.Serve()
 	c.upper.Serve()
-	for _, p := range cfg.Upper.Platforms {
-		c.uppers = append(c.uppers, newUpperClient(c, p))
-	}
 	return c, nil
 }
 
 // Start runs the keepalive monitor and the upward registrations.
 func (c *Cascade) Start() {
-	c.wg.Add(1)
+	c.wg.Add(2)
 	go c.monitorDevices()
+	go c.subs.run(c.ctx)
 	for _, u := range c.uppers {
 		c.wg.Add(1)
 		go u.run(c.ctx, &c.wg)
@@ -136,18 +148,67 @@ type PlatformState struct {
 	ID         string    `json:"id"`
 	Address    string    `json:"address"`
 	Transport  string    `json:"transport"`
+	Charset    string    `json:"charset"`
 	Registered bool      `json:"registered"`
 	LastError  string    `json:"last_error"`
 	Server     string    `json:"server,omitempty"` // where we are registered, after a 302
 	ExpiresAt  time.Time `json:"expires_at,omitzero"`
 	Keepalive  time.Time `json:"last_keepalive,omitzero"`
+	// GBVersion is the platform's X-GB-Ver; Negotiated the edition both
+	// sides speak (2.0 = GB/T 28181-2016 when the platform sends none).
+	GBVersion  string `json:"gb_version,omitempty"`
+	Negotiated string `json:"negotiated_version"`
+
+	Share          configs.ShareConfig `json:"share"`
+	SharedChannels int                 `json:"shared_channels"`
+	Subscriptions  []SubscriptionState `json:"subscriptions"`
+	LastCatalog    *CatalogTransfer    `json:"last_catalog,omitempty"`
+}
+
+// CatalogTransfer is the outcome of our last catalog answer to a platform.
+type CatalogTransfer struct {
+	SN       int64     `json:"sn"`
+	SumNum   int       `json:"sum_num"`
+	Sent     int       `json:"sent"`
+	Messages int       `json:"messages"`
+	Failed   int       `json:"failed_messages"`
+	Started  time.Time `json:"started_at"`
+	Finished time.Time `json:"finished_at,omitzero"`
+}
+
+// negotiatedVersion: the older of the two editions; a peer that sends no
+// X-GB-Ver is taken for GB/T 28181-2016.
+func negotiatedVersion(peer string) string {
+	if peer == "" {
+		return "2.0"
+	}
+	if peer < endpoint.GBVersion {
+		return peer
+	}
+	return endpoint.GBVersion
+}
+
+// Channels lists every channel with its effective status and the IDs the
+// upper platforms that see it know it by.
+func (c *Cascade) Channels() []ChannelView {
+	views := make(map[string]*shareView, len(c.uppers))
+	for _, u := range c.uppers {
+		views[u.cfg.ID] = u.view()
+	}
+	return c.registry.channelViews(views)
 }
 
 // Platforms reports every configured upper platform.
 func (c *Cascade) Platforms() []PlatformState {
 	out := make([]PlatformState, len(c.uppers))
 	for i, u := range c.uppers {
-		out[i] = u.state()
+		st := u.state()
+		v := u.view()
+		st.Negotiated = negotiatedVersion(st.GBVersion)
+		st.Share = v.cfg
+		st.SharedChannels = len(c.registry.catalogFor(v))
+		st.Subscriptions = c.subs.statesOf(u.cfg.ID)
+		out[i] = st
 	}
 	return out
 }
@@ -159,6 +220,12 @@ func (c *Cascade) describeMetrics() {
 	m.Describe("gbproxy_keepalives_total", "Keepalives by side (lower: received from devices; upper: sent to platforms) and result.")
 	m.Describe("gbproxy_device_offline_total", "Devices going offline by reason.")
 	m.Describe("gbproxy_upper_registrations_total", "Upward REGISTER outcomes by platform and result.")
+	m.Describe("gbproxy_routed_total", "Queries and controls from upper platforms routed to devices, by platform and result.")
+	m.Describe("gbproxy_alarms_total", "Alarms received from devices (in) and delivered to upper platforms (out).")
+	m.Describe("gbproxy_notify_total", "NOTIFYs to subscribed upper platforms by platform, kind and result.")
+	m.Describe("gbproxy_device_subscriptions_total", "Our SUBSCRIBEs to devices by kind and result.")
+	m.Describe("gbproxy_channels_refused_total", "Catalog items refused because another device owns the ID or it is our own (loop guard).")
+	m.Gauge("gbproxy_routes_pending", "Routed requests waiting for their device's answer.", func() float64 { return float64(c.routes.size()) })
 	m.Gauge("gbproxy_devices_online", "Devices currently online.", func() float64 {
 		_, online := c.registry.Counts()
 		return float64(online)
@@ -170,9 +237,9 @@ func (c *Cascade) describeMetrics() {
 }
 
 // optionsHandler answers OPTIONS with 200: some platforms use it as a heartbeat.
-func optionsHandler(ep *endpoint.Endpoint) endpoint.Handler {
+func optionsHandler(ep *endpoint.Endpoint, allow string) endpoint.Handler {
 	return func(req *sip.Request, tx sip.ServerTransaction) {
-		ep.Respond(tx, req, sip.StatusOK, "OK", nil, sip.NewHeader("Allow", "REGISTER, MESSAGE, OPTIONS"))
+		ep.Respond(tx, req, sip.StatusOK, "OK", nil, sip.NewHeader("Allow", allow))
 	}
 }
 
@@ -192,6 +259,11 @@ func (c *Cascade) monitorDevices() {
 			for i, id := range ids {
 				c.deviceOffline(id, reasons[i])
 			}
+			if every := c.cfg.Lower.CatalogRefreshInterval; every > 0 {
+				for _, dev := range c.registry.catalogRefreshDue(c.now(), every) {
+					c.catalogs.query(dev)
+				}
+			}
 		}
 	}
 }
@@ -201,6 +273,7 @@ func (c *Cascade) deviceOffline(id, reason string) {
 		return
 	}
 	c.metrics.Inc("gbproxy_device_offline_total", "reason", reason)
+	c.subs.poke()
 	c.log.Info().Str("device_id", id).Str("reason", reason).Msg("device offline; its channels are now OFF")
 }
 

@@ -46,6 +46,7 @@ func newCatalogCollector(c *Cascade) *catalogCollector {
 // query sends a Catalog query to a device in the background.
 func (cc *catalogCollector) query(dev Device) {
 	c := cc.c
+	c.registry.catalogAsked(dev.ID, c.now())
 	sn := nextSN()
 	cc.mu.Lock()
 	if cc.stopped {
@@ -141,7 +142,8 @@ func (cc *catalogCollector) finish(deviceID string, a *catalogAnswer, complete b
 		log.Warn().Msg("device sent no Catalog answer in time; its channels stay as last known")
 		return
 	}
-	added, removed := c.registry.setChannels(deviceID, items, complete, c.now())
+	added, removed, refused := c.registry.setChannels(deviceID, items, complete, c.now())
+	c.logRefused(deviceID, refused)
 	if complete {
 		log.Info().Int("added", added).Int("removed", removed).Msg("device catalog stored")
 	} else {
@@ -160,8 +162,9 @@ func (cc *catalogCollector) stop() {
 }
 
 // sendToDevice sends a MANSCDP MESSAGE (or another request) to a registered
-// device, over its own TCP connection when it registered over TCP.
-func (c *Cascade) sendToDevice(ctx context.Context, dev Device, method sip.RequestMethod, body []byte) (*sip.Response, error) {
+// device, over its own TCP connection when it registered over TCP. headers
+// replace the request's own of the same name.
+func (c *Cascade) sendToDevice(ctx context.Context, dev Device, method sip.RequestMethod, body []byte, headers ...sip.Header) (*sip.Response, error) {
 	peer := endpoint.Peer{Transport: dev.Transport, Addr: dev.Remote}
 	host, port := splitHostPort(dev.Remote)
 	req := c.lower.NewRequest(method,
@@ -173,6 +176,7 @@ func (c *Cascade) sendToDevice(ctx context.Context, dev Device, method sip.Reque
 		req.AppendHeader(sip.NewHeader("Content-Type", contentTypeMANSCDP))
 		req.SetBody(body)
 	}
+	setHeaders(req, headers)
 	return c.lower.Do(ctx, req)
 }
 
@@ -181,4 +185,15 @@ func statusOf(res *sip.Response) int {
 		return 0
 	}
 	return res.StatusCode
+}
+
+// setHeaders replaces headers of the same name, or appends.
+func setHeaders(req *sip.Request, headers []sip.Header) {
+	for _, h := range headers {
+		if req.GetHeader(h.Name()) != nil {
+			req.ReplaceHeader(h)
+		} else {
+			req.AppendHeader(h)
+		}
+	}
 }

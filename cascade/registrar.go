@@ -1,6 +1,7 @@
 package cascade
 
 import (
+	"context"
 	"errors"
 	"net"
 	"regexp"
@@ -104,13 +105,18 @@ func (c *Cascade) handleRegister(req *sip.Request, tx sip.ServerTransaction) {
 	if h := req.GetHeader("User-Agent"); h != nil {
 		dev.UserAgent = h.Value()
 	}
+	dev.GBVersion = headerValue(req, "X-GB-Ver")
 	fresh := c.registry.register(dev)
 	c.registerResult("ok")
 	ep.Respond(tx, req, sip.StatusOK, "OK", nil,
 		sip.NewHeader("Date", gbDate(now)),
 		sip.NewHeader("Expires", strconv.Itoa(expires)))
 	if fresh {
-		log.Info().Str("transport", dev.Transport).Int("expires", expires).Str("user_agent", dev.UserAgent).Msg("device registered")
+		log.Info().Str("transport", dev.Transport).Int("expires", expires).Str("user_agent", dev.UserAgent).Str("gb_version", dev.GBVersion).Msg("device registered")
+		if c.upperByID(id) != nil {
+			log.Warn().Msg("this device is also one of our upper platforms (a cascade loop): its channels are never shared back to it")
+		}
+		c.subs.deviceReset(id)
 		c.catalogs.query(dev)
 	}
 }
@@ -167,9 +173,20 @@ func requestedExpires(req *sip.Request) int {
 	return defaultExpires
 }
 
-// handleLowerMessage serves MESSAGEs from devices: keepalives and answers to
-// our queries.
+// handleLowerMessage serves MESSAGEs from devices: keepalives, answers to
+// our queries and to routed ones, alarms and other notifications.
 func (c *Cascade) handleLowerMessage(req *sip.Request, tx sip.ServerTransaction) {
+	c.fromDevice(req, tx, true)
+}
+
+// handleLowerNotify serves NOTIFYs of our subscriptions to devices.
+func (c *Cascade) handleLowerNotify(req *sip.Request, tx sip.ServerTransaction) {
+	c.fromDevice(req, tx, false)
+}
+
+// fromDevice answers a device's MESSAGE or NOTIFY, then acts on its body.
+// Any request from a registered device is also a sign of life.
+func (c *Cascade) fromDevice(req *sip.Request, tx sip.ServerTransaction, isMessage bool) {
 	from := req.From()
 	if from == nil {
 		c.lower.Respond(tx, req, sip.StatusBadRequest, "Bad Request (no From)", nil)
@@ -178,7 +195,7 @@ func (c *Cascade) handleLowerMessage(req *sip.Request, tx sip.ServerTransaction)
 	body := req.Body()
 	hdr, err := manscdp.Peek(body)
 	if err != nil {
-		c.log.Warn().Err(err).Str("from", from.Address.User).Str("remote", req.Source()).Msg("MESSAGE with unreadable MANSCDP body answered 400")
+		c.log.Warn().Err(err).Str("from", from.Address.User).Str("remote", req.Source()).Str("method", string(req.Method)).Msg("request with unreadable MANSCDP body answered 400")
 		c.lower.Respond(tx, req, sip.StatusBadRequest, "Bad Request (MANSCDP body)", nil)
 		return
 	}
@@ -195,18 +212,96 @@ func (c *Cascade) handleLowerMessage(req *sip.Request, tx sip.ServerTransaction)
 	}
 	if revived {
 		c.log.Info().Str("device_id", deviceID).Msg("device back online")
+		c.subs.poke()
 	}
+	c.lower.Respond(tx, req, sip.StatusOK, "OK", nil)
 	switch {
-	case hdr.Root == "Notify" && hdr.CmdType == "Keepalive":
+	case hdr.Root == manscdp.RootNotify && hdr.CmdType == "Keepalive":
 		c.metrics.Inc("gbproxy_keepalives_total", "side", "lower", "result", "ok")
-		c.lower.Respond(tx, req, sip.StatusOK, "OK", nil)
-	case hdr.Root == "Response" && hdr.CmdType == "Catalog":
-		c.lower.Respond(tx, req, sip.StatusOK, "OK", nil)
-		c.catalogs.receive(deviceID, body)
+	case hdr.Root == manscdp.RootResponse:
+		if !c.routes.deliver(deviceID, hdr, body) && hdr.CmdType == "Catalog" {
+			c.catalogs.receive(deviceID, body)
+		}
+	case hdr.Root == manscdp.RootNotify && hdr.CmdType == "Catalog":
+		c.catalogNotify(deviceID, body)
+	case hdr.Root == manscdp.RootNotify && hdr.CmdType == "Alarm":
+		c.alarmFromDevice(deviceID, hdr, body, isMessage)
+	case hdr.Root == manscdp.RootNotify && subscriptionKinds[hdr.CmdType]:
+		c.subs.forward(hdr.CmdType, deviceID, hdr.DeviceID, body)
 	default:
-		c.lower.Respond(tx, req, sip.StatusOK, "OK", nil)
-		c.log.Debug().Str("device_id", deviceID).Str("root", hdr.Root).Str("cmd_type", hdr.CmdType).Msg("MESSAGE from device accepted; nothing routes it yet")
+		c.log.Debug().Str("device_id", deviceID).Str("root", hdr.Root).Str("cmd_type", hdr.CmdType).Msg("request from device accepted; nothing routes it")
 	}
+}
+
+// catalogNotify applies a device's catalog change; subscribed uppers hear of
+// it through the registry's events.
+func (c *Cascade) catalogNotify(deviceID string, body []byte) {
+	var n manscdp.CatalogNotify
+	if err := manscdp.Decode(body, &n); err != nil {
+		c.log.Warn().Err(err).Str("device_id", deviceID).Msg("unreadable catalog notification ignored")
+		return
+	}
+	refused := c.registry.applyNotify(deviceID, n.DeviceList.Items, c.now())
+	c.logRefused(deviceID, refused)
+	c.log.Info().Str("device_id", deviceID).Int("items", len(n.DeviceList.Items)).Msg("catalog change from device applied")
+}
+
+// logRefused reports channels refused because another device owns them.
+func (c *Cascade) logRefused(deviceID string, refused []string) {
+	if len(refused) == 0 {
+		return
+	}
+	c.metrics.Add("gbproxy_channels_refused_total", int64(len(refused)))
+	c.log.Warn().Str("device_id", deviceID).Int("count", len(refused)).Str("first", refused[0]).
+		Msg("channels refused: another online device already reports these IDs, or they are this proxy's own (a cascade loop, or IDs configured twice)")
+}
+
+// alarmFromDevice acknowledges an alarm (GB/T 28181 §9.4: 200, then a
+// Response with Result OK) and forwards it to every upper that sees the
+// alarming channel, and to Alarm subscribers.
+func (c *Cascade) alarmFromDevice(deviceID string, hdr manscdp.Header, body []byte, isMessage bool) {
+	c.metrics.Inc("gbproxy_alarms_total", "direction", "in")
+	c.log.Info().Str("device_id", deviceID).Str("channel_id", hdr.DeviceID).Int64("sn", hdr.SN).Msg("alarm from device")
+	if isMessage {
+		go func() {
+			dev, ok := c.registry.Device(deviceID)
+			if !ok {
+				return
+			}
+			ack, err := manscdp.Encode(manscdp.RootResponse, &manscdp.ResultResponse{
+				Base: manscdp.Base{CmdType: "Alarm", SN: hdr.SN, DeviceID: hdr.DeviceID}, Result: "OK"}, manscdp.CharsetGB2312)
+			if err != nil {
+				return
+			}
+			ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
+			defer cancel()
+			if res, err := c.sendToDevice(ctx, dev, sip.MESSAGE, ack); err != nil || !res.IsSuccess() {
+				c.log.Warn().Err(err).Int("status", statusOf(res)).Str("device_id", deviceID).Msg("device did not take our alarm acknowledgement")
+			}
+		}()
+	}
+	for _, u := range c.uppers {
+		v := u.view()
+		if !u.state().Registered || !c.registry.sharesID(v, hdr.DeviceID) {
+			continue
+		}
+		out, err := manscdp.Rewrite(body, nextSN(), func(id string) (string, bool) { return v.up(id), true }, u.charset())
+		if err != nil {
+			u.log.Warn().Err(err).Str("device_id", deviceID).Msg("alarm could not be rewritten for the upper platform; dropped")
+			continue
+		}
+		go func() {
+			ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
+			defer cancel()
+			res, err := u.send(ctx, u.target(), sip.MESSAGE, out)
+			if err != nil || !res.IsSuccess() {
+				u.log.Warn().Err(err).Int("status", statusOf(res)).Str("device_id", deviceID).Str("channel_id", hdr.DeviceID).Msg("upper platform did not take the alarm")
+				return
+			}
+			c.metrics.Inc("gbproxy_alarms_total", "direction", "out")
+		}()
+	}
+	c.subs.forward("Alarm", deviceID, hdr.DeviceID, body)
 }
 
 func callIDOf(m sip.Message) string {

@@ -2,6 +2,7 @@ package cascade
 
 import (
 	"encoding/json"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -28,6 +29,7 @@ type Device struct {
 	Remote       string    `json:"remote"`    // where requests go: received/rport, or the TCP peer
 	Contact      string    `json:"contact"`
 	UserAgent    string    `json:"user_agent,omitempty"`
+	GBVersion    string    `json:"gb_version,omitempty"` // X-GB-Ver of its REGISTER
 	CallID       string    `json:"call_id"`
 	Expires      int       `json:"expires"`
 	RegisteredAt time.Time `json:"registered_at"`
@@ -35,6 +37,7 @@ type Device struct {
 
 	Online        bool      `json:"-"`
 	LastKeepalive time.Time `json:"-"`
+	LastCatalog   time.Time `json:"-"` // when we last asked for its catalog
 }
 
 // Channel is one catalog item of a device, kept as the device reported it.
@@ -57,24 +60,40 @@ func (r *Registry) channelStatus(c *Channel) string {
 	return strings.ToUpper(c.Item.Status)
 }
 
+// ChannelEvent is a catalog change as GB/T 28181 notifies it: Item carries
+// the channel's effective status, Event is ON, OFF, VLOST, DEFECT, ADD, DEL
+// or UPDATE.
+type ChannelEvent struct {
+	DeviceID string
+	Item     manscdp.CatalogItem
+	Event    string
+}
+
 // Registry holds devices and channels in memory and writes them behind to the
 // store. One mutex: the maps are small and every operation is short.
 type Registry struct {
 	mu       sync.RWMutex
 	devices  map[string]*Device
 	channels map[string]map[string]*Channel // device ID -> channel ID -> channel
+	owner    map[string]string              // channel ID -> device ID
 	byConn   map[string]string              // TCP remote -> device ID
+	self     string                         // the proxy's own ID, never a channel
 	store    *store.Store
 	log      zerolog.Logger
+	// publish receives every change, outside the lock (subscriptions).
+	publish func([]ChannelEvent)
 }
 
-func newRegistry(st *store.Store, log zerolog.Logger) *Registry {
+func newRegistry(st *store.Store, log zerolog.Logger, self string) *Registry {
 	return &Registry{
 		devices:  map[string]*Device{},
 		channels: map[string]map[string]*Channel{},
+		owner:    map[string]string{},
 		byConn:   map[string]string{},
+		self:     self,
 		store:    st,
 		log:      log,
+		publish:  func([]ChannelEvent) {},
 	}
 }
 
@@ -105,6 +124,7 @@ func (r *Registry) load(now time.Time) error {
 			return nil
 		}
 		r.channelsOf(c.DeviceID)[c.ID] = &c
+		r.owner[c.ID] = c.DeviceID
 		return nil
 	})
 }
@@ -140,19 +160,23 @@ func (r *Registry) Devices() []Device {
 	return out
 }
 
-// ChannelView is a channel with its effective status.
+// ChannelView is a channel with its effective status and, per upper
+// platform that sees it, the ID it sees.
 type ChannelView struct {
 	Channel
-	Status string
+	Status   string
+	SharedTo map[string]string
 }
 
 // Channels returns all channels with effective status, sorted by device then ID.
-func (r *Registry) Channels() []ChannelView {
+func (r *Registry) Channels() []ChannelView { return r.channelViews(nil) }
+
+func (r *Registry) channelViews(views map[string]*shareView) []ChannelView {
 	r.mu.RLock()
 	var out []ChannelView
 	for _, chans := range r.channels {
 		for _, c := range chans {
-			out = append(out, ChannelView{Channel: *c, Status: r.channelStatus(c)})
+			out = append(out, ChannelView{Channel: *c, Status: r.channelStatus(c), SharedTo: r.sharedToLocked(views, c)})
 		}
 	}
 	r.mu.RUnlock()
@@ -183,11 +207,14 @@ func (r *Registry) Counts() (known, online int) {
 // after which its catalog is worth asking for.
 func (r *Registry) register(d Device) (fresh bool) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	old := r.devices[d.ID]
 	fresh = old == nil || !old.Online || old.CallID != d.CallID
+	wasOnline := old != nil && old.Online
 	if old != nil && old.Transport == "TCP" && old.Remote != d.Remote {
 		delete(r.byConn, old.Remote)
+	}
+	if old != nil {
+		d.LastCatalog = old.LastCatalog
 	}
 	d.Online = true
 	r.devices[d.ID] = &d
@@ -195,21 +222,43 @@ func (r *Registry) register(d Device) (fresh bool) {
 		r.byConn[d.Remote] = d.ID
 	}
 	r.store.Put(bucketDevices, d.ID, &d)
+	var evs []ChannelEvent
+	if !wasOnline {
+		evs = r.statusEventsLocked(d.ID)
+	}
+	r.mu.Unlock()
+	r.publish(evs)
 	return fresh
+}
+
+// statusEventsLocked reports every channel of a device with its effective
+// status, as after the device came or went.
+func (r *Registry) statusEventsLocked(deviceID string) []ChannelEvent {
+	chans := r.channels[deviceID]
+	evs := make([]ChannelEvent, 0, len(chans))
+	for _, c := range chans {
+		it := c.Item
+		it.Status = r.channelStatus(c)
+		evs = append(evs, ChannelEvent{DeviceID: deviceID, Item: it, Event: it.Status})
+	}
+	return evs
 }
 
 // offline marks a device offline; it reports whether it was online.
 func (r *Registry) offline(id string) bool {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	d := r.devices[id]
 	if d == nil || !d.Online {
+		r.mu.Unlock()
 		return false
 	}
 	d.Online = false
 	if d.Transport == "TCP" {
 		delete(r.byConn, d.Remote)
 	}
+	evs := r.statusEventsLocked(id)
+	r.mu.Unlock()
+	r.publish(evs)
 	return true
 }
 
@@ -231,7 +280,11 @@ func (r *Registry) unregister(id string, now time.Time) bool {
 // came back online.
 func (r *Registry) keepalive(id, transport, remote string, now time.Time) (known, revived bool) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	var evs []ChannelEvent
+	defer func() {
+		r.mu.Unlock()
+		r.publish(evs)
+	}()
 	d := r.devices[id]
 	if d == nil || !now.Before(d.ExpiresAt) {
 		return false, false
@@ -249,6 +302,9 @@ func (r *Registry) keepalive(id, transport, remote string, now time.Time) (known
 	}
 	revived = !d.Online
 	d.Online = true
+	if revived {
+		evs = r.statusEventsLocked(id)
+	}
 	return true, revived
 }
 
@@ -280,46 +336,164 @@ func (r *Registry) expired(now time.Time, keepaliveTimeout time.Duration) (ids, 
 
 // setChannels stores a device's catalog. complete means the answer carried
 // every item (SumNum reached): channels the device no longer lists are
-// removed. A partial answer only adds and updates.
-func (r *Registry) setChannels(deviceID string, items []manscdp.CatalogItem, complete bool, now time.Time) (added, removed int) {
+// removed. A partial answer only adds and updates. Items another online
+// device already owns, or carrying the proxy's own ID, are refused: in a
+// cascade loop our own channels come back to us through a lower platform.
+func (r *Registry) setChannels(deviceID string, items []manscdp.CatalogItem, complete bool, now time.Time) (added, removed int, refused []string) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	chans := r.channelsOf(deviceID)
 	seen := make(map[string]bool, len(items))
+	var evs []ChannelEvent
 	for _, it := range items {
 		if it.DeviceID == "" {
 			continue
 		}
-		seen[it.DeviceID] = true
-		if _, ok := chans[it.DeviceID]; !ok {
-			added++
+		if !r.mayOwnLocked(deviceID, it.DeviceID) {
+			refused = append(refused, it.DeviceID)
+			continue
 		}
-		c := &Channel{ID: it.DeviceID, DeviceID: deviceID, Item: it, UpdatedAt: now}
-		chans[it.DeviceID] = c
-		r.store.Put(bucketChannels, channelKey(deviceID, it.DeviceID), c)
+		seen[it.DeviceID] = true
+		old, ok := chans[it.DeviceID]
+		it.Event = ""
+		switch {
+		case !ok:
+			added++
+			evs = append(evs, r.eventLocked(deviceID, it, "ADD"))
+		case !reflect.DeepEqual(old.Item, it):
+			evs = append(evs, r.eventLocked(deviceID, it, "UPDATE"))
+		}
+		r.putChannelLocked(&Channel{ID: it.DeviceID, DeviceID: deviceID, Item: it, UpdatedAt: now})
 	}
 	if complete {
-		for id := range chans {
+		for id, c := range chans {
 			if !seen[id] {
-				delete(chans, id)
-				r.store.Delete(bucketChannels, channelKey(deviceID, id))
+				evs = append(evs, r.eventLocked(deviceID, c.Item, "DEL"))
+				r.deleteChannelLocked(deviceID, id)
 				removed++
 			}
 		}
 	}
-	return added, removed
+	r.mu.Unlock()
+	r.publish(evs)
+	return added, removed, refused
+}
+
+// applyNotify applies a device's catalog change notification (GB/T 28181
+// §9.11: Event ON, OFF, VLOST, DEFECT, ADD, DEL, UPDATE).
+func (r *Registry) applyNotify(deviceID string, items []manscdp.CatalogItem, now time.Time) (refused []string) {
+	r.mu.Lock()
+	chans := r.channelsOf(deviceID)
+	var evs []ChannelEvent
+	for _, it := range items {
+		id := it.DeviceID
+		if id == "" {
+			continue
+		}
+		if !r.mayOwnLocked(deviceID, id) {
+			refused = append(refused, id)
+			continue
+		}
+		event := strings.ToUpper(strings.TrimSpace(it.Event))
+		it.Event = ""
+		old := chans[id]
+		switch event {
+		case "DEL":
+			if old != nil {
+				evs = append(evs, r.eventLocked(deviceID, old.Item, "DEL"))
+				r.deleteChannelLocked(deviceID, id)
+			}
+			continue
+		case "ON", "OFF", "VLOST", "DEFECT":
+			if old != nil {
+				// A status notify may carry only the ID: keep what we know.
+				merged := old.Item
+				merged.Status = event
+				it = merged
+			} else {
+				it.Status = event
+			}
+		default: // ADD, UPDATE, or none
+			if event != "ADD" && event != "UPDATE" {
+				event = "UPDATE"
+			}
+			if old == nil {
+				event = "ADD"
+			}
+		}
+		r.putChannelLocked(&Channel{ID: id, DeviceID: deviceID, Item: it, UpdatedAt: now})
+		evs = append(evs, r.eventLocked(deviceID, it, event))
+	}
+	r.mu.Unlock()
+	r.publish(evs)
+	return refused
+}
+
+// mayOwnLocked: a channel belongs to the first online device that reports it.
+func (r *Registry) mayOwnLocked(deviceID, channelID string) bool {
+	if channelID == r.self || channelID == deviceID {
+		return false
+	}
+	cur, ok := r.owner[channelID]
+	if !ok || cur == deviceID {
+		return true
+	}
+	if d := r.devices[cur]; d != nil && d.Online {
+		return false
+	}
+	r.deleteChannelLocked(cur, channelID) // the old owner is gone: hand it over
+	return true
+}
+
+func (r *Registry) putChannelLocked(c *Channel) {
+	r.channelsOf(c.DeviceID)[c.ID] = c
+	r.owner[c.ID] = c.DeviceID
+	r.store.Put(bucketChannels, channelKey(c.DeviceID, c.ID), c)
+}
+
+func (r *Registry) deleteChannelLocked(deviceID, id string) {
+	delete(r.channels[deviceID], id)
+	if r.owner[id] == deviceID {
+		delete(r.owner, id)
+	}
+	r.store.Delete(bucketChannels, channelKey(deviceID, id))
+}
+
+func (r *Registry) eventLocked(deviceID string, it manscdp.CatalogItem, event string) ChannelEvent {
+	c := Channel{ID: it.DeviceID, DeviceID: deviceID, Item: it}
+	it.Status = r.channelStatus(&c)
+	return ChannelEvent{DeviceID: deviceID, Item: it, Event: event}
+}
+
+// ChannelOwner names the device that reported channel id.
+func (r *Registry) ChannelOwner(id string) (string, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	d, ok := r.owner[id]
+	return d, ok
+}
+
+// catalogRefreshDue lists online devices whose catalog is older than every
+// and marks them asked.
+func (r *Registry) catalogRefreshDue(now time.Time, every time.Duration) []Device {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var due []Device
+	for _, d := range r.devices {
+		if d.Online && now.Sub(d.LastCatalog) >= every {
+			d.LastCatalog = now
+			due = append(due, *d)
+		}
+	}
+	return due
+}
+
+// catalogAsked records that a device was just asked for its catalog.
+func (r *Registry) catalogAsked(id string, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if d := r.devices[id]; d != nil {
+		d.LastCatalog = now
+	}
 }
 
 func channelKey(deviceID, channelID string) string { return deviceID + "/" + channelID }
-
-// catalogItems returns every channel as a catalog item carrying its
-// effective status, sorted for stable paging.
-func (r *Registry) catalogItems() []manscdp.CatalogItem {
-	views := r.Channels()
-	items := make([]manscdp.CatalogItem, len(views))
-	for i, v := range views {
-		items[i] = v.Item
-		items[i].Status = v.Status
-	}
-	return items
-}

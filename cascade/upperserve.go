@@ -2,11 +2,14 @@ package cascade
 
 import (
 	"context"
+	"encoding/xml"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/gbproxy/gbproxy/cascade/endpoint"
 	"github.com/gbproxy/gbproxy/cascade/manscdp"
 )
 
@@ -21,6 +24,10 @@ const tcpCatalogItems = 64
 // must not end the transfer.
 const catalogSendAttempts = 3
 
+// catalogGiveUpAfter consecutive failed MESSAGEs end a transfer: the
+// platform is gone, and it will ask again when it is back.
+const catalogGiveUpAfter = 5
+
 func (c *Cascade) upperByID(id string) *upperClient {
 	for _, u := range c.uppers {
 		if u.cfg.ID == id {
@@ -30,13 +37,10 @@ func (c *Cascade) upperByID(id string) *upperClient {
 	return nil
 }
 
-// handleUpperMessage serves MESSAGEs from upper platforms.
+// handleUpperMessage serves MESSAGEs from upper platforms: queries to our
+// own ID are answered here, everything else is routed to the owning device.
 func (c *Cascade) handleUpperMessage(req *sip.Request, tx sip.ServerTransaction) {
-	from := req.From()
-	var u *upperClient
-	if from != nil {
-		u = c.upperByID(from.Address.User)
-	}
+	u := c.upperOf(req)
 	if u == nil {
 		c.log.Warn().Str("remote", req.Source()).Str("from", fromUser(req)).Msg("MESSAGE from an unconfigured upper platform refused; add it to upper.platforms")
 		c.upper.Respond(tx, req, sip.StatusForbidden, "Forbidden (unknown platform)", nil)
@@ -44,31 +48,48 @@ func (c *Cascade) handleUpperMessage(req *sip.Request, tx sip.ServerTransaction)
 	}
 	hdr, err := manscdp.Peek(req.Body())
 	if err != nil {
-		u.log.Warn().Err(err).Msg("MESSAGE with unreadable MANSCDP body answered 400")
+		u.log.Warn().Err(err).Str("call_id", callIDOf(req)).Msg("MESSAGE with unreadable MANSCDP body answered 400")
 		c.upper.Respond(tx, req, sip.StatusBadRequest, "Bad Request (MANSCDP body)", nil)
 		return
 	}
-	if hdr.DeviceID != c.cfg.ID {
-		c.upper.Respond(tx, req, sip.StatusNotFound, "Not Found (no such device here)", nil)
-		u.log.Info().Str("device_id", hdr.DeviceID).Str("cmd_type", hdr.CmdType).Msg("query for an ID this proxy does not serve")
-		return
-	}
 	switch {
-	case hdr.Root == "Query" && hdr.CmdType == "Catalog":
+	case hdr.Root == manscdp.RootResponse:
+		// The upper's side of an exchange we started (alarm acknowledgement).
+		c.upper.Respond(tx, req, sip.StatusOK, "OK", nil)
+		u.log.Debug().Str("cmd_type", hdr.CmdType).Int64("sn", hdr.SN).Str("device_id", hdr.DeviceID).Msg("response from upper platform taken")
+	case hdr.DeviceID == c.cfg.ID:
+		c.answerForSelf(u, req, tx, hdr)
+	default:
+		c.route(u, req, tx, hdr)
+	}
+}
+
+func (c *Cascade) upperOf(req *sip.Request) *upperClient {
+	if from := req.From(); from != nil {
+		return c.upperByID(from.Address.User)
+	}
+	return nil
+}
+
+// answerForSelf answers what an upper asks of the proxy itself.
+func (c *Cascade) answerForSelf(u *upperClient, req *sip.Request, tx sip.ServerTransaction, hdr manscdp.Header) {
+	switch {
+	case hdr.Root == manscdp.RootQuery && hdr.CmdType == "Catalog":
 		c.upper.Respond(tx, req, sip.StatusOK, "OK", nil)
 		go c.sendCatalog(u, hdr.SN, strings.ToUpper(req.Transport()))
-	case hdr.Root == "Query" && hdr.CmdType == "DeviceInfo":
+	case hdr.Root == manscdp.RootQuery && hdr.CmdType == "DeviceInfo":
 		c.upper.Respond(tx, req, sip.StatusOK, "OK", nil)
 		go c.answerUpper(u, &manscdp.DeviceInfoResponse{
 			Base:         manscdp.Base{CmdType: "DeviceInfo", SN: hdr.SN, DeviceID: c.cfg.ID},
 			Result:       "OK",
 			DeviceName:   "gbproxy",
+			DeviceType:   "SIP Server",
 			Manufacturer: "gbproxy",
 			Model:        "gbproxy",
-			Firmware:     "0.1",
-			Channel:      strconv.Itoa(len(c.registry.Channels())),
+			Firmware:     endpoint.Product,
+			Channel:      strconv.Itoa(len(c.registry.catalogFor(u.view()))),
 		})
-	case hdr.Root == "Query" && hdr.CmdType == "DeviceStatus":
+	case hdr.Root == manscdp.RootQuery && hdr.CmdType == "DeviceStatus":
 		c.upper.Respond(tx, req, sip.StatusOK, "OK", nil)
 		go c.answerUpper(u, &manscdp.DeviceStatusResponse{
 			Base:       manscdp.Base{CmdType: "DeviceStatus", SN: hdr.SN, DeviceID: c.cfg.ID},
@@ -77,14 +98,18 @@ func (c *Cascade) handleUpperMessage(req *sip.Request, tx sip.ServerTransaction)
 			Status:     "OK",
 			DeviceTime: c.now().Format("2006-01-02T15:04:05"),
 		})
+	case hdr.Root == manscdp.RootQuery:
+		c.upper.Respond(tx, req, sip.StatusOK, "OK", nil)
+		u.log.Info().Str("cmd_type", hdr.CmdType).Msg("query to the proxy itself that it has no answer for; Result ERROR sent")
+		go c.answerUpper(u, &manscdp.ResultResponse{Base: manscdp.Base{CmdType: hdr.CmdType, SN: hdr.SN, DeviceID: c.cfg.ID}, Result: "ERROR"})
 	default:
 		c.upper.Respond(tx, req, sip.StatusOK, "OK", nil)
-		u.log.Debug().Str("root", hdr.Root).Str("cmd_type", hdr.CmdType).Msg("MESSAGE from upper platform accepted")
+		u.log.Debug().Str("root", hdr.Root).Str("cmd_type", hdr.CmdType).Msg("MESSAGE to the proxy itself accepted")
 	}
 }
 
 func (c *Cascade) answerUpper(u *upperClient, v any) {
-	body, err := manscdp.Encode("Response", v, manscdp.CharsetGB2312)
+	body, err := manscdp.Encode(manscdp.RootResponse, v, u.charset())
 	if err != nil {
 		u.log.Error().Err(err).Msg("encode response to upper platform")
 		return
@@ -97,58 +122,154 @@ func (c *Cascade) answerUpper(u *upperClient, v any) {
 	}
 }
 
-// sendCatalog answers an upper platform's Catalog query with every channel
-// we hold, in as many MESSAGEs as needed: SumNum constant, DeviceList Num per
-// message, each datagram within udpDatagramLimit over UDP.
+// sendCatalog answers an upper platform's Catalog query with what it is
+// shared, in as many MESSAGEs as needed: SumNum constant, DeviceList Num per
+// message, paced by catalog_rate. A MESSAGE that fails after retries is
+// counted and skipped; only a platform that stops answering ends the
+// transfer.
 func (c *Cascade) sendCatalog(u *upperClient, sn int64, transport string) {
-	items := c.registry.catalogItems()
+	items := c.registry.catalogFor(u.view())
 	log := u.log.With().Int64("sn", sn).Int("sum_num", len(items)).Logger()
 	t := u.target()
-	// An empty catalog is still answered: one message with SumNum 0.
-	for sent := 0; sent == 0 || sent < len(items); {
-		body, n := c.catalogChunk(items[sent:], sn, len(items), transport)
-		if !c.deliverCatalog(u, t, body) {
-			log.Error().Int("sent", sent).Msg("catalog transfer to upper platform aborted: MESSAGE refused or unanswered after retries")
+	bodies, err := c.catalogBodies(manscdp.RootResponse, sn, items, u.catalogPerMessage(transport), c.datagramBudget(u, t), u.charset())
+	if err != nil {
+		log.Error().Err(err).Msg("catalog could not be encoded for the upper platform")
+		return
+	}
+	xfer := CatalogTransfer{SN: sn, SumNum: len(items), Started: c.now()}
+	publish := func() { // a copy: the API reads it while we go on
+		snap := xfer
+		u.update(func(st *PlatformState) { st.LastCatalog = &snap })
+	}
+	publish()
+	var pace <-chan time.Time
+	if u.cfg.CatalogRate > 0 {
+		tick := time.NewTicker(time.Duration(float64(time.Second) / u.cfg.CatalogRate))
+		defer tick.Stop()
+		pace = tick.C
+	}
+	failedInRow := 0
+	for i, b := range bodies {
+		if pace != nil && i > 0 {
+			select {
+			case <-pace:
+			case <-c.ctx.Done():
+				return
+			}
+		}
+		ok := c.deliverCatalog(u, t, b.body)
+		xfer.Messages++
+		if ok {
+			xfer.Sent += b.items
+		} else {
+			xfer.Failed++
+		}
+		publish()
+		if ok {
+			failedInRow = 0
+			continue
+		}
+		failedInRow++
+		log.Error().Int("message", i+1).Int("messages", len(bodies)).Msg("catalog MESSAGE to upper platform failed after retries; continuing with the next")
+		if failedInRow >= catalogGiveUpAfter || c.ctx.Err() != nil {
+			log.Error().Msg("catalog transfer to upper platform abandoned: it stopped answering; it will get the catalog when it asks again")
 			return
 		}
-		if n == 0 {
-			break
-		}
-		sent += n
 	}
-	log.Info().Msg("catalog sent to upper platform")
+	xfer.Finished = c.now()
+	publish()
+	log.Info().Int("messages", len(bodies)).Msg("catalog sent to upper platform")
 }
 
-// catalogChunk encodes the largest prefix of items that fits one message.
-func (c *Cascade) catalogChunk(items []manscdp.CatalogItem, sn int64, sumNum int, transport string) ([]byte, int) {
-	resp := &manscdp.CatalogResponse{Base: manscdp.Base{CmdType: "Catalog", SN: sn, DeviceID: c.cfg.ID}, SumNum: sumNum}
-	encode := func(n int) []byte {
-		resp.DeviceList = manscdp.ItemList{Num: n, Items: items[:n]}
-		b, err := manscdp.Encode("Response", resp, manscdp.CharsetGB2312)
-		if err != nil {
-			c.log.Error().Err(err).Msg("encode catalog response")
-		}
-		return b
+// catalogPerMessage is catalog_items_per_message, or the transport's default
+// (0 over UDP: fill the datagram).
+func (u *upperClient) catalogPerMessage(transport string) int {
+	if u.cfg.CatalogItemsPerMessage > 0 {
+		return u.cfg.CatalogItemsPerMessage
 	}
 	if transport == "TCP" {
-		n := min(len(items), tcpCatalogItems)
-		return encode(n), n
+		return tcpCatalogItems
 	}
-	// SIP headers of our MESSAGE take about 550 bytes.
-	budget := udpDatagramLimit - 550
-	if len(items) == 0 {
-		return encode(0), 0
+	return 0
+}
+
+// datagramBudget is how much body fits in one udpDatagramLimit datagram
+// beside the headers of our MESSAGE to this platform.
+func (c *Cascade) datagramBudget(u *upperClient, t upperTarget) int {
+	req := u.newRequest(sip.MESSAGE, t, endpoint.Peer{Transport: "UDP", Addr: t.addr})
+	req.AppendHeader(sip.NewHeader("Content-Type", contentTypeMANSCDP))
+	headers := len(req.String()) + 8 // Content-Length digits
+	return udpDatagramLimit - headers
+}
+
+type catalogBody struct {
+	body  []byte
+	items int
+}
+
+// catalogBodies splits one catalog answer or notification into MESSAGE
+// bodies: per items each, or (per = 0) as many as fit budget bytes.
+func (c *Cascade) catalogBodies(root string, sn int64, items []manscdp.CatalogItem, per, budget int, cs manscdp.Charset) ([]catalogBody, error) {
+	resp := &manscdp.CatalogResponse{Base: manscdp.Base{CmdType: "Catalog", SN: sn, DeviceID: c.cfg.ID}, SumNum: len(items)}
+	encode := func(chunk []manscdp.CatalogItem) ([]byte, error) {
+		resp.DeviceList = manscdp.ItemList{Items: chunk}
+		return manscdp.Encode(root, resp, cs)
 	}
-	n := 1
-	body := encode(1)
-	for n < len(items) {
-		next := encode(n + 1)
-		if len(next) > budget {
-			break
+	var out []catalogBody
+	if len(items) == 0 { // an empty catalog is still answered: SumNum 0
+		b, err := encode(nil)
+		return []catalogBody{{body: b}}, err
+	}
+	if per > 0 {
+		for start := 0; start < len(items); start += per {
+			chunk := items[start:min(start+per, len(items))]
+			b, err := encode(chunk)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, catalogBody{b, len(chunk)})
 		}
-		body, n = next, n+1
+		return out, nil
 	}
-	return body, n
+	empty, err := encode(nil)
+	if err != nil {
+		return nil, err
+	}
+	sizes := make([]int, len(items))
+	for i := range items {
+		sizes[i] = itemSize(&items[i])
+	}
+	for start := 0; start < len(items); {
+		n, size := 1, len(empty)+sizes[start]
+		for start+n < len(items) && size+sizes[start+n] <= budget {
+			size += sizes[start+n]
+			n++
+		}
+		b, err := encode(items[start : start+n])
+		for err == nil && len(b) > budget && n > 1 { // the estimate was short
+			n--
+			b, err = encode(items[start : start+n])
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, catalogBody{b, n})
+		start += n
+	}
+	return out, nil
+}
+
+// itemSize estimates an item's encoded size: its UTF-8 XML, which is never
+// shorter than the GB2312 form.
+func itemSize(it *manscdp.CatalogItem) int {
+	b, err := xml.Marshal(struct {
+		XMLName xml.Name `xml:"Item"`
+		*manscdp.CatalogItem
+	}{CatalogItem: it})
+	if err != nil {
+		return udpDatagramLimit
+	}
+	return len(b)
 }
 
 func (c *Cascade) deliverCatalog(u *upperClient, t upperTarget, body []byte) bool {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -39,6 +40,8 @@ type upperClient struct {
 
 	connLost chan struct{}
 
+	share atomic.Pointer[shareView]
+
 	mu       sync.Mutex
 	cseq     uint32
 	st       PlatformState
@@ -46,21 +49,39 @@ type upperClient struct {
 	remote   string // TCP peer address of our connection
 }
 
-func newUpperClient(c *Cascade, p configs.PlatformConfig) *upperClient {
-	return &upperClient{
+func (u *upperClient) view() *shareView { return u.share.Load() }
+
+// charset is what this platform wants our MANSCDP bodies in.
+func (u *upperClient) charset() manscdp.Charset {
+	if u.cfg.Charset == "utf-8" {
+		return manscdp.CharsetUTF8
+	}
+	return manscdp.CharsetGB2312
+}
+
+func newUpperClient(c *Cascade, p configs.PlatformConfig, share configs.ShareConfig) *upperClient {
+	u := &upperClient{
 		c: c, cfg: p,
 		log:      c.log.With().Str("platform_id", p.ID).Str("platform", p.Address).Logger(),
 		callID:   sip.GenerateTagN(24),
 		fromTag:  sip.GenerateTagN(16),
 		connLost: make(chan struct{}, 1),
-		st:       PlatformState{ID: p.ID, Address: p.Address, Transport: p.Transport},
+		st:       PlatformState{ID: p.ID, Address: p.Address, Transport: p.Transport, Charset: p.Charset},
 	}
+	u.share.Store(newShareView(share, p.ID))
+	return u
 }
 
 func (u *upperClient) state() PlatformState {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.st
+}
+
+func (u *upperClient) update(f func(*PlatformState)) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	f(&u.st)
 }
 
 // run registers, keeps the registration alive, and starts over when it is
@@ -282,6 +303,9 @@ func (u *upperClient) register(ctx context.Context, t upperTarget, expires int) 
 	}
 	u.mu.Lock()
 	u.cseq = req.CSeq().SeqNo
+	if h := res.GetHeader("X-GB-Ver"); h != nil {
+		u.st.GBVersion = h.Value()
+	}
 	u.mu.Unlock()
 	switch {
 	case res.StatusCode == sip.StatusMovedTemporarily:

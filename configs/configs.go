@@ -11,12 +11,14 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
 )
 
 //go:embed default.yaml
@@ -48,6 +50,12 @@ type LowerConfig struct {
 	KeepaliveInterval     time.Duration  `mapstructure:"keepalive_interval"`
 	KeepaliveTimeoutCount int            `mapstructure:"keepalive_timeout_count"`
 	CatalogTimeout        time.Duration  `mapstructure:"catalog_timeout"`
+	// CatalogRefreshInterval re-asks every online device for its catalog; 0 disables.
+	CatalogRefreshInterval time.Duration `mapstructure:"catalog_refresh_interval"`
+	// QueryTimeout bounds the wait for a device's MANSCDP answer to a routed
+	// query; past it the upper gets a Result ERROR response.
+	QueryTimeout     time.Duration `mapstructure:"query_timeout"`
+	SubscribeExpires int           `mapstructure:"subscribe_expires"`
 }
 
 // DeviceConfig lists a device allowed to register, with its own password
@@ -75,7 +83,77 @@ type PlatformConfig struct {
 	KeepaliveInterval     time.Duration `mapstructure:"keepalive_interval"`
 	KeepaliveTimeoutCount int           `mapstructure:"keepalive_timeout_count"`
 	RetryInterval         time.Duration `mapstructure:"retry_interval"`
+	// Charset of the MANSCDP bodies we send to this platform: gb2312 | utf-8.
+	Charset string `mapstructure:"charset"`
+	// CatalogItemsPerMessage: 0 = chosen by transport (UDP: as many as fit
+	// 1300 bytes; TCP: 64).
+	CatalogItemsPerMessage int `mapstructure:"catalog_items_per_message"`
+	// CatalogRate caps catalog MESSAGEs per second to this platform; 0 = as
+	// fast as it answers.
+	CatalogRate float64     `mapstructure:"catalog_rate"`
+	Share       ShareConfig `mapstructure:"share"`
 }
+
+// ShareConfig says what one upper platform sees and under which IDs.
+type ShareConfig struct {
+	// All shares every channel; nil means "true unless a list is given".
+	All      *bool    `mapstructure:"all" json:"all"`
+	Devices  []string `mapstructure:"devices" json:"devices"`   // every channel of these devices
+	Channels []string `mapstructure:"channels" json:"channels"` // these channels
+	Groups   []string `mapstructure:"groups" json:"groups"`     // everything below these catalog nodes
+	// Map renames local IDs for this platform: local ID -> ID the upper sees.
+	Map map[string]string `mapstructure:"map" json:"map"`
+	// Names renames channels for this platform: local ID -> name.
+	Names map[string]string `mapstructure:"names" json:"names"`
+}
+
+// SharesAll reports whether everything is shared.
+func (s ShareConfig) SharesAll() bool {
+	if s.All != nil {
+		return *s.All
+	}
+	return len(s.Devices) == 0 && len(s.Channels) == 0 && len(s.Groups) == 0
+}
+
+// Validate checks IDs and that the mapping is one-to-one; key prefixes the
+// names it reports (upper.platforms[0].share).
+func (s ShareConfig) Validate(key, proxyID string) []string {
+	var errs []string
+	bad := func(k, format string, a ...any) { errs = append(errs, k+": "+fmt.Sprintf(format, a...)) }
+	for name, list := range map[string][]string{"devices": s.Devices, "channels": s.Channels, "groups": s.Groups} {
+		for i, id := range list {
+			if !validLocalID(id) {
+				bad(fmt.Sprintf("%s.%s[%d]", key, name, i), "%q is not an 18-20 digit ID", id)
+			}
+		}
+	}
+	seen := map[string]string{}
+	for local, mapped := range s.Map {
+		if !validLocalID(local) {
+			bad(key+".map", "key %q is not an 18-20 digit ID", local)
+		}
+		if !ValidID(mapped) {
+			bad(key+".map."+local, "%q is not a 20-digit ID", mapped)
+		}
+		if mapped == proxyID {
+			bad(key+".map."+local, "%q is this proxy's own id", mapped)
+		}
+		if other, dup := seen[mapped]; dup {
+			bad(key+".map."+local, "%q is also the mapping of %s: an upper ID must name one channel", mapped, other)
+		}
+		seen[mapped] = local
+	}
+	for local := range s.Names {
+		if !validLocalID(local) {
+			bad(key+".names", "key %q is not an 18-20 digit ID", local)
+		}
+	}
+	sort.Strings(errs) // map order must not change the message
+	return errs
+}
+
+// validLocalID accepts the 18-digit IDs some older devices still use.
+func validLocalID(id string) bool { return len(id) >= 18 && len(id) <= 20 && allDigits(id) }
 
 type MediaConfig struct {
 	PortMin int `mapstructure:"port_min"`
@@ -119,6 +197,9 @@ func Parse(yaml []byte) (*Config, error) {
 		return nil, fmt.Errorf("embedded default config: %w", err)
 	}
 	if len(yaml) > 0 {
+		if err := checkLongNumbers(yaml); err != nil {
+			return nil, err
+		}
 		if err := v.MergeConfig(bytes.NewReader(yaml)); err != nil {
 			return nil, fmt.Errorf("config is not valid YAML: %w", err)
 		}
@@ -166,6 +247,10 @@ func (c *Config) applyDefaults() {
 		}
 		if p.RetryInterval == 0 {
 			p.RetryInterval = 60 * time.Second
+		}
+		p.Charset = strings.ToLower(p.Charset)
+		if p.Charset == "" {
+			p.Charset = "gb2312"
 		}
 	}
 	c.Lower.AuthAlgorithm = strings.ToUpper(c.Lower.AuthAlgorithm)
@@ -221,6 +306,15 @@ func (c *Config) Validate() error {
 	if c.Lower.CatalogTimeout <= 0 {
 		bad("lower.catalog_timeout", "must be positive")
 	}
+	if c.Lower.CatalogRefreshInterval < 0 {
+		bad("lower.catalog_refresh_interval", "must not be negative")
+	}
+	if c.Lower.QueryTimeout <= 0 {
+		bad("lower.query_timeout", "must be positive")
+	}
+	if c.Lower.SubscribeExpires < 60 {
+		bad("lower.subscribe_expires", "%d is below 60 seconds", c.Lower.SubscribeExpires)
+	}
 	seen = map[string]bool{}
 	for i, p := range c.Upper.Platforms {
 		key := fmt.Sprintf("upper.platforms[%d]", i)
@@ -249,6 +343,16 @@ func (c *Config) Validate() error {
 		if p.KeepaliveTimeoutCount < 1 {
 			bad(key+".keepalive_timeout_count", "must be at least 1")
 		}
+		if p.Charset != "gb2312" && p.Charset != "utf-8" {
+			bad(key+".charset", "%q is not gb2312 or utf-8", p.Charset)
+		}
+		if p.CatalogItemsPerMessage < 0 {
+			bad(key+".catalog_items_per_message", "must not be negative")
+		}
+		if p.CatalogRate < 0 {
+			bad(key+".catalog_rate", "must not be negative")
+		}
+		errs = append(errs, p.Share.Validate(key+".share", c.ID)...)
 	}
 	if c.Media.PortMin < 1024 || c.Media.PortMax > 65535 || c.Media.PortMin > c.Media.PortMax {
 		bad("media.port_min", "range %d-%d is not within 1024-65535", c.Media.PortMin, c.Media.PortMax)
@@ -271,6 +375,29 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("invalid config: %s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// checkLongNumbers refuses unquoted 18-20 digit numbers: YAML reads them as
+// floats, and an unquoted ID as a map key would silently lose its last
+// digits.
+func checkLongNumbers(doc []byte) error {
+	var root yaml.Node
+	if err := yaml.Unmarshal(doc, &root); err != nil {
+		return fmt.Errorf("config is not valid YAML: %w", err)
+	}
+	var walk func(n *yaml.Node) error
+	walk = func(n *yaml.Node) error {
+		if n.Kind == yaml.ScalarNode && (n.Tag == "!!int" || n.Tag == "!!float") && len(strings.TrimLeft(n.Value, "+-")) >= 16 {
+			return fmt.Errorf("config line %d: %s must be quoted (\"%s\"): YAML reads long numbers as floats and loses digits", n.Line, n.Value, n.Value)
+		}
+		for _, c := range n.Content {
+			if err := walk(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return walk(&root)
 }
 
 func checkHostPort(bad func(string, string, ...any), key, v string) {

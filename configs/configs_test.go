@@ -64,3 +64,53 @@ func TestValidationNamesTheKey(t *testing.T) {
 		}
 	}
 }
+
+func TestShareContract(t *testing.T) {
+	cfg, err := Parse([]byte(`
+upper:
+  platforms:
+    - id: "44010000002000000001"
+      address: "127.0.0.1:5070"
+      charset: UTF-8
+      catalog_items_per_message: 8
+      catalog_rate: 50
+      share:
+        all: false
+        devices: ["34020000001320000001"]
+        channels: ["34020000001320000007"]
+        map: {"34020000001320000007": "44010000001310000001"}
+    - id: "44010000002000000002"
+      address: "127.0.0.1:5071"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := cfg.Upper.Platforms[0]
+	if p.Charset != "utf-8" || p.CatalogItemsPerMessage != 8 || p.CatalogRate != 50 {
+		t.Fatalf("platform keys: %+v", p)
+	}
+	if p.Share.SharesAll() || p.Share.Devices[0] != "34020000001320000001" || p.Share.Map["34020000001320000007"] != "44010000001310000001" {
+		t.Fatalf("share: %+v", p.Share)
+	}
+	if q := cfg.Upper.Platforms[1]; !q.Share.SharesAll() || q.Charset != "gb2312" {
+		t.Fatalf("defaults when share is absent: %+v", q)
+	}
+}
+
+func TestShareValidation(t *testing.T) {
+	base := "upper:\n  platforms:\n    - id: \"44010000002000000001\"\n      address: \"127.0.0.1:5070\"\n"
+	cases := map[string]string{
+		"      share: {map: {\"34020000001320000007\": \"123\"}}":                                                                      "share.map.34020000001320000007",
+		"      share: {map: {\"34020000001320000007\": \"44010000001310000001\", \"34020000001320000008\": \"44010000001310000001\"}}": "is also the mapping",
+		"      share: {channels: [\"abc\"]}":                                                                                           "share.channels[0]",
+		"      share: {map: {\"34020000001320000007\": \"34020000002000000001\"}}":                                                     "own id",
+		"      charset: big5": ".charset",
+		"      share: {map: {34020000001320000007: \"44010000001310000001\"}}": "must be quoted",
+	}
+	for extra, want := range cases {
+		_, err := Parse([]byte(base + extra + "\n"))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v does not mention %q", extra, err, want)
+		}
+	}
+}

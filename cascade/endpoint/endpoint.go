@@ -34,6 +34,16 @@ import (
 // Product is the User-Agent gbproxy announces.
 const Product = "gbproxy/0.1"
 
+// GBVersion is the X-GB-Ver gbproxy announces (GB/T 28181-2022 §4.3: 1.0 for
+// 2011, 2.0 for 2016, 3.0 for 2022) on every request and response.
+const GBVersion = "3.0"
+
+// GB/T 28181 peers send SIP over UDP well above sipgo's 1300-byte limit
+// (RecordInfo and catalog answers; IP fragments them), and a relay must pass
+// such answers on rather than fail. Our own catalog answers stay within
+// 1300 bytes by choice.
+func init() { sip.UDPMTUSize = int(sip.TransportBufferReadSize) + 200 } // what sipgo reads
+
 // Options configure one zone.
 type Options struct {
 	Name         string // "lower" or "upper": logs and metric labels
@@ -83,6 +93,27 @@ type Endpoint struct {
 
 var errNoImplicitDial = errors.New("no open TCP connection to this peer (gbproxy only sends over connections the peer opened or gbproxy dialled for it)")
 
+// listenPair binds UDP and TCP on the same port. With port 0 the kernel's
+// UDP choice may already be taken for TCP (by an outgoing connection's
+// ephemeral port): then it tries another.
+func listenPair(name, addr string) (net.PacketConn, net.Listener, error) {
+	_, port, _ := net.SplitHostPort(addr)
+	for attempt := 0; ; attempt++ {
+		udp, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s side: listen UDP %s: %w (is another process using the port?)", name, addr, err)
+		}
+		tcp, err := net.Listen("tcp", udp.LocalAddr().String())
+		if err == nil {
+			return udp, tcp, nil
+		}
+		udp.Close()
+		if port != "0" || attempt == 10 {
+			return nil, nil, fmt.Errorf("%s side: listen TCP %s: %w (is another process using the port?)", name, udp.LocalAddr(), err)
+		}
+	}
+}
+
 // Listen opens the zone's sockets; Serve starts serving them.
 func Listen(opts Options) (*Endpoint, error) {
 	e := &Endpoint{
@@ -93,15 +124,9 @@ func Listen(opts Options) (*Endpoint, error) {
 		hostCache:    map[string]string{},
 		done:         make(chan struct{}),
 	}
-	udp, err := net.ListenPacket("udp", opts.Listen)
+	udp, tcp, err := listenPair(opts.Name, opts.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("%s side: listen UDP %s: %w (is another process using the port?)", opts.Name, opts.Listen, err)
-	}
-	// Same port for TCP as UDP, also when the configured port is 0.
-	tcp, err := net.Listen("tcp", udp.LocalAddr().String())
-	if err != nil {
-		udp.Close()
-		return nil, fmt.Errorf("%s side: listen TCP %s: %w (is another process using the port?)", opts.Name, udp.LocalAddr(), err)
+		return nil, err
 	}
 	ua := udp.LocalAddr().(*net.UDPAddr)
 	e.udp, e.listenIP, e.port = udp, ua.IP, ua.Port
@@ -199,12 +224,17 @@ func (e *Endpoint) countIn(req *sip.Request) {
 }
 
 // Respond sends a final or provisional response built from req, with extra
-// headers. Errors are logged: a response that can't be sent has nowhere to go.
+// headers (replacing the copied ones of the same name, such as To). Errors are logged: a response that can't be sent has nowhere to go.
 func (e *Endpoint) Respond(tx sip.ServerTransaction, req *sip.Request, code int, reason string, body []byte, headers ...sip.Header) {
 	res := sip.NewResponseFromRequest(req, code, reason, body)
 	res.AppendHeader(sip.NewHeader("User-Agent", Product))
+	res.AppendHeader(sip.NewHeader("X-GB-Ver", GBVersion))
 	for _, h := range headers {
-		res.AppendHeader(h)
+		if res.GetHeader(h.Name()) != nil {
+			res.ReplaceHeader(h)
+		} else {
+			res.AppendHeader(h)
+		}
 	}
 	e.metrics.Inc("gbproxy_sip_messages_total", "side", e.name, "direction", "out", "method", string(req.Method), "status", strconv.Itoa(code))
 	if err := tx.Respond(res); err != nil {
@@ -238,6 +268,7 @@ func (e *Endpoint) NewRequest(method sip.RequestMethod, recipient sip.Uri, peer 
 	req.AppendHeader(&mf)
 	req.AppendHeader(&sip.ContactHeader{Address: e.Contact(from.User, peer.Addr)})
 	req.AppendHeader(sip.NewHeader("User-Agent", Product))
+	req.AppendHeader(sip.NewHeader("X-GB-Ver", GBVersion))
 	req.SetBody(nil) // Content-Length: 0 until a body is set
 	if transport == "UDP" {
 		e.udpLaddr.Copy(&req.Laddr)

@@ -145,31 +145,63 @@ func elementName(b []byte) []byte {
 // declaredEncoding returns the encoding named by the XML declaration that doc starts with,
 // or "" if there is none.
 func declaredEncoding(doc []byte) string {
-	if !bytes.HasPrefix(doc, []byte("<?xml")) {
+	d := parseDeclaration(doc)
+	if d.encStart < 0 {
 		return ""
+	}
+	return string(doc[d.encStart:d.encEnd])
+}
+
+// xmlDeclaration locates the parts of the XML declaration a document starts with.
+type xmlDeclaration struct {
+	end              int // offset just after "?>"; 0 without a declaration
+	versionEnd       int // offset just after the version value's closing quote (or "<?xml")
+	encStart, encEnd int // the encoding value without quotes; -1, -1 when there is none
+}
+
+func parseDeclaration(doc []byte) xmlDeclaration {
+	d := xmlDeclaration{encStart: -1, encEnd: -1}
+	const open = "<?xml"
+	if !bytes.HasPrefix(doc, []byte(open)) {
+		return d
 	}
 	end := bytes.Index(doc, []byte("?>"))
 	if end < 0 {
-		return ""
+		return d
 	}
-	decl := doc[:end]
-	i := bytes.Index(decl, []byte("encoding"))
+	d.end, d.versionEnd = end+2, len(open)
+	if _, valueEnd, ok := pseudoAttribute(doc[:end], "version"); ok {
+		d.versionEnd = valueEnd + 1
+	}
+	if start, valueEnd, ok := pseudoAttribute(doc[:end], "encoding"); ok {
+		d.encStart, d.encEnd = start, valueEnd
+	}
+	return d
+}
+
+// pseudoAttribute returns the span of the quoted value of name="value" in decl.
+func pseudoAttribute(decl []byte, name string) (start, end int, ok bool) {
+	i := bytes.Index(decl, []byte(name))
 	if i < 0 {
-		return ""
+		return 0, 0, false
 	}
-	rest := bytes.TrimLeft(decl[i+len("encoding"):], " \t\r\n")
-	if len(rest) == 0 || rest[0] != '=' {
-		return ""
+	i += len(name)
+	for i < len(decl) && isSpaceByte(decl[i]) {
+		i++
 	}
-	rest = bytes.TrimLeft(rest[1:], " \t\r\n")
-	if len(rest) == 0 || (rest[0] != '"' && rest[0] != '\'') {
-		return ""
+	if i == len(decl) || decl[i] != '=' {
+		return 0, 0, false
 	}
-	value, _, found := bytes.Cut(rest[1:], rest[:1])
-	if !found {
-		return ""
+	for i++; i < len(decl) && isSpaceByte(decl[i]); i++ {
 	}
-	return string(value)
+	if i == len(decl) || (decl[i] != '"' && decl[i] != '\'') {
+		return 0, 0, false
+	}
+	n := bytes.IndexByte(decl[i+1:], decl[i])
+	if n < 0 {
+		return 0, 0, false
+	}
+	return i + 1, i + 1 + n, true
 }
 
 func isXMLSpace[T string | []byte](s T) bool {

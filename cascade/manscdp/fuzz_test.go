@@ -83,6 +83,11 @@ func FuzzDecode(f *testing.F) {
 			func() any { return new(Keepalive) },
 			func() any { return new(DeviceStatusResponse) },
 			func() any { return new(AlarmNotify) },
+			func() any { return new(RecordInfoResponse) },
+			func() any { return new(CruiseTrackResponse) },
+			func() any { return new(AlarmQuery) },
+			func() any { return new(DeviceControl) },
+			func() any { return new(ConfigDownloadResponse) },
 		} {
 			first := newTarget()
 			if Decode(body, first) != nil {
@@ -97,6 +102,14 @@ func FuzzDecode(f *testing.F) {
 			case *DeviceStatusResponse:
 				if m.Alarmstatus != nil {
 					m.Alarmstatus.Num = len(m.Alarmstatus.Items)
+				}
+			case *RecordInfoResponse:
+				if m.RecordList != nil {
+					m.RecordList.Num = len(m.RecordList.Items)
+				}
+			case *CruiseTrackResponse:
+				if m.CruisePointList != nil {
+					m.CruisePointList.Num = len(m.CruisePointList.Points)
 				}
 			}
 			for _, cs := range []Charset{CharsetUTF8, CharsetGB2312} {
@@ -117,13 +130,4 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
-}
-
-func isASCII(b []byte) bool {
-	for _, c := range b {
-		if c >= utf8.RuneSelf {
-			return false
-		}
-	}
-	return true
 }

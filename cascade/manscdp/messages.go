@@ -29,47 +29,60 @@ type List[T any] struct {
 
 // MarshalXML writes Num as the number of items.
 func (l List[T]) MarshalXML(e *xml.Encoder, start xml.StartElement) error {
-	start.Attr = append(start.Attr, xml.Attr{Name: xml.Name{Local: "Num"}, Value: strconv.Itoa(len(l.Items))})
+	return marshalCounted(e, start, "Item", l.Items)
+}
+
+// UnmarshalXML reads the items and, leniently, Num: a missing or malformed Num is 0 rather
+// than a reason to lose the items. Children other than Item are skipped.
+func (l *List[T]) UnmarshalXML(d *xml.Decoder, start xml.StartElement) error {
+	var err error
+	l.Num, l.Items, err = unmarshalCounted[T](d, start, "Item")
+	return err
+}
+
+// marshalCounted writes a counted list whose items are named itemName, with Num set to
+// the number of items.
+func marshalCounted[T any](e *xml.Encoder, start xml.StartElement, itemName string, items []T) error {
+	start.Attr = append(start.Attr, xml.Attr{Name: xml.Name{Local: "Num"}, Value: strconv.Itoa(len(items))})
 	if err := e.EncodeToken(start); err != nil {
 		return err
 	}
-	for i := range l.Items {
-		if err := e.EncodeElement(&l.Items[i], xml.StartElement{Name: xml.Name{Local: "Item"}}); err != nil {
+	for i := range items {
+		if err := e.EncodeElement(&items[i], xml.StartElement{Name: xml.Name{Local: itemName}}); err != nil {
 			return err
 		}
 	}
 	return e.EncodeToken(start.End())
 }
 
-// UnmarshalXML reads the items and, leniently, Num: a missing or malformed Num is 0 rather
-// than a reason to lose the items. Children other than Item are skipped.
-func (l *List[T]) UnmarshalXML(d *xml.Decoder, start xml.StartElement) error {
-	l.Num, l.Items = 0, nil
+// unmarshalCounted reads a counted list whose items are named itemName, skipping other
+// children; a missing or malformed Num is 0.
+func unmarshalCounted[T any](d *xml.Decoder, start xml.StartElement, itemName string) (num int, items []T, err error) {
 	for _, a := range start.Attr {
 		if strings.EqualFold(a.Name.Local, "Num") {
-			l.Num, _ = strconv.Atoi(trimXMLSpace(a.Value))
+			num, _ = strconv.Atoi(trimXMLSpace(a.Value))
 		}
 	}
 	for {
 		t, err := d.Token()
 		if err != nil {
-			return err
+			return num, items, err
 		}
 		switch el := t.(type) {
 		case xml.StartElement:
-			if el.Name.Local != "Item" {
+			if el.Name.Local != itemName {
 				if err := d.Skip(); err != nil {
-					return err
+					return num, items, err
 				}
 				continue
 			}
 			var item T
 			if err := d.DecodeElement(&item, &el); err != nil {
-				return err
+				return num, items, err
 			}
-			l.Items = append(l.Items, item)
+			items = append(items, item)
 		case xml.EndElement:
-			return nil
+			return num, items, nil
 		}
 	}
 }

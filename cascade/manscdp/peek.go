@@ -30,6 +30,15 @@ const (
 	CmdMobilePosition = "MobilePosition"
 	CmdMediaStatus    = "MediaStatus"
 	CmdBroadcast      = "Broadcast"
+
+	// GB/T 28181-2022.
+	CmdHomePositionQuery      = "HomePositionQuery"
+	CmdCruiseTrackListQuery   = "CruiseTrackListQuery"
+	CmdCruiseTrackQuery       = "CruiseTrackQuery"
+	CmdPTZPosition            = "PTZPosition"
+	CmdSDCardStatus           = "SDCardStatus"
+	CmdUploadSnapShotFinished = "UploadSnapShotFinished"
+	CmdDeviceUpgradeResult    = "DeviceUpgradeResult"
 )
 
 var knownCmdTypes = map[string]string{}
@@ -37,7 +46,8 @@ var knownCmdTypes = map[string]string{}
 func init() {
 	for _, c := range []string{CmdKeepalive, CmdCatalog, CmdDeviceInfo, CmdDeviceStatus, CmdAlarm,
 		CmdRecordInfo, CmdDeviceControl, CmdDeviceConfig, CmdConfigDownload, CmdPresetQuery,
-		CmdMobilePosition, CmdMediaStatus, CmdBroadcast} {
+		CmdMobilePosition, CmdMediaStatus, CmdBroadcast, CmdHomePositionQuery, CmdCruiseTrackListQuery,
+		CmdCruiseTrackQuery, CmdPTZPosition, CmdSDCardStatus, CmdUploadSnapShotFinished, CmdDeviceUpgradeResult} {
 		knownCmdTypes[c] = c
 	}
 }

@@ -2,8 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"time"
+
+	"github.com/gbproxy/gbproxy/cascade"
+	"github.com/gbproxy/gbproxy/configs"
 )
 
 // deviceJSON and friends are the admin API contract: keep the field names.
@@ -16,6 +20,7 @@ type deviceJSON struct {
 	LastKeepalive *time.Time `json:"last_keepalive"`
 	RegisteredAt  time.Time  `json:"registered_at"`
 	UserAgent     string     `json:"user_agent,omitempty"`
+	GBVersion     string     `json:"gb_version,omitempty"`
 }
 
 type channelJSON struct {
@@ -24,6 +29,9 @@ type channelJSON struct {
 	Name     string `json:"name"`
 	Status   string `json:"status"`
 	ParentID string `json:"parent_id,omitempty"`
+	// SharedTo maps each upper platform that sees the channel to the ID it
+	// sees; absent when no upper sees it.
+	SharedTo map[string]string `json:"shared_to,omitempty"`
 }
 
 func (a *app) routes() http.Handler {
@@ -40,7 +48,7 @@ func (a *app) routes() http.Handler {
 		out := make([]deviceJSON, len(devs))
 		for i, d := range devs {
 			out[i] = deviceJSON{ID: d.ID, Online: d.Online, Transport: d.Transport, Remote: d.Remote,
-				ExpiresAt: d.ExpiresAt, RegisteredAt: d.RegisteredAt, UserAgent: d.UserAgent}
+				ExpiresAt: d.ExpiresAt, RegisteredAt: d.RegisteredAt, UserAgent: d.UserAgent, GBVersion: d.GBVersion}
 			if !d.LastKeepalive.IsZero() {
 				t := d.LastKeepalive
 				out[i].LastKeepalive = &t
@@ -49,17 +57,52 @@ func (a *app) routes() http.Handler {
 		writeJSON(w, out)
 	})
 	mux.HandleFunc("GET /api/v1/channels", func(w http.ResponseWriter, r *http.Request) {
-		chans := a.cascade.Registry().Channels()
+		chans := a.cascade.Channels()
 		out := make([]channelJSON, len(chans))
 		for i, c := range chans {
-			out[i] = channelJSON{ID: c.ID, DeviceID: c.DeviceID, Name: c.Item.Name, Status: c.Status, ParentID: c.Item.ParentID}
+			out[i] = channelJSON{ID: c.ID, DeviceID: c.DeviceID, Name: c.Item.Name, Status: c.Status, ParentID: c.Item.ParentID, SharedTo: c.SharedTo}
 		}
 		writeJSON(w, out)
 	})
 	mux.HandleFunc("GET /api/v1/platforms", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, a.cascade.Platforms())
 	})
+	mux.HandleFunc("PUT /api/v1/platforms/{id}/share", func(w http.ResponseWriter, r *http.Request) {
+		var share configs.ShareConfig
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&share); err != nil {
+			http.Error(w, "share: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		a.setShare(w, r.PathValue("id"), &share)
+	})
+	mux.HandleFunc("DELETE /api/v1/platforms/{id}/share", func(w http.ResponseWriter, r *http.Request) {
+		a.setShare(w, r.PathValue("id"), nil)
+	})
+	mux.HandleFunc("GET /api/v1/subscriptions", func(w http.ResponseWriter, r *http.Request) {
+		upper, lower := a.cascade.Subscriptions()
+		writeJSON(w, map[string]any{"upper": upper, "lower": lower})
+	})
 	return mux
+}
+
+// setShare applies sharing for one platform (nil: back to the config file)
+// and answers with the platform's new state.
+func (a *app) setShare(w http.ResponseWriter, id string, share *configs.ShareConfig) {
+	switch err := a.cascade.SetShare(id, share); {
+	case errors.Is(err, cascade.ErrUnknownPlatform):
+		http.Error(w, "no upper platform "+id+" in upper.platforms", http.StatusNotFound)
+		return
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	for _, p := range a.cascade.Platforms() {
+		if p.ID == id {
+			writeJSON(w, p)
+		}
+	}
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -138,6 +139,22 @@ func (p *testProxy) api(path string, v any) {
 	if err := json.NewDecoder(res.Body).Decode(v); err != nil {
 		p.t.Fatalf("GET %s: %v", path, err)
 	}
+}
+
+// do sends a request with a JSON body to the API and returns status and body.
+func (p *testProxy) do(method, path, body string) (int, string) {
+	p.t.Helper()
+	req, err := http.NewRequest(method, "http://"+p.httpLn.Addr().String()+path, strings.NewReader(body))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
 }
 
 type apiDevice struct {

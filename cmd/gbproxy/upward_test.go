@@ -125,7 +125,7 @@ func TestUpperCatalogQueryReturnsDeviceChannels(t *testing.T) {
 			for _, it := range items {
 				names[it.DeviceID] = it.Name
 			}
-			if names["34020000001310000001"] != "测试摄像机1号" || names["34030000001310000002"] != "测试摄像机2号" {
+			if names["34020000001311100001"] != "测试摄像机1号" || names["34030000001311200002"] != "测试摄像机2号" {
 				t.Errorf("names as the upper sees them: %v", names)
 			}
 		})

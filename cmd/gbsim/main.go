@@ -1,7 +1,10 @@
 // Command gbsim runs GB/T 28181 simulators against gbproxy or any GB28181 platform:
 //
 //	gbsim device --server 127.0.0.1:5060 --server-id 34020000002000000001 --id 34020000001320000001 --transport tcp --channels 4
+//	gbsim device --id 34020000002000000003 --tree-groups 3 --tree-channels 10 --alarm-every 30s   # a lower platform
 //	gbsim upper --listen 127.0.0.1:15060 --id 34020000002000000002 --password 12345678 --query-catalog-every 30s
+//	gbsim upper --subscribe catalog,alarm                                 # subscribe to every lower that registers
+//	gbsim upper --query RecordInfo --device 34020000001310000001         # one query, print the answers, exit
 //
 // Run "gbsim <subcommand> -h" for every flag.
 package main
@@ -14,6 +17,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -85,9 +90,18 @@ func runDevice(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Expires, "expires", 3600, "registration expiry, seconds")
 	fs.DurationVar(&cfg.KeepaliveInterval, "keepalive", 60*time.Second, "keepalive interval; negative disables keepalives")
 	fs.DurationVar(&cfg.RetryInterval, "retry", 60*time.Second, "wait before registering again after a failure")
-	channels := fs.Int("channels", 4, "number of cameras in the catalog")
+	channels := fs.Int("channels", 4, "number of cameras in the catalog (without --tree-groups)")
+	treeGroups := fs.Int("tree-groups", 0, "act as a lower platform: a catalog tree with this many virtual organisations")
+	treeChannels := fs.Int("tree-channels", 4, "cameras per virtual organisation of the tree")
+	civilCode := fs.String("civil-code", "", "civil code of the tree, 2 to 8 digits (default: first 6 digits of --id)")
 	fs.IntVar(&cfg.CatalogPerMessage, "catalog-per-message", 1, "catalog items per Response MESSAGE")
 	fs.DurationVar(&cfg.CatalogInterval, "catalog-interval", 0, "pause between catalog Response MESSAGEs")
+	fs.IntVar(&cfg.RecordsPerQuery, "records", 5, "recordings a RecordInfo query finds per channel (negative: none)")
+	fs.IntVar(&cfg.RecordsPerMessage, "records-per-message", 2, "RecordList items per Response MESSAGE")
+	alarmEvery := fs.Duration("alarm-every", 0, "send an alarm on the first camera this often (0: never)")
+	noAnswer := fs.String("no-answer", "", "comma-separated CmdTypes accepted with 200 but never answered (timeout tests)")
+	reject := fs.String("reject", "", "comma-separated CmdType=status pairs answered with that SIP status, e.g. DeviceStatus=403")
+	fs.StringVar(&cfg.GBVersion, "gb-ver", "", "X-GB-Ver header of REGISTER: 2.0 (2016) or 3.0 (2022); empty sends none")
 	fs.StringVar(&cfg.Charset, "charset", sim.CharsetGB2312,
 		"answer charset: gb2312, utf-8, or utf-8-as-gb2312 (declares GB2312, sends UTF-8)")
 	fs.StringVar(&cfg.Manufacturer, "manufacturer", "gbsim", "DeviceInfo and catalog manufacturer")
@@ -97,12 +111,24 @@ func runDevice(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *channels < 0 {
-		return errors.New("--channels must not be negative")
+	if *channels < 0 || *treeGroups < 0 || *treeChannels < 0 {
+		return errors.New("--channels, --tree-groups and --tree-channels must not be negative")
+	}
+	var err error
+	if cfg.Reject, err = parseReject(*reject); err != nil {
+		return err
+	}
+	cfg.NoAnswer = make(map[string]bool)
+	for _, cmd := range splitList(*noAnswer) {
+		cfg.NoAnswer[cmd] = true
 	}
 	log := newLogger(*verbose)
 	cfg.Logger = log
-	cfg.Channels = sim.MakeChannels(cfg.ID, *channels)
+	if *treeGroups > 0 {
+		cfg.Channels = sim.MakeTree(cfg.ID, *civilCode, *treeGroups, *treeChannels)
+	} else {
+		cfg.Channels = sim.MakeChannels(cfg.ID, *channels)
+	}
 	d, err := sim.NewDevice(cfg)
 	if err != nil {
 		return err
@@ -122,7 +148,10 @@ func runDevice(ctx context.Context, args []string) error {
 		}
 	}
 	log.Info("device running; Ctrl-C unregisters and exits", "id", cfg.ID, "server", cfg.Server,
-		"local", d.LocalAddr(), "server_date", d.LastRegisterDate())
+		"local", d.LocalAddr(), "server_date", d.LastRegisterDate(), "catalog_entries", len(cfg.Channels))
+	if *alarmEvery > 0 {
+		sendAlarms(ctx, d, firstCamera(cfg.ID, cfg.Channels), *alarmEvery, log)
+	}
 	<-ctx.Done()
 
 	unregCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -135,6 +164,66 @@ func runDevice(ctx context.Context, args []string) error {
 	return nil
 }
 
+// splitList splits a comma-separated flag value, dropping empty entries.
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func parseReject(s string) (map[string]int, error) {
+	out := make(map[string]int)
+	for _, pair := range splitList(s) {
+		cmd, code, ok := strings.Cut(pair, "=")
+		n, err := strconv.Atoi(code)
+		if !ok || err != nil || n < 300 || n > 699 {
+			return nil, fmt.Errorf("--reject %q: want CmdType=status with a status from 300 to 699", pair)
+		}
+		out[cmd] = n
+	}
+	return out, nil
+}
+
+// firstCamera is the first catalog entry that is a camera (type 131 or 132), else the device itself.
+func firstCamera(deviceID string, chans []sim.Channel) string {
+	for _, ch := range chans {
+		if len(ch.ID) == 20 && (ch.ID[10:13] == "131" || ch.ID[10:13] == "132") {
+			return ch.ID
+		}
+	}
+	return deviceID
+}
+
+// sendAlarms sends an alarm every period until ctx ends, logging whether the upper acknowledged it.
+func sendAlarms(ctx context.Context, d *sim.Device, channelID string, period time.Duration, log *slog.Logger) {
+	go func() {
+		ticker := time.NewTicker(period)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ticker.C:
+			}
+			actx, cancel := context.WithTimeout(ctx, min(period, 10*time.Second))
+			sn, err := d.SendAlarm(actx, sim.AlarmConfig{ChannelID: channelID, Priority: 1, Method: 5, Type: 2, Description: "视频动检"})
+			if err == nil {
+				_, err = d.WaitAlarmAck(actx, sn)
+			}
+			cancel()
+			if err != nil {
+				log.Warn("alarm not acknowledged", "channel", channelID, "sn", sn, "error", err)
+			} else {
+				log.Info("alarm acknowledged", "channel", channelID, "sn", sn)
+			}
+		}
+	}()
+}
+
 func runUpper(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("gbsim upper", flag.ContinueOnError)
 	var cfg sim.UpperConfig
@@ -144,9 +233,23 @@ func runUpper(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Password, "password", "12345678", "password every lower must use")
 	fs.IntVar(&cfg.Expires, "expires", 3600, "longest registration expiry granted, seconds")
 	fs.StringVar(&cfg.Redirect, "redirect", "", "answer REGISTER with 302 to ID@host:port (registration redirect)")
+	fs.DurationVar(&cfg.QuietPeriod, "quiet", time.Second, "--query: stop waiting when no further Response came for this long")
 	queryEvery := fs.Duration("query-catalog-every", 0, "query each registered lower's catalog this often and print it (0: never)")
+	subscribe := fs.String("subscribe", "", "comma-separated events to subscribe to at every lower that registers: catalog, alarm, mobileposition, ptzposition")
+	subExpires := fs.Int("subscribe-expires", 3600, "subscription expiry asked for, seconds")
+	query := fs.String("query", "", "send one command of this CmdType (e.g. RecordInfo, DeviceInfo, PresetQuery), print the answers and exit")
+	root := fs.String("root", "Query", "--query: root element, Query or Control")
+	device := fs.String("device", "", "--query: DeviceID the command is about (default: the lower)")
+	lower := fs.String("lower", "", "--query: lower to send it to (default: the first that registers)")
+	var fields fieldFlag
+	fs.Var(&fields, "field", "--query: extra element Name=Value, repeatable; a Value starting with < is sent as raw XML\n(RecordInfo gets today's StartTime and EndTime unless given)")
+	timeout := fs.Duration("timeout", 30*time.Second, "--query: how long to wait for a lower and its answers")
 	verbose := fs.Bool("v", false, "debug logs, SIP stack included")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cmdTypes, err := subscriptionTypes(*subscribe)
+	if err != nil {
 		return err
 	}
 	cfg.Logger = newLogger(*verbose)
@@ -155,24 +258,157 @@ func runUpper(ctx context.Context, args []string) error {
 		return err
 	}
 	defer u.Close()
-	if *queryEvery <= 0 {
-		<-ctx.Done()
-		return nil
+	if *query != "" {
+		return runQuery(ctx, u, *timeout, *lower, *root, *query, *device, fields)
 	}
-	ticker := time.NewTicker(*queryEvery)
-	defer ticker.Stop()
+	var catalogTick <-chan time.Time
+	if *queryEvery > 0 {
+		ticker := time.NewTicker(*queryEvery)
+		defer ticker.Stop()
+		catalogTick = ticker.C
+	}
+	lowerTick := time.NewTicker(time.Second)
+	defer lowerTick.Stop()
+	subscribed := make(map[string]bool) // lower ID and CmdType
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-ticker.C:
+		case <-catalogTick:
 			for _, l := range u.Lowers() {
 				if l.Registered {
 					printCatalog(ctx, u, l.ID, *queryEvery, cfg.Logger)
 				}
 			}
+		case <-lowerTick.C:
+			for _, l := range u.Lowers() {
+				for _, cmdType := range cmdTypes {
+					if key := l.ID + "/" + cmdType; l.Registered && !subscribed[key] {
+						subscribed[key] = subscribeAndPrint(ctx, u, l.ID, cmdType, *subExpires, cfg.Logger)
+					}
+				}
+			}
 		}
 	}
+}
+
+// fieldFlag collects repeated --field Name=Value flags.
+type fieldFlag []sim.Field
+
+func (f *fieldFlag) String() string { return fmt.Sprint(*f) }
+
+func (f *fieldFlag) Set(s string) error {
+	name, value, ok := strings.Cut(s, "=")
+	if !ok || name == "" {
+		return fmt.Errorf("want Name=Value, got %q", s)
+	}
+	*f = append(*f, sim.Field{Name: name, Value: value, Raw: strings.HasPrefix(value, "<")})
+	return nil
+}
+
+func subscriptionTypes(list string) ([]string, error) {
+	names := map[string]string{"catalog": "Catalog", "alarm": "Alarm", "mobileposition": "MobilePosition", "ptzposition": "PTZPosition"}
+	var out []string
+	for _, v := range splitList(list) {
+		cmdType, ok := names[strings.ToLower(v)]
+		if !ok {
+			return nil, fmt.Errorf("--subscribe %q: want catalog, alarm, mobileposition or ptzposition", v)
+		}
+		out = append(out, cmdType)
+	}
+	return out, nil
+}
+
+// runQuery waits for the lower to register, sends one command and prints every Response.
+func runQuery(ctx context.Context, u *sim.Upper, timeout time.Duration, lowerID, root, cmdType, deviceID string, fields []sim.Field) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	lowerID, err := waitLower(ctx, u, lowerID)
+	if err != nil {
+		return err
+	}
+	if cmdType == "RecordInfo" && !hasField(fields, "StartTime") {
+		now := time.Now()
+		day := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.Local)
+		fields = append(fields, sim.Field{Name: "StartTime", Value: day.Format("2006-01-02T15:04:05")},
+			sim.Field{Name: "EndTime", Value: now.Format("2006-01-02T15:04:05")})
+	}
+	ans, err := u.Request(ctx, lowerID, root, cmdType, deviceID, fields...)
+	fmt.Printf("%s %s to %s (SN %d): SIP %d %s, %d Responses, %d items, complete=%v\n",
+		root, cmdType, lowerID, ans.SN, ans.Status, ans.Reason, len(ans.Bodies), ans.Items(), ans.Complete)
+	for i, b := range ans.Bodies {
+		fmt.Printf("--- Response %d: DeviceID %s Result %q SumNum %d items %d\n%s\n", i+1, b.DeviceID, b.Result, b.SumNum, b.Items, b.Raw)
+	}
+	return err
+}
+
+func hasField(fields []sim.Field, name string) bool {
+	for _, f := range fields {
+		if f.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// waitLower waits for lowerID to register, or for any lower when it is empty, and returns its ID.
+func waitLower(ctx context.Context, u *sim.Upper, lowerID string) (string, error) {
+	if lowerID != "" {
+		_, err := u.WaitRegistered(ctx, lowerID)
+		return lowerID, err
+	}
+	ticker := time.NewTicker(100 * time.Millisecond)
+	defer ticker.Stop()
+	for {
+		for _, l := range u.Lowers() {
+			if l.Registered {
+				return l.ID, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("no lower registered at %s: %w", u.Addr(), ctx.Err())
+		case <-ticker.C:
+		}
+	}
+}
+
+// subscribeAndPrint subscribes and prints the NOTIFYs as they come, refreshing at two thirds of the
+// granted expiry. It reports whether the subscription was made.
+func subscribeAndPrint(ctx context.Context, u *sim.Upper, lowerID, cmdType string, expires int, log *slog.Logger) bool {
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	sub, err := u.Subscribe(sctx, lowerID, cmdType, "", expires)
+	cancel()
+	if err != nil {
+		log.Warn("subscription failed; retrying", "lower", lowerID, "cmd_type", cmdType, "error", err)
+		return false
+	}
+	log.Info("subscribed", "lower", lowerID, "cmd_type", cmdType, "expires", sub.Expires())
+	go func() {
+		for {
+			n, err := sub.WaitNotify(ctx, nil)
+			if err != nil {
+				return
+			}
+			fmt.Printf("--- NOTIFY %s from %s (SN %d):\n%s\n", n.CmdType, lowerID, n.SN, n.Body)
+		}
+	}()
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Duration(max(sub.Expires(), 3)) * time.Second * 2 / 3):
+			}
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := sub.Refresh(rctx, expires)
+			cancel()
+			if err != nil {
+				log.Warn("subscription refresh failed", "lower", lowerID, "cmd_type", cmdType, "error", err)
+			}
+		}
+	}()
+	return true
 }
 
 func printCatalog(ctx context.Context, u *sim.Upper, lowerID string, timeout time.Duration, log *slog.Logger) {

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -51,35 +53,25 @@ type DeviceConfig struct {
 	// Over UDP sipgo refuses messages above 1300 bytes, which about two items with Chinese names reach.
 	CatalogPerMessage int
 	// CatalogInterval is a pause between Catalog Response MESSAGEs (some peers pause 50 ms).
-	CatalogInterval               time.Duration
+	CatalogInterval time.Duration
+	// RecordsPerQuery is how many recordings a RecordInfo query finds for a channel, spread over the
+	// asked time range; default 5, negative for none.
+	RecordsPerQuery int
+	// RecordsPerMessage is the number of RecordList items per Response MESSAGE; default 2.
+	RecordsPerMessage int
+	// NoAnswer lists CmdTypes whose MESSAGE is accepted with 200 but never answered by a Response,
+	// to test a peer's timeouts.
+	NoAnswer map[string]bool
+	// Reject maps a CmdType to the SIP status its MESSAGE or SUBSCRIBE is answered with instead of
+	// 200 (e.g. 403, 500); the key "*" applies to every MANSCDP request.
+	Reject map[string]int
+	// SubscriptionMaxExpires caps the expiry granted to a SUBSCRIBE, seconds; default 3600.
+	SubscriptionMaxExpires int
+	// GBVersion is sent as the X-GB-Ver header of REGISTER ("2.0" for GB/T 28181-2016, "3.0" for
+	// 2022); empty sends none, as 2016 devices do.
+	GBVersion                     string
 	Manufacturer, Model, Firmware string
 	Logger                        *slog.Logger
-}
-
-// Channel is one catalog entry of a device.
-type Channel struct {
-	ID, Name string
-	Status   string // "ON" or "OFF"
-	ParentID string // default: the device ID
-}
-
-// MakeChannels builds n online cameras (type code 131) under deviceID, named in Chinese so that
-// charset handling is exercised.
-func MakeChannels(deviceID string, n int) []Channel {
-	prefix := defaultDomain(deviceID)
-	for len(prefix) < 10 {
-		prefix += "0"
-	}
-	chans := make([]Channel, n)
-	for i := range chans {
-		chans[i] = Channel{
-			ID:       fmt.Sprintf("%s131%07d", prefix, i+1),
-			Name:     fmt.Sprintf("测试摄像机%d号", i+1),
-			Status:   "ON",
-			ParentID: deviceID,
-		}
-	}
-	return chans
 }
 
 // Device simulates an IPC/NVR registering to a GB/T 28181 server.
@@ -87,7 +79,9 @@ type Device struct {
 	cfg       DeviceConfig
 	transport string // "UDP" or "TCP"
 	log       *slog.Logger
-	journal   journal
+	journal   journal[Received]
+	controls  journal[Control]
+	subChange signal // subscriptions changed
 	keepalive atomic.Bool
 	sn        atomic.Int64
 
@@ -112,6 +106,10 @@ type Device struct {
 	lastDate   string
 	running    bool
 	closed     bool
+	channels   []Channel
+	duty       string // guard state of the alarm input: ONDUTY, OFFDUTY or ALARM
+	home       homePosition
+	subs       map[string]*deviceSub // active subscriptions by Call-ID
 }
 
 // NewDevice validates cfg and applies defaults; nothing is opened until Start or Register.
@@ -131,8 +129,8 @@ func NewDevice(cfg DeviceConfig) (*Device, error) {
 		return nil, fmt.Errorf("device %s: charset %q not supported: use %s, %s or %s",
 			cfg.ID, cfg.Charset, CharsetGB2312, CharsetUTF8, CharsetUTF8AsGB2312)
 	}
-	if cfg.CatalogPerMessage < 0 || cfg.Expires < 0 {
-		return nil, fmt.Errorf("device %s: CatalogPerMessage and Expires must not be negative", cfg.ID)
+	if cfg.CatalogPerMessage < 0 || cfg.Expires < 0 || cfg.RecordsPerMessage < 0 || cfg.SubscriptionMaxExpires < 0 {
+		return nil, fmt.Errorf("device %s: CatalogPerMessage, RecordsPerMessage, SubscriptionMaxExpires and Expires must not be negative", cfg.ID)
 	}
 	if cfg.Domain == "" {
 		cfg.Domain = defaultDomain(cfg.ServerID)
@@ -155,6 +153,21 @@ func NewDevice(cfg DeviceConfig) (*Device, error) {
 	if cfg.CatalogPerMessage == 0 {
 		cfg.CatalogPerMessage = 1
 	}
+	switch {
+	case cfg.RecordsPerQuery == 0:
+		cfg.RecordsPerQuery = 5
+	case cfg.RecordsPerQuery < 0:
+		cfg.RecordsPerQuery = 0
+	}
+	if cfg.RecordsPerMessage == 0 {
+		cfg.RecordsPerMessage = 2
+	}
+	if cfg.SubscriptionMaxExpires == 0 {
+		cfg.SubscriptionMaxExpires = 3600
+	}
+	// Copied so that the caller changing its maps or slice later cannot race with the handlers.
+	cfg.NoAnswer = maps.Clone(cfg.NoAnswer)
+	cfg.Reject = maps.Clone(cfg.Reject)
 	if cfg.Manufacturer == "" {
 		cfg.Manufacturer = "gbsim"
 	}
@@ -177,6 +190,9 @@ func NewDevice(cfg DeviceConfig) (*Device, error) {
 		cancel:    cancel,
 		callID:    randomHex(8),
 		fromTag:   randomHex(5),
+		channels:  slices.Clone(cfg.Channels),
+		duty:      "OFFDUTY",
+		subs:      make(map[string]*deviceSub),
 	}
 	d.keepalive.Store(true)
 	return d, nil
@@ -322,6 +338,9 @@ func (d *Device) register(ctx context.Context, expires int) (*sip.Response, stri
 	exp := sip.ExpiresHeader(expires)
 	req.AppendHeader(&exp)
 	req.AppendHeader(sip.NewHeader("User-Agent", userAgent))
+	if d.cfg.GBVersion != "" {
+		req.AppendHeader(sip.NewHeader(headerGBVersion, d.cfg.GBVersion))
+	}
 	if err := sipgo.ClientRequestBuild(client, req); err != nil {
 		return nil, "", fmt.Errorf("build request: %w", err)
 	}
@@ -380,7 +399,7 @@ func (d *Device) Requests() []Received { return d.journal.all() }
 // WaitRequest returns the oldest request with this method (and CmdType, when not empty) that no
 // earlier WaitRequest returned, waiting until one arrives or ctx ends.
 func (d *Device) WaitRequest(ctx context.Context, method, cmdType string) (Received, error) {
-	return d.journal.wait(ctx, method, cmdType)
+	return waitRequest(ctx, &d.journal, method, cmdType)
 }
 
 // Close drops everything abruptly, without unregistering: the server sees a TCP connection close.
@@ -519,8 +538,10 @@ func (d *Device) requestTimeout() time.Duration {
 func (d *Device) sendKeepalive() error {
 	ctx, cancel := context.WithTimeout(d.ctx, d.requestTimeout())
 	defer cancel()
-	return d.sendMANSCDP(ctx, keepaliveNotify{CmdType: "Keepalive", SN: int(d.sn.Add(1)), DeviceID: d.cfg.ID, Status: "OK"})
+	return d.sendMANSCDP(ctx, keepaliveNotify{CmdType: "Keepalive", SN: d.nextSN(), DeviceID: d.cfg.ID, Status: "OK"})
 }
+
+func (d *Device) nextSN() int { return int(d.sn.Add(1)) }
 
 // sendMANSCDP sends v as a MESSAGE to the server and expects a 2xx.
 func (d *Device) sendMANSCDP(ctx context.Context, v any) error {
@@ -531,10 +552,13 @@ func (d *Device) sendMANSCDP(ctx context.Context, v any) error {
 	d.mu.Lock()
 	client, dest := d.client, d.serverAddr
 	d.mu.Unlock()
+	if client == nil {
+		return errors.New("device not started: call Start or Register first")
+	}
 	req := newMessage(d.selfURI(), d.serverURI(), dest, d.transport, body)
 	res, err := client.Do(ctx, req)
 	if errors.Is(err, sip.ErrUDPMTUCongestion) {
-		return fmt.Errorf("MESSAGE of %d bytes too large for UDP: lower CatalogPerMessage or use TCP: %w", len(body), err)
+		return fmt.Errorf("MESSAGE of %d bytes too large for UDP: lower CatalogPerMessage or RecordsPerMessage, or use TCP: %w", len(body), err)
 	}
 	if err != nil {
 		return fmt.Errorf("MESSAGE to %s: %w", dest, err)
@@ -543,102 +567,4 @@ func (d *Device) sendMANSCDP(ctx context.Context, v any) error {
 		return fmt.Errorf("MESSAGE to %s answered %d %s", dest, res.StatusCode, res.Reason)
 	}
 	return nil
-}
-
-// onRequest records every request, answers 200 and, for MANSCDP queries, sends the Response MESSAGEs.
-func (d *Device) onRequest(req *sip.Request, tx sip.ServerTransaction) {
-	onRegConn := req.Transport() == "TCP" && d.isRegConn(req.Source())
-	rec, h := newReceived(req, onRegConn)
-	d.journal.add(rec)
-	d.log.Info("request received", "method", rec.Method, "cmd_type", rec.CmdType, "sn", rec.SN,
-		"source", rec.Source, "transport", rec.Transport, "on_reg_conn", onRegConn)
-	if req.IsAck() {
-		return
-	}
-	respond(d.log, tx, sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil))
-	if req.Method != sip.MESSAGE || h.Root() != "Query" {
-		return
-	}
-	switch h.CmdType {
-	case "Catalog":
-		d.goAnswer(h, func(ctx context.Context) error { return d.sendCatalog(ctx, h.SN) })
-	case "DeviceInfo":
-		d.goAnswer(h, func(ctx context.Context) error {
-			return d.sendMANSCDP(ctx, deviceInfoResponse{
-				CmdType: "DeviceInfo", SN: h.SN, DeviceID: d.cfg.ID, DeviceName: d.cfg.Model + " " + d.cfg.ID,
-				Result: "OK", Manufacturer: d.cfg.Manufacturer, Model: d.cfg.Model, Firmware: d.cfg.Firmware,
-				Channel: len(d.cfg.Channels),
-			})
-		})
-	case "DeviceStatus":
-		d.goAnswer(h, func(ctx context.Context) error {
-			return d.sendMANSCDP(ctx, deviceStatusResponse{
-				CmdType: "DeviceStatus", SN: h.SN, DeviceID: d.cfg.ID, Result: "OK", Online: "ONLINE",
-				Status: "OK", Encode: "ON", Record: "OFF", DeviceTime: time.Now().Format("2006-01-02T15:04:05"),
-			})
-		})
-	}
-}
-
-// goAnswer sends an answer in the background: the handler must return for sipgo to finish the
-// transaction, and the answer must follow the 200 OK.
-func (d *Device) goAnswer(h cmdHeader, send func(ctx context.Context) error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return
-	}
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		if err := send(d.ctx); err != nil && d.ctx.Err() == nil {
-			d.log.Warn("answer failed", "cmd_type", h.CmdType, "sn", h.SN, "error", err)
-		}
-	}()
-}
-
-// sendCatalog answers a Catalog query with SumNum = all channels, CatalogPerMessage items a MESSAGE.
-func (d *Device) sendCatalog(ctx context.Context, sn int) error {
-	chans := d.cfg.Channels
-	per := d.cfg.CatalogPerMessage
-	for start := 0; start == 0 || start < len(chans); start += per {
-		end := min(start+per, len(chans))
-		items := make([]catalogItem, 0, end-start)
-		for _, ch := range chans[start:end] {
-			items = append(items, d.catalogItem(ch))
-		}
-		resp := catalogResponse{CmdType: "Catalog", SN: sn, DeviceID: d.cfg.ID, SumNum: len(chans),
-			DeviceList: catalogList{Num: len(items), Items: items}}
-		if err := d.sendMANSCDP(ctx, resp); err != nil {
-			return fmt.Errorf("catalog items %d-%d of %d: %w", start+1, end, len(chans), err)
-		}
-		if d.cfg.CatalogInterval > 0 && end < len(chans) {
-			select {
-			case <-time.After(d.cfg.CatalogInterval):
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-	}
-	return nil
-}
-
-func (d *Device) catalogItem(ch Channel) catalogItem {
-	parent := ch.ParentID
-	if parent == "" {
-		parent = d.cfg.ID
-	}
-	status := ch.Status
-	if status == "" {
-		status = "ON"
-	}
-	civil := d.cfg.Domain
-	if len(civil) > 6 {
-		civil = civil[:6]
-	}
-	return catalogItem{
-		DeviceID: ch.ID, Name: ch.Name, Manufacturer: d.cfg.Manufacturer, Model: d.cfg.Model,
-		Owner: "Owner", CivilCode: civil, Address: "Address", ParentID: parent,
-		RegisterWay: 1, Status: status,
-	}
 }

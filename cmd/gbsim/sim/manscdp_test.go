@@ -47,7 +47,7 @@ func TestDecodeSeedCatalogSample(t *testing.T) {
 	}
 	it := r.DeviceList.Items[0]
 	if it.DeviceID != "62010201001320000393" || it.Name != "Camera 01" || it.ParentID != "51000000002000000001" ||
-		it.Status != "ON" || it.RegisterWay != 1 || it.CivilCode != "5100000000" {
+		it.Status != "ON" || it.RegisterWay != "1" || it.CivilCode != "5100000000" {
 		t.Errorf("item %+v", it)
 	}
 }

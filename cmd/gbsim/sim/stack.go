@@ -1,6 +1,8 @@
-// Package sim holds GB/T 28181 simulators used to test gbproxy over real sockets: Device (an IPC/NVR
-// that registers to the proxy) and Upper (an upper platform the proxy registers to). They are written
-// from the standard on purpose, sharing no code with the proxy, so they do not share its mistakes.
+// Package sim holds GB/T 28181 simulators used to test gbproxy over real sockets: Device (an IPC/NVR,
+// or a lower platform with a catalog tree, that registers to the proxy, answers queries and controls,
+// raises alarms and serves subscriptions) and Upper (an upper platform the proxy registers to, which
+// sends any query or control, acknowledges alarms and subscribes). They are written from the standard
+// on purpose, sharing no code with the proxy, so they do not share its mistakes.
 package sim
 
 import (
@@ -19,16 +21,21 @@ import (
 
 const userAgent = "gbsim"
 
+// headerGBVersion carries the protocol version in GB/T 28181-2022 (2.0 = 2016, 3.0 = 2022).
+const headerGBVersion = "X-GB-Ver"
+
 // gbDateLayout is the Date header format GB/T 28181 uses for time synchronisation.
 const gbDateLayout = "2006-01-02T15:04:05.000"
 
 // Received is one request the peer sent to a simulator.
 type Received struct {
-	Method  string
-	CmdType string // MANSCDP CmdType, empty when the body is not MANSCDP
-	SN      int    // MANSCDP SN, 0 when absent
-	Body    []byte // decoded to UTF-8; the XML declaration is left as sent
-	Source  string // remote host:port the request came from
+	Method   string
+	Root     string // MANSCDP root element (Query, Control, Notify or Response), empty when not MANSCDP
+	CmdType  string // MANSCDP CmdType, empty when the body is not MANSCDP
+	SN       int    // MANSCDP SN, 0 when absent
+	DeviceID string // MANSCDP DeviceID, empty when absent
+	Body     []byte // decoded to UTF-8; the XML declaration is left as sent
+	Source   string // remote host:port the request came from
 	// Transport is "UDP" or "TCP".
 	Transport string
 	// OnRegConn is true when a request arrived on the TCP connection the device registered over.
@@ -53,8 +60,15 @@ func newReceived(req *sip.Request, onRegConn bool) (Received, cmdHeader) {
 	if len(body) == 0 || decodeBody(body, &h) != nil {
 		return r, cmdHeader{}
 	}
-	r.CmdType, r.SN = h.CmdType, h.SN
+	r.Root, r.CmdType, r.SN, r.DeviceID = h.Root(), h.CmdType, h.SN, h.DeviceID
 	return r, h
+}
+
+// waitRequest waits in j for a request with this method and, when cmdType is not empty, MANSCDP CmdType.
+func waitRequest(ctx context.Context, j *journal[Received], method, cmdType string) (Received, error) {
+	return j.wait(ctx, strings.TrimSpace(method+" "+cmdType)+" request", func(r Received) bool {
+		return strings.EqualFold(r.Method, method) && (cmdType == "" || strings.EqualFold(r.CmdType, cmdType))
+	})
 }
 
 // signal lets goroutines wait for "something changed" without polling.
@@ -82,51 +96,48 @@ func (s *signal) notify() {
 	}
 }
 
-// journal records received requests in arrival order.
-type journal struct {
+// journal records events (requests, controls, notifications) in arrival order.
+type journal[T any] struct {
 	mu     sync.Mutex
-	items  []Received
+	items  []T
 	taken  []bool // handed out by wait already
 	update signal
 }
 
-func (j *journal) add(r Received) {
+func (j *journal[T]) add(v T) {
 	j.mu.Lock()
-	j.items = append(j.items, r)
+	j.items = append(j.items, v)
 	j.taken = append(j.taken, false)
 	j.mu.Unlock()
 	j.update.notify()
 }
 
-func (j *journal) all() []Received {
+func (j *journal[T]) all() []T {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return append([]Received(nil), j.items...)
+	return append([]T(nil), j.items...)
 }
 
-// wait returns the oldest request matching method (and cmdType when not empty) that no earlier wait
-// returned, waiting for one to arrive. Requests received before the call count, so a test can send
-// first and wait afterwards.
-func (j *journal) wait(ctx context.Context, method, cmdType string) (Received, error) {
+// wait returns the oldest item matching match that no earlier wait returned, waiting for one to
+// arrive. Items recorded before the call count, so a test can act first and wait afterwards.
+// what names the awaited item in the error.
+func (j *journal[T]) wait(ctx context.Context, what string, match func(T) bool) (T, error) {
 	for {
 		changed := j.update.changed()
 		j.mu.Lock()
-		for i, r := range j.items {
-			if j.taken[i] || !strings.EqualFold(r.Method, method) {
-				continue
+		for i, v := range j.items {
+			if !j.taken[i] && match(v) {
+				j.taken[i] = true
+				j.mu.Unlock()
+				return v, nil
 			}
-			if cmdType != "" && !strings.EqualFold(r.CmdType, cmdType) {
-				continue
-			}
-			j.taken[i] = true
-			j.mu.Unlock()
-			return r, nil
 		}
 		j.mu.Unlock()
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return Received{}, fmt.Errorf("no %s %s request received: %w", method, cmdType, ctx.Err())
+			var zero T
+			return zero, fmt.Errorf("no %s received: %w", what, ctx.Err())
 		}
 	}
 }
@@ -182,11 +193,77 @@ func newMessage(from, to sip.Uri, dest, transport string, body []byte) *sip.Requ
 	fromHdr.Params.Add("tag", randomHex(5))
 	req.AppendHeader(fromHdr)
 	req.AppendHeader(&sip.ToHeader{Address: to})
-	ct := sip.ContentTypeHeader(contentTypeMANSCDP)
-	req.AppendHeader(&ct)
-	req.AppendHeader(sip.NewHeader("User-Agent", userAgent))
-	req.SetBody(body)
+	setMANSCDPBody(req, body)
 	return req
+}
+
+func setMANSCDPBody(m sip.Message, body []byte) {
+	ct := sip.ContentTypeHeader(contentTypeMANSCDP)
+	m.AppendHeader(&ct)
+	m.AppendHeader(sip.NewHeader("User-Agent", userAgent))
+	m.SetBody(body)
+}
+
+// dialog is what the requests of one SIP dialog share (RFC 3261 §12), seen from our side.
+type dialog struct {
+	callID              string
+	local, remote       sip.Uri // From and To of the requests we send
+	localTag, remoteTag string  // remoteTag is empty until the peer's first answer
+	target              sip.Uri // the peer's Contact: Request-URI of the requests we send
+	cseq                uint32  // CSeq of the last request we sent
+}
+
+// newRequest builds the next request of the dialog, sent to dest over transport, with the next CSeq.
+// The caller serialises calls.
+func (dl *dialog) newRequest(method sip.RequestMethod, dest, transport string) *sip.Request {
+	req := sip.NewRequest(method, dl.target)
+	req.SetDestination(dest)
+	req.SetTransport(transport)
+	from := &sip.FromHeader{Address: dl.local, Params: sip.NewParams()}
+	from.Params.Add("tag", dl.localTag)
+	req.AppendHeader(from)
+	to := &sip.ToHeader{Address: dl.remote, Params: sip.NewParams()}
+	if dl.remoteTag != "" {
+		to.Params.Add("tag", dl.remoteTag)
+	}
+	req.AppendHeader(to)
+	callID := sip.CallIDHeader(dl.callID)
+	req.AppendHeader(&callID)
+	dl.cseq++
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: dl.cseq, MethodName: method})
+	return req
+}
+
+// contactURI is the Contact of a GB party with this ID reachable at hostPort.
+func contactURI(id, hostPort string) sip.Uri {
+	host, portStr, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		return sip.Uri{Scheme: "sip", User: id, Host: hostPort}
+	}
+	port, _ := strconv.Atoi(portStr)
+	return sip.Uri{Scheme: "sip", User: id, Host: host, Port: port}
+}
+
+// dialogHeaders is what requests and responses share for dialog identification.
+type dialogHeaders interface {
+	From() *sip.FromHeader
+	To() *sip.ToHeader
+}
+
+// fromTag returns the From tag, empty when absent.
+func fromTag(m dialogHeaders) string {
+	if f := m.From(); f != nil {
+		return f.Params.GetOr("tag", "")
+	}
+	return ""
+}
+
+// toTag returns the To tag, empty when absent.
+func toTag(m dialogHeaders) string {
+	if t := m.To(); t != nil {
+		return t.Params.GetOr("tag", "")
+	}
+	return ""
 }
 
 // headerGetter is what requests and responses share for header lookup.

@@ -21,6 +21,9 @@ import (
 // nonceLifetime bounds how long a challenge may be answered (and reused for refreshes).
 const nonceLifetime = 10 * time.Minute
 
+// udpReadBuffer is the socket buffer asked for the UDP listener, bytes.
+const udpReadBuffer = 4 << 20
+
 // UpperConfig describes a simulated upper platform. Zero values take the documented defaults.
 type UpperConfig struct {
 	ID       string // 20-digit platform ID
@@ -31,8 +34,14 @@ type UpperConfig struct {
 	// 302 and Contact <sip:ID@host:port> (GB/T 28181-2022 registration redirect).
 	Redirect string
 	Expires  int // cap on the granted expiry, seconds; default 3600
-	Logger   *slog.Logger
+	// QuietPeriod is how long Request waits for a further Response before returning what it has;
+	// default 500 ms.
+	QuietPeriod time.Duration
+	Logger      *slog.Logger
 }
+
+// gbVersion is the X-GB-Ver the upper sends: GB/T 28181-2022.
+const gbVersion = "3.0"
 
 // LowerState is what the upper platform knows about one lower platform or device.
 type LowerState struct {
@@ -46,13 +55,24 @@ type LowerState struct {
 	LastKeepalive time.Time
 	Keepalives    int // keepalives answered with 200
 	Registered    bool
-	Registrations int // successful REGISTERs with a non-zero expiry, refreshes included
+	Registrations int    // successful REGISTERs with a non-zero expiry, refreshes included
+	GBVersion     string // X-GB-Ver of its last REGISTER, empty when it sent none
 }
 
-// CatalogItem is one entry of a lower's catalog as received.
+// CatalogItem is one entry of a lower's catalog, or of a catalog notification, as received.
 type CatalogItem struct {
 	DeviceID, Name, Status, ParentID, Manufacturer, Model, CivilCode string
+	BusinessGroupID                                                  string
 	Parental                                                         int
+	Event                                                            string // notifications only: ON, OFF, VLOST, DEFECT, ADD, DEL, UPDATE
+}
+
+func newCatalogItem(it catalogItem) CatalogItem {
+	parental, _ := strconv.Atoi(it.Parental)
+	return CatalogItem{
+		DeviceID: it.DeviceID, Name: it.Name, Status: it.Status, ParentID: it.ParentID, Manufacturer: it.Manufacturer,
+		Model: it.Model, CivilCode: it.CivilCode, BusinessGroupID: it.BusinessGroupID, Parental: parental, Event: it.Event,
+	}
 }
 
 type nonceInfo struct {
@@ -81,13 +101,17 @@ type Upper struct {
 	wg             sync.WaitGroup
 	keepaliveReply atomic.Bool
 	sn             atomic.Int64
-	journal        journal
+	journal        journal[Received]
+	alarms         journal[Received]
 	lowerChange    signal
+	ctx            context.Context // cancelled by Close
+	cancel         context.CancelFunc
 
 	mu      sync.Mutex // guards the fields below
 	lowers  map[string]*LowerState
 	nonces  map[string]nonceInfo
 	pending map[int]*pendingQuery
+	subs    map[string]*Subscription // by Call-ID
 	closed  bool
 }
 
@@ -105,6 +129,9 @@ func NewUpper(cfg UpperConfig) (*Upper, error) {
 	if cfg.Expires <= 0 {
 		cfg.Expires = 3600
 	}
+	if cfg.QuietPeriod <= 0 {
+		cfg.QuietPeriod = 500 * time.Millisecond
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = discardLogger()
@@ -115,7 +142,9 @@ func NewUpper(cfg UpperConfig) (*Upper, error) {
 		lowers:  make(map[string]*LowerState),
 		nonces:  make(map[string]nonceInfo),
 		pending: make(map[int]*pendingQuery),
+		subs:    make(map[string]*Subscription),
 	}
+	u.ctx, u.cancel = context.WithCancel(context.Background())
 	u.keepaliveReply.Store(true)
 	u.sn.Store(time.Now().UnixMilli() % 100000) // distinct SNs across restarts, as a real platform has
 	if cfg.Redirect != "" {
@@ -137,6 +166,11 @@ func NewUpper(cfg UpperConfig) (*Upper, error) {
 		return nil, fmt.Errorf("upper %s: %w", cfg.ID, err)
 	}
 	u.addr = udpConn.LocalAddr().String()
+	// Large catalogs arrive as bursts of hundreds of MESSAGEs a second: a larger socket buffer keeps
+	// the kernel from dropping them while handlers run (best effort; the kernel may cap it).
+	if uc, ok := udpConn.(*net.UDPConn); ok {
+		_ = uc.SetReadBuffer(udpReadBuffer)
+	}
 	// Only the UDP client binds the listen address: sipgo pools accepted TCP connections under the
 	// local address too, so a bound TCP client could pick another lower's connection.
 	u.udpClient, err = sipgo.NewClient(ua, sipgo.WithClientConnectionAddr(u.addr), sipgo.WithClientLogger(u.log))
@@ -152,6 +186,7 @@ func NewUpper(cfg UpperConfig) (*Upper, error) {
 	u.ua, u.udpConn, u.tcpLn = ua, udpConn, tcpLn
 	srv.OnRegister(u.onRegister)
 	srv.OnMessage(u.onMessage)
+	srv.OnNotify(u.onNotify)
 	srv.OnNoRoute(u.onOther)
 	serveUDP(ua, srv, udpConn, &u.wg)
 	u.wg.Add(1)
@@ -258,7 +293,7 @@ func (u *Upper) Requests() []Received { return u.journal.all() }
 
 // WaitRequest is Device.WaitRequest for requests lowers sent to the upper.
 func (u *Upper) WaitRequest(ctx context.Context, method, cmdType string) (Received, error) {
-	return u.journal.wait(ctx, method, cmdType)
+	return waitRequest(ctx, &u.journal, method, cmdType)
 }
 
 // Close stops listening and closes every connection. A new Upper on the same address simulates a restart.
@@ -270,6 +305,7 @@ func (u *Upper) Close() error {
 	}
 	u.closed = true
 	u.mu.Unlock()
+	u.cancel()
 	err := u.ua.Close()
 	_ = u.udpConn.Close()
 	_ = u.tcpLn.Close()
@@ -283,7 +319,13 @@ func (u *Upper) Close() error {
 func (u *Upper) selfURI() sip.Uri { return sip.Uri{Scheme: "sip", User: u.cfg.ID, Host: u.cfg.Domain} }
 
 func (u *Upper) reply(req *sip.Request, tx sip.ServerTransaction, code int, reason string) {
-	respond(u.log, tx, sip.NewResponseFromRequest(req, code, reason, nil))
+	u.respond(tx, sip.NewResponseFromRequest(req, code, reason, nil))
+}
+
+// respond sends res with the upper's protocol version.
+func (u *Upper) respond(tx sip.ServerTransaction, res *sip.Response) {
+	res.AppendHeader(sip.NewHeader(headerGBVersion, gbVersion))
+	respond(u.log, tx, res)
 }
 
 func (u *Upper) onRegister(req *sip.Request, tx sip.ServerTransaction) {
@@ -341,7 +383,7 @@ func (u *Upper) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 		exp := sip.ExpiresHeader(expires)
 		res.AppendHeader(&exp)
 		log.Info("REGISTER redirected", "to", u.redirect.String())
-		respond(u.log, tx, res)
+		u.respond(tx, res)
 		return
 	}
 	u.recordRegistration(req, lowerID, from.Address.Host, expires)
@@ -357,7 +399,7 @@ func (u *Upper) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 	} else {
 		log.Info("lower registered", "expires", expires)
 	}
-	respond(u.log, tx, res)
+	u.respond(tx, res)
 }
 
 func (u *Upper) challenge(req *sip.Request, tx sip.ServerTransaction) {
@@ -374,7 +416,7 @@ func (u *Upper) challenge(req *sip.Request, tx sip.ServerTransaction) {
 	res := sip.NewResponseFromRequest(req, sip.StatusUnauthorized, "Unauthorized", nil)
 	res.AppendHeader(sip.NewHeader("WWW-Authenticate",
 		fmt.Sprintf(`Digest realm="%s", nonce="%s", opaque="%s", algorithm=MD5`, u.cfg.Domain, nonce, opaque)))
-	respond(u.log, tx, res)
+	u.respond(tx, res)
 }
 
 func (u *Upper) recordRegistration(req *sip.Request, lowerID, domain string, expires int) {
@@ -391,6 +433,10 @@ func (u *Upper) recordRegistration(req *sip.Request, lowerID, domain string, exp
 		l.Contact = c.Address.String()
 	}
 	l.Expires = expires
+	l.GBVersion = ""
+	if v := req.GetHeader(headerGBVersion); v != nil {
+		l.GBVersion = v.Value()
+	}
 	l.Registered = expires > 0
 	if l.Registered {
 		l.RegisteredAt = time.Now()
@@ -403,11 +449,16 @@ func (u *Upper) recordRegistration(req *sip.Request, lowerID, domain string, exp
 func (u *Upper) onMessage(req *sip.Request, tx sip.ServerTransaction) {
 	rec, h := newReceived(req, false)
 	u.journal.add(rec)
-	if h.Root() == "Notify" && h.CmdType == "Keepalive" {
+	switch {
+	case h.Root() == "Notify" && h.CmdType == "Keepalive":
 		u.onKeepalive(req, tx)
 		return
+	case h.Root() == "Notify" && h.CmdType == "Alarm":
+		u.onAlarm(req, tx, rec)
+		return
 	}
-	u.log.Info("MESSAGE received", "cmd_type", rec.CmdType, "sn", rec.SN, "source", rec.Source)
+	// Debug only: large catalogs are hundreds of MESSAGEs a second.
+	u.log.Debug("MESSAGE received", "cmd_type", rec.CmdType, "sn", rec.SN, "source", rec.Source)
 	// sipgo runs handlers concurrently: collect before answering, so that a lower sending its next
 	// Response only after our 200 finds its items kept in order.
 	if h.Root() == "Response" {
@@ -457,124 +508,7 @@ func (u *Upper) onOther(req *sip.Request, tx sip.ServerTransaction) {
 	rec, _ := newReceived(req, false)
 	u.journal.add(rec)
 	u.log.Info("request received", "method", rec.Method, "source", rec.Source)
-	if !req.IsAck() {
+	if !req.IsAck() { // OPTIONS included: a lower checking the link gets 200
 		u.reply(req, tx, sip.StatusOK, "OK")
 	}
-}
-
-// sendQuery sends a MANSCDP Query to a registered lower (down its own TCP connection when it
-// registered over TCP, else to the UDP address it registered from) and returns where its
-// Response bodies will collect. The caller must call dropPending(sn).
-func (u *Upper) sendQuery(ctx context.Context, lowerID, cmdType, deviceID string) (int, *pendingQuery, error) {
-	l, ok := u.Lower(lowerID)
-	if !ok || !l.Registered {
-		return 0, nil, fmt.Errorf("lower %s is not registered", lowerID)
-	}
-	client := u.udpClient
-	if l.Transport == "TCP" {
-		conn, err := u.ua.TransportLayer().GetConnection("tcp", l.Source)
-		if err != nil {
-			return 0, nil, fmt.Errorf("lower %s: its TCP connection from %s is closed; it must register again", lowerID, l.Source)
-		}
-		_, _ = conn.TryClose()
-		client = u.tcpClient
-	}
-	sn := int(u.sn.Add(1))
-	body, err := encodeBody(queryCmd{CmdType: cmdType, SN: sn, DeviceID: deviceID}, CharsetGB2312)
-	if err != nil {
-		return 0, nil, err
-	}
-	p := &pendingQuery{cmdType: cmdType}
-	u.mu.Lock()
-	u.pending[sn] = p
-	u.mu.Unlock()
-	to := sip.Uri{Scheme: "sip", User: lowerID, Host: l.Domain}
-	res, err := client.Do(ctx, newMessage(u.selfURI(), to, l.Source, l.Transport, body))
-	if err == nil && res.StatusCode/100 != 2 {
-		err = fmt.Errorf("answered %d %s", res.StatusCode, res.Reason)
-	}
-	if err != nil {
-		u.dropPending(sn)
-		return 0, nil, fmt.Errorf("%s query to lower %s at %s/%s: %w", cmdType, lowerID, l.Source, l.Transport, err)
-	}
-	return sn, p, nil
-}
-
-func (u *Upper) dropPending(sn int) {
-	u.mu.Lock()
-	delete(u.pending, sn)
-	u.mu.Unlock()
-}
-
-// nextBodies waits for Response bodies past the first seen ones.
-func (u *Upper) nextBodies(ctx context.Context, p *pendingQuery, seen int) ([][]byte, error) {
-	for {
-		changed := p.update.changed()
-		u.mu.Lock()
-		fresh := p.bodies[seen:]
-		u.mu.Unlock()
-		if len(fresh) > 0 {
-			return fresh, nil
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-}
-
-// QueryCatalog queries a lower's catalog and collects Response MESSAGEs until SumNum items arrived.
-// When ctx ends first it returns the items so far, the SumNum announced (0 if none came) and an error.
-func (u *Upper) QueryCatalog(ctx context.Context, lowerID string) ([]CatalogItem, int, error) {
-	sn, p, err := u.sendQuery(ctx, lowerID, "Catalog", lowerID)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer u.dropPending(sn)
-	var items []CatalogItem
-	sum, seen := -1, 0
-	for sum < 0 || len(items) < sum {
-		bodies, err := u.nextBodies(ctx, p, seen)
-		if err != nil {
-			return items, max(sum, 0), fmt.Errorf("catalog of lower %s (SN %d): %d of %d items received: %w",
-				lowerID, sn, len(items), max(sum, 0), err)
-		}
-		seen += len(bodies)
-		for _, body := range bodies {
-			var r catalogResponse
-			if err := decodeBody(body, &r); err != nil {
-				return items, max(sum, 0), fmt.Errorf("catalog of lower %s: %w", lowerID, err)
-			}
-			if r.DeviceList.Num != len(r.DeviceList.Items) {
-				return items, r.SumNum, fmt.Errorf("catalog of lower %s: DeviceList Num=%d but %d items", lowerID, r.DeviceList.Num, len(r.DeviceList.Items))
-			}
-			sum = r.SumNum
-			for _, it := range r.DeviceList.Items {
-				items = append(items, CatalogItem{
-					DeviceID: it.DeviceID, Name: it.Name, Status: it.Status, ParentID: it.ParentID,
-					Manufacturer: it.Manufacturer, Model: it.Model, CivilCode: it.CivilCode, Parental: it.Parental,
-				})
-			}
-		}
-	}
-	return items, sum, nil
-}
-
-// Query sends a MANSCDP Query of cmdType about deviceID (the lower itself when empty) and returns the
-// first Response body carrying its SN, decoded to UTF-8.
-func (u *Upper) Query(ctx context.Context, lowerID, cmdType, deviceID string) ([]byte, error) {
-	if deviceID == "" {
-		deviceID = lowerID
-	}
-	sn, p, err := u.sendQuery(ctx, lowerID, cmdType, deviceID)
-	if err != nil {
-		return nil, err
-	}
-	defer u.dropPending(sn)
-	bodies, err := u.nextBodies(ctx, p, 0)
-	if err != nil {
-		return nil, fmt.Errorf("%s query to lower %s (SN %d): no Response: %w", cmdType, lowerID, sn, err)
-	}
-	return bodies[0], nil
 }

@@ -1,0 +1,322 @@
+package cascade
+
+import (
+	"errors"
+	"sort"
+	"strings"
+
+	"github.com/gbproxy/gbproxy/cascade/manscdp"
+	"github.com/gbproxy/gbproxy/configs"
+)
+
+// shareView is what one upper platform sees: which channels, under which IDs
+// and names. It is immutable; the API swaps in a new one.
+type shareView struct {
+	cfg      configs.ShareConfig
+	all      bool
+	devices  map[string]bool
+	channels map[string]bool
+	groups   map[string]bool
+	toUpper  map[string]string // local ID -> ID the upper sees
+	toLocal  map[string]string // the reverse
+	names    map[string]string
+	// upperID is the platform itself: a device with this ID is that platform
+	// registered below us, and its channels are never shared back to it.
+	upperID string
+}
+
+func newShareView(cfg configs.ShareConfig, upperID string) *shareView {
+	v := &shareView{
+		cfg: cfg, all: cfg.SharesAll(), upperID: upperID,
+		devices: set(cfg.Devices), channels: set(cfg.Channels), groups: set(cfg.Groups),
+		toUpper: map[string]string{}, toLocal: map[string]string{}, names: map[string]string{},
+	}
+	for local, mapped := range cfg.Map {
+		v.toUpper[local] = mapped
+		v.toLocal[mapped] = local
+	}
+	for local, name := range cfg.Names {
+		v.names[local] = name
+	}
+	return v
+}
+
+func set(ids []string) map[string]bool {
+	m := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		m[id] = true
+	}
+	return m
+}
+
+// up is the ID the upper sees for a local ID.
+func (v *shareView) up(id string) string {
+	if m, ok := v.toUpper[id]; ok {
+		return m
+	}
+	return id
+}
+
+// down turns an ID from the upper into the local ID. A local ID that has a
+// mapping is hidden behind it: the upper cannot address it directly.
+func (v *shareView) down(id string) (string, bool) {
+	if local, ok := v.toLocal[id]; ok {
+		return local, true
+	}
+	if _, hidden := v.toUpper[id]; hidden {
+		return "", false
+	}
+	return id, true
+}
+
+// sharesDevice: the device as a whole is addressable by this upper.
+func (v *shareView) sharesDevice(id string) bool {
+	return id != v.upperID && (v.all || v.devices[id])
+}
+
+// sharesChannelLocked reports whether channel c is visible. Groups share
+// everything below them: the ParentID chain and business group are walked
+// within the owning device's catalog. The registry's lock is held.
+func (v *shareView) sharesChannelLocked(r *Registry, c *Channel) bool {
+	if c.DeviceID == v.upperID {
+		return false
+	}
+	if v.all || v.devices[c.DeviceID] || v.channels[c.ID] {
+		return true
+	}
+	if len(v.groups) == 0 {
+		return false
+	}
+	chans := r.channels[c.DeviceID]
+	cur := c
+	for range 16 { // catalogs are a few levels deep; a cycle must not hang us
+		if v.groups[cur.ID] || v.groups[cur.Item.BusinessGroupID] || v.groups[cur.DeviceID] {
+			return true
+		}
+		parent := chans[lastPathElement(cur.Item.ParentID)]
+		if parent == nil || parent == cur {
+			return false
+		}
+		cur = parent
+	}
+	return false
+}
+
+// lastPathElement: some platforms write ParentID as a path "A/B/C".
+func lastPathElement(id string) string {
+	if i := strings.LastIndexByte(id, '/'); i >= 0 {
+		return id[i+1:]
+	}
+	return id
+}
+
+// catalogFor is the catalog one upper sees: its shared channels with
+// effective status, IDs and names mapped, ParentIDs pointing at a node the
+// upper also sees or else at the proxy itself, sorted for stable paging.
+func (r *Registry) catalogFor(v *shareView) []manscdp.CatalogItem {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	visible := map[string]*Channel{}
+	for _, chans := range r.channels {
+		for _, c := range chans {
+			if v.sharesChannelLocked(r, c) {
+				visible[c.ID] = c
+			}
+		}
+	}
+	items := make([]manscdp.CatalogItem, 0, len(visible))
+	for _, c := range visible {
+		items = append(items, r.upperItemLocked(v, c, visible))
+	}
+	sort.Slice(items, func(i, j int) bool { return items[i].DeviceID < items[j].DeviceID })
+	return items
+}
+
+// upperItemLocked maps one channel for v. visible decides which parents the
+// upper knows; nil means "look it up".
+func (r *Registry) upperItemLocked(v *shareView, c *Channel, visible map[string]*Channel) manscdp.CatalogItem {
+	it := c.Item
+	it.Status = r.channelStatus(c)
+	it.Event = ""
+	it.DeviceID = v.up(c.ID)
+	if name, ok := v.names[c.ID]; ok {
+		it.Name = name
+	}
+	known := func(id string) bool {
+		if id == "" {
+			return false
+		}
+		if visible != nil {
+			return visible[id] != nil
+		}
+		p := r.channels[c.DeviceID][id]
+		return p != nil && v.sharesChannelLocked(r, p)
+	}
+	if parent := lastPathElement(it.ParentID); known(parent) {
+		it.ParentID = v.up(parent)
+	} else {
+		it.ParentID = r.self
+	}
+	if it.BusinessGroupID != "" {
+		if known(it.BusinessGroupID) {
+			it.BusinessGroupID = v.up(it.BusinessGroupID)
+		} else {
+			it.BusinessGroupID = ""
+		}
+	}
+	if it.Info != nil && it.Info.BusinessGroupID != "" {
+		info := *it.Info
+		if known(info.BusinessGroupID) {
+			info.BusinessGroupID = v.up(info.BusinessGroupID)
+		} else {
+			info.BusinessGroupID = ""
+		}
+		it.Info = &info
+	}
+	return it
+}
+
+// eventsFor filters and maps registry events for one upper.
+func (r *Registry) eventsFor(v *shareView, evs []ChannelEvent) []manscdp.CatalogItem {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []manscdp.CatalogItem
+	for _, ev := range evs {
+		c := &Channel{ID: ev.Item.DeviceID, DeviceID: ev.DeviceID, Item: ev.Item}
+		if cur := r.channels[ev.DeviceID][c.ID]; cur != nil {
+			c = cur
+		}
+		if !v.sharesChannelLocked(r, c) {
+			continue
+		}
+		it := r.upperItemLocked(v, &Channel{ID: c.ID, DeviceID: ev.DeviceID, Item: ev.Item}, nil)
+		if ev.Event == "DEL" || ev.Event == "OFF" {
+			it.Status = "OFF"
+		}
+		it.Event = ev.Event
+		out = append(out, it)
+	}
+	return out
+}
+
+// resolve finds who answers an upper's request for id (an ID the upper sees):
+// the local ID and the device that owns it.
+func (r *Registry) resolve(v *shareView, id string) (local string, dev Device, ok bool) {
+	local, ok = v.down(id)
+	if !ok {
+		return "", Device{}, false
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if d := r.devices[local]; d != nil && v.sharesDevice(local) {
+		return local, *d, true
+	}
+	owner, ok := r.owner[local]
+	if !ok {
+		return "", Device{}, false
+	}
+	c := r.channels[owner][local]
+	d := r.devices[owner]
+	if c == nil || d == nil || !v.sharesChannelLocked(r, c) {
+		return "", Device{}, false
+	}
+	return local, *d, true
+}
+
+// sharesID reports whether the upper behind v sees id, a device or channel.
+func (r *Registry) sharesID(v *shareView, id string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if _, isDevice := r.devices[id]; isDevice && v.sharesDevice(id) {
+		return true
+	}
+	owner, ok := r.owner[id]
+	if !ok {
+		return false
+	}
+	c := r.channels[owner][id]
+	return c != nil && v.sharesChannelLocked(r, c)
+}
+
+// sharedTo lists, for one channel, the uppers that see it and under which ID.
+func (r *Registry) sharedToLocked(views map[string]*shareView, c *Channel) map[string]string {
+	var out map[string]string
+	for upperID, v := range views {
+		if v.sharesChannelLocked(r, c) {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[upperID] = v.up(c.ID)
+		}
+	}
+	return out
+}
+
+// bucketShares keeps sharing set through the API; it wins over the config
+// file until removed.
+const bucketShares = "shares"
+
+func (c *Cascade) savedShare(platformID string) (configs.ShareConfig, bool) {
+	var s configs.ShareConfig
+	ok, err := c.store.Get(bucketShares, platformID, &s)
+	if err != nil {
+		c.log.Warn().Err(err).Str("platform_id", platformID).Msg("unreadable saved sharing ignored; using the config file's")
+		return s, false
+	}
+	return s, ok
+}
+
+// ErrUnknownPlatform: no such upper platform in the config.
+var ErrUnknownPlatform = errors.New("no such upper platform")
+
+// SetShare replaces what one upper platform is shared, persisted across
+// restarts; nil goes back to the config file's. Its Catalog subscribers are
+// told what appeared (ADD) and what went (DEL).
+func (c *Cascade) SetShare(platformID string, share *configs.ShareConfig) error {
+	u := c.upperByID(platformID)
+	if u == nil {
+		return ErrUnknownPlatform
+	}
+	next := u.cfg.Share
+	if share != nil {
+		if errs := share.Validate("share", c.cfg.ID); len(errs) > 0 {
+			return errors.New(strings.Join(errs, "; "))
+		}
+		next = *share
+		c.store.Put(bucketShares, platformID, share)
+	} else {
+		c.store.Delete(bucketShares, platformID)
+	}
+	old := u.view()
+	nv := newShareView(next, platformID)
+	before := c.registry.catalogFor(old)
+	u.share.Store(nv)
+	after := c.registry.catalogFor(nv)
+	u.log.Info().Int("channels_before", len(before)).Int("channels_after", len(after)).Msg("sharing changed")
+	c.subs.shareChanged(u, diffCatalog(before, after))
+	return nil
+}
+
+// diffCatalog turns two views of a catalog into ADD and DEL items.
+func diffCatalog(before, after []manscdp.CatalogItem) []manscdp.CatalogItem {
+	was := make(map[string]bool, len(before))
+	for _, it := range before {
+		was[it.DeviceID] = true
+	}
+	is := make(map[string]bool, len(after))
+	var out []manscdp.CatalogItem
+	for _, it := range after {
+		is[it.DeviceID] = true
+		if !was[it.DeviceID] {
+			it.Event = "ADD"
+			out = append(out, it)
+		}
+	}
+	for _, it := range before {
+		if !is[it.DeviceID] {
+			it.Event = "DEL"
+			out = append(out, it)
+		}
+	}
+	return out
+}

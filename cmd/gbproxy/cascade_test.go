@@ -1,0 +1,429 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gbproxy/gbproxy/cmd/gbsim/sim"
+)
+
+// The cascade under test: two devices below, two upper platforms above with
+// different sharing, mappings and charsets.
+const (
+	upperA    = "44010000002000000001" // UDP, GB2312: devUDP whole + one tree camera, mapped
+	upperB    = "44020000002000000001" // TCP, UTF-8: everything, one camera mapped
+	devUDP    = "34020000001320000001" // an IPC over UDP, GB2312 bodies
+	platTCP   = "34020000002000000002" // a lower platform over TCP with a tree, UTF-8 bodies
+	mappedA   = "44010000001310000001" // what upperA calls devUDP's first channel
+	mappedB   = "44020000001310000009" // what upperB calls the platform's first camera
+	udpChans  = 3
+	treeGroup = 2
+	treeCams  = 2
+)
+
+type cascadeRig struct {
+	proxy      *testProxy
+	a, b       *sim.Upper
+	dev, plat  *sim.Device
+	devChans   []sim.Channel
+	tree       []sim.Channel
+	treeCamera []string // camera IDs of the platform, in tree order
+}
+
+func twoUpperYAML(addrA, addrB, devChan, treeCam string) string {
+	return fmt.Sprintf(`
+lower:
+  listen: "127.0.0.1:0"
+  keepalive_interval: 300ms
+  keepalive_timeout_count: 2
+  catalog_timeout: 2s
+  query_timeout: 1s
+upper:
+  listen: "127.0.0.1:0"
+  platforms:
+    - id: %[1]q
+      address: %[2]q
+      transport: udp
+      password: %[5]q
+      keepalive_interval: 300ms
+      retry_interval: 300ms
+      charset: gb2312
+      share:
+        devices: [%[6]q]
+        channels: [%[8]q]
+        map: {%[7]q: %[9]q}
+    - id: %[3]q
+      address: %[4]q
+      transport: tcp
+      password: %[5]q
+      keepalive_interval: 300ms
+      retry_interval: 300ms
+      charset: utf-8
+      share:
+        map: {%[8]q: %[10]q}
+`, upperA, addrA, upperB, addrB, upperPass, devUDP, devChan, treeCam, mappedA, mappedB)
+}
+
+func newCascadeRig(t *testing.T) *cascadeRig {
+	t.Helper()
+	r := &cascadeRig{}
+	// QuietPeriod above query_timeout: a silent device must earn an ERROR, not silence.
+	r.a = newUpper(t, "127.0.0.1:0", func(c *sim.UpperConfig) { c.ID, c.Domain, c.QuietPeriod = upperA, upperA[:10], 2*time.Second })
+	r.b = newUpper(t, "127.0.0.1:0", func(c *sim.UpperConfig) { c.ID, c.Domain, c.QuietPeriod = upperB, upperB[:10], 2*time.Second })
+	r.devChans = sim.MakeChannels(devUDP, udpChans)
+	r.tree = sim.MakeTree(platTCP, "340201", treeGroup, treeCams)
+	for _, ch := range r.tree {
+		if ch.Status != "" {
+			r.treeCamera = append(r.treeCamera, ch.ID)
+		}
+	}
+	r.proxy = startProxy(t, "", twoUpperYAML(r.a.Addr(), r.b.Addr(), r.devChans[0].ID, r.treeCamera[0]))
+	r.dev = newDevice(t, r.proxy, devUDP, "udp", 0, func(c *sim.DeviceConfig) {
+		c.Channels = r.devChans
+		c.Charset = sim.CharsetGB2312
+		c.NoAnswer = map[string]bool{"ConfigDownload": true}
+	})
+	r.plat = newDevice(t, r.proxy, platTCP, "tcp", 0, func(c *sim.DeviceConfig) {
+		c.Channels = r.tree
+		c.Charset = sim.CharsetUTF8
+		c.CatalogPerMessage = 4
+	})
+	ctx := ctxTimeout(t, 10*time.Second)
+	for _, d := range []*sim.Device{r.dev, r.plat} {
+		if err := d.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 5*time.Second, "both catalogs stored", func() bool {
+		return len(r.proxy.channels(devUDP)) == udpChans && len(r.proxy.channels(platTCP)) == len(r.tree)
+	})
+	for _, u := range []*sim.Upper{r.a, r.b} {
+		if _, err := u.WaitRegistered(ctx, proxyID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return r
+}
+
+func catalogIDs(items []sim.CatalogItem) []string {
+	var ids []string
+	for _, it := range items {
+		ids = append(ids, it.DeviceID)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func TestCascadeCatalogPerUpper(t *testing.T) {
+	r := newCascadeRig(t)
+	ctx := ctxTimeout(t, 10*time.Second)
+
+	items, sum, err := r.a.QueryCatalog(ctx, proxyID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantA := []string{mappedA, r.devChans[1].ID, r.devChans[2].ID, r.treeCamera[0]}
+	slices.Sort(wantA)
+	if got := catalogIDs(items); !slices.Equal(got, wantA) || sum != len(wantA) {
+		t.Fatalf("upper A sees %v (SumNum %d), want exactly %v", got, sum, wantA)
+	}
+	for _, it := range items {
+		if it.DeviceID == mappedA && it.Name != r.devChans[0].Name {
+			t.Fatalf("Chinese name garbled on the way to a GB2312 upper: %q, want %q", it.Name, r.devChans[0].Name)
+		}
+		if it.ParentID != proxyID {
+			t.Fatalf("upper A cannot see %s's parent, so it must hang under the proxy: %+v", it.DeviceID, it)
+		}
+	}
+
+	items, sum, err = r.b.QueryCatalog(ctx, proxyID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := udpChans + len(r.tree); len(items) != want || sum != want {
+		t.Fatalf("upper B shares all: got %d items (SumNum %d), want %d", len(items), sum, want)
+	}
+	byID := map[string]sim.CatalogItem{}
+	for _, it := range items {
+		byID[it.DeviceID] = it
+	}
+	if _, leaked := byID[r.treeCamera[0]]; leaked {
+		t.Fatal("upper B saw a mapped camera under its local ID")
+	}
+	cam := byID[mappedB]
+	for _, ch := range r.tree {
+		if ch.ID == r.treeCamera[0] && cam.Name != ch.Name {
+			t.Fatalf("mapped camera's name from a UTF-8 platform to a UTF-8 upper: %q, want %q", cam.Name, ch.Name)
+		}
+	}
+	if vo, ok := byID[cam.ParentID]; !ok || !strings.HasPrefix(vo.Name, "虚拟组织") {
+		t.Fatalf("camera's parent must be its virtual organisation, seen by B: %+v (parent %+v)", cam, vo)
+	}
+	if _, ok := byID[cam.BusinessGroupID]; !ok {
+		t.Fatalf("camera's business group must be in B's catalog: %+v", cam)
+	}
+
+	// The API shows who sees what under which ID.
+	var chans []struct {
+		ID       string            `json:"id"`
+		SharedTo map[string]string `json:"shared_to"`
+	}
+	r.proxy.api("/api/v1/channels", &chans)
+	for _, c := range chans {
+		if c.ID == r.devChans[0].ID && (c.SharedTo[upperA] != mappedA || c.SharedTo[upperB] != c.ID) {
+			t.Fatalf("shared_to of %s: %v", c.ID, c.SharedTo)
+		}
+		if c.ID == r.treeCamera[1] && len(c.SharedTo) != 1 {
+			t.Fatalf("%s is shared with B only: %v", c.ID, c.SharedTo)
+		}
+	}
+	var plats []struct {
+		ID             string `json:"id"`
+		SharedChannels int    `json:"shared_channels"`
+		Negotiated     string `json:"negotiated_version"`
+		GBVersion      string `json:"gb_version"`
+	}
+	r.proxy.api("/api/v1/platforms", &plats)
+	if plats[0].SharedChannels != len(wantA) || plats[0].GBVersion != "3.0" || plats[0].Negotiated != "3.0" {
+		t.Fatalf("platform A state: %+v", plats[0])
+	}
+}
+
+func TestCascadeRoutedQueriesKeepSNAndIDs(t *testing.T) {
+	r := newCascadeRig(t)
+	ctx := ctxTimeout(t, 20*time.Second)
+
+	check := func(who string, ans sim.Answer, err error, wantID string, wantBodies int) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", who, err)
+		}
+		if ans.Status != 200 || !ans.Complete || len(ans.Bodies) < wantBodies {
+			t.Fatalf("%s: status %d complete %v bodies %d: %+v", who, ans.Status, ans.Complete, len(ans.Bodies), ans)
+		}
+		for _, b := range ans.Bodies {
+			if b.SN != ans.SN || b.DeviceID != wantID || b.Err != nil {
+				t.Fatalf("%s: answer carries SN %d DeviceID %s (want %d %s), err %v", who, b.SN, b.DeviceID, ans.SN, wantID, b.Err)
+			}
+		}
+	}
+
+	ans, err := r.a.Request(ctx, proxyID, "Query", "DeviceInfo", devUDP)
+	check("DeviceInfo via A", ans, err, devUDP, 1)
+	ans, err = r.b.Request(ctx, proxyID, "Query", "DeviceStatus", platTCP)
+	check("DeviceStatus via B over TCP", ans, err, platTCP, 1)
+
+	ans, err = r.a.Request(ctx, proxyID, "Query", "RecordInfo", mappedA,
+		sim.Field{Name: "StartTime", Value: "2026-11-24T00:00:00"}, sim.Field{Name: "EndTime", Value: "2026-11-24T12:00:00"},
+		sim.Field{Name: "Type", Value: "all"})
+	check("RecordInfo via A to a mapped channel", ans, err, mappedA, 2)
+	if ans.Items() != 5 || ans.Bodies[0].SumNum != 5 {
+		t.Fatalf("RecordInfo: %d items, SumNum %d, want 5", ans.Items(), ans.Bodies[0].SumNum)
+	}
+	if rec, err := r.dev.WaitRequest(ctx, "MESSAGE", "RecordInfo"); err != nil || rec.DeviceID != r.devChans[0].ID || rec.SN == ans.SN {
+		t.Fatalf("the device must see its own channel ID and the proxy's SN: %+v %v", rec, err)
+	}
+	ans, err = r.b.Request(ctx, proxyID, "Query", "PresetQuery", mappedB)
+	check("PresetQuery via B to a mapped camera of a lower platform", ans, err, mappedB, 1)
+
+	// Concurrent identical SNs from both uppers must not cross.
+	type result struct {
+		ans sim.Answer
+		err error
+	}
+	ra, rb := make(chan result), make(chan result)
+	go func() {
+		a, err := r.a.Request(ctx, proxyID, "Query", "DeviceStatus", devUDP)
+		ra <- result{a, err}
+	}()
+	go func() {
+		b, err := r.b.Request(ctx, proxyID, "Query", "DeviceStatus", devUDP)
+		rb <- result{b, err}
+	}()
+	x, y := <-ra, <-rb
+	check("concurrent DeviceStatus via A", x.ans, x.err, devUDP, 1)
+	check("concurrent DeviceStatus via B", y.ans, y.err, devUDP, 1)
+
+	// Controls: PTZ reaches the device under its local ID; a bad checksum is refused at the proxy.
+	ptz := sim.PTZCmd(0, 0x08, 0x00, 0x80, 0x0) // up
+	ans, err = r.a.Request(ctx, proxyID, "Control", "DeviceControl", mappedA, sim.Field{Name: "PTZCmd", Value: ptz})
+	if err != nil || ans.Status != 200 {
+		t.Fatalf("PTZ via A: %+v %v", ans, err)
+	}
+	ctl, err := r.dev.WaitControl(ctx, "PTZCmd")
+	if err != nil || ctl.Value != ptz || ctl.DeviceID != r.devChans[0].ID || ctl.Err != nil {
+		t.Fatalf("PTZ at the device: %+v %v", ctl, err)
+	}
+	bad := ptz[:14] + "00"
+	if ans, _ = r.a.Request(ctx, proxyID, "Control", "DeviceControl", mappedA, sim.Field{Name: "PTZCmd", Value: bad}); ans.Status != 400 {
+		t.Fatalf("a PTZCmd with a bad checksum must be refused with 400, got %d", ans.Status)
+	}
+	ans, err = r.a.Request(ctx, proxyID, "Control", "DeviceControl", mappedA, sim.Field{Name: "RecordCmd", Value: "Record"})
+	check("RecordCmd via A", ans, err, mappedA, 1)
+	if ans.Bodies[0].Result != "OK" {
+		t.Fatalf("RecordCmd result relayed: %+v", ans.Bodies[0])
+	}
+	ans, err = r.b.Request(ctx, proxyID, "Control", "DeviceControl", platTCP, sim.Field{Name: "GuardCmd", Value: "SetGuard"})
+	check("GuardCmd via B", ans, err, platTCP, 1)
+
+	// Refusals: unshared, unknown, silent device.
+	if ans, _ = r.a.Request(ctx, proxyID, "Query", "DeviceInfo", platTCP); ans.Status != 404 {
+		t.Fatalf("a device not shared with A must be 404 to A, got %d", ans.Status)
+	}
+	if ans, _ = r.a.Request(ctx, proxyID, "Query", "DeviceInfo", r.devChans[0].ID); ans.Status != 404 {
+		t.Fatalf("a mapped channel must not answer under its local ID, got %d", ans.Status)
+	}
+	ans, err = r.a.Request(ctx, proxyID, "Query", "ConfigDownload", devUDP, sim.Field{Name: "ConfigType", Value: "BasicParam"})
+	if err != nil || ans.Status != 200 || len(ans.Bodies) != 1 || ans.Bodies[0].Result != "ERROR" || ans.Bodies[0].SN != ans.SN {
+		t.Fatalf("a device that never answers must earn the upper a Result ERROR: %+v %v", ans, err)
+	}
+
+	// The proxy itself answers for its own ID.
+	ans, err = r.b.Request(ctx, proxyID, "Query", "DeviceInfo", proxyID)
+	check("DeviceInfo of the proxy", ans, err, proxyID, 1)
+}
+
+func TestCascadeAlarmReachesSharingUppers(t *testing.T) {
+	r := newCascadeRig(t)
+	ctx := ctxTimeout(t, 10*time.Second)
+	sn, err := r.dev.SendAlarm(ctx, sim.AlarmConfig{ChannelID: r.devChans[0].ID, Priority: 1, Method: 5, Type: 2, Description: "越界"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.dev.WaitAlarmAck(ctx, sn); err != nil {
+		t.Fatalf("the device must get Response Result OK for its alarm: %v", err)
+	}
+	if got, err := r.a.WaitAlarm(ctx, mappedA); err != nil || got.DeviceID != mappedA {
+		t.Fatalf("upper A must get the alarm under its ID: %+v %v", got, err)
+	}
+	if got, err := r.b.WaitAlarm(ctx, r.devChans[0].ID); err != nil {
+		t.Fatalf("upper B (shares all) must get the alarm: %+v %v", got, err)
+	}
+	// A camera of the platform that A does not see: only B hears of it.
+	if _, err := r.plat.SendAlarm(ctx, sim.AlarmConfig{ChannelID: r.treeCamera[1]}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.b.WaitAlarm(ctx, r.treeCamera[1]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	for _, al := range r.a.Alarms() {
+		if al.DeviceID == r.treeCamera[1] {
+			t.Fatal("an alarm of a channel not shared with A reached A")
+		}
+	}
+	// Alarm reset travels down as a control with an answer.
+	ans, err := r.a.Request(ctx, proxyID, "Control", "DeviceControl", mappedA, sim.Field{Name: "AlarmCmd", Value: "ResetAlarm"})
+	if err != nil || ans.Status != 200 || len(ans.Bodies) != 1 || ans.Bodies[0].Result != "OK" {
+		t.Fatalf("alarm reset: %+v %v", ans, err)
+	}
+}
+
+func TestCascadeSubscriptions(t *testing.T) {
+	r := newCascadeRig(t)
+	ctx := ctxTimeout(t, 15*time.Second)
+	subA, err := r.a.Subscribe(ctx, proxyID, "Catalog", proxyID, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subB, err := r.b.Subscribe(ctx, proxyID, "Catalog", proxyID, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if subA.Expires() != 600 {
+		t.Fatalf("granted Expires %d", subA.Expires())
+	}
+	// Two uppers, one subscription per device.
+	for _, d := range []*sim.Device{r.dev, r.plat} {
+		subs, err := d.WaitSubscriptions(ctx, func(s []sim.SubscriptionInfo) bool { return len(s) >= 1 })
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		if subs = d.Subscriptions(); len(subs) != 1 || subs[0].CmdType != "Catalog" {
+			t.Fatalf("device must be subscribed once, whatever the number of uppers: %+v", subs)
+		}
+	}
+
+	// A status change at the device reaches both uppers, each under its IDs.
+	if err := r.dev.SetChannelStatus(ctx, r.devChans[0].ID, "OFF"); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent := func(s *sim.Subscription, id, event string) {
+		t.Helper()
+		_, err := s.WaitNotify(ctx, func(body []byte) bool {
+			return strings.Contains(string(body), id) && strings.Contains(string(body), "<Event>"+event+"</Event>")
+		})
+		if err != nil {
+			t.Fatalf("NOTIFY %s %s: %v (got %d NOTIFYs)", id, event, err, len(s.Notifies()))
+		}
+	}
+	waitEvent(subA, mappedA, "OFF")
+	waitEvent(subB, r.devChans[0].ID, "OFF")
+
+	// The platform's camera that only B sees.
+	if err := r.plat.SetChannelStatus(ctx, r.treeCamera[1], "VLOST"); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(subB, r.treeCamera[1], "VLOST")
+	for _, n := range subA.Notifies() {
+		if strings.Contains(string(n.Body), r.treeCamera[1]) {
+			t.Fatal("A was notified about a channel it does not see")
+		}
+	}
+
+	// The device going away turns its channels OFF at the uppers within seconds.
+	r.plat.Close()
+	waitEvent(subB, mappedB, "OFF")
+
+	// Both unsubscribe: the device subscription ends too.
+	if err := subA.Unsubscribe(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if subs := r.dev.Subscriptions(); len(subs) != 1 {
+		t.Fatalf("B still needs the device subscription: %+v", subs)
+	}
+	if err := subB.Unsubscribe(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.dev.WaitSubscriptions(ctx, func(s []sim.SubscriptionInfo) bool { return len(s) == 0 }); err != nil {
+		t.Fatalf("the device subscription must end with its last upper: %v", err)
+	}
+}
+
+// The share API changes what an upper sees and tells its subscribers.
+func TestCascadeShareAPI(t *testing.T) {
+	r := newCascadeRig(t)
+	ctx := ctxTimeout(t, 10*time.Second)
+	sub, err := r.a.Subscribe(ctx, proxyID, "Catalog", proxyID, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, body := r.proxy.do("PUT", "/api/v1/platforms/"+upperA+"/share", `{"channels":["`+r.treeCamera[1]+`"],"map":{"`+r.treeCamera[1]+`":"44010000001310000002"}}`)
+	if status != 200 {
+		t.Fatalf("PUT share: %d %s", status, body)
+	}
+	if _, err := sub.WaitNotify(ctx, func(b []byte) bool {
+		return strings.Contains(string(b), "44010000001310000002") && strings.Contains(string(b), "<Event>ADD</Event>")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	items, _, err := r.a.QueryCatalog(ctx, proxyID)
+	if err != nil || len(items) != 1 || items[0].DeviceID != "44010000001310000002" {
+		t.Fatalf("after PUT, A sees %v (%v)", catalogIDs(items), err)
+	}
+	if status, body = r.proxy.do("PUT", "/api/v1/platforms/"+upperA+"/share", `{"map":{"1":"2"}}`); status != 400 {
+		t.Fatalf("invalid share must be 400: %d %s", status, body)
+	}
+	if status, _ = r.proxy.do("DELETE", "/api/v1/platforms/"+upperA+"/share", ""); status != 200 {
+		t.Fatalf("DELETE share: %d", status)
+	}
+	items, _, _ = r.a.QueryCatalog(ctx, proxyID)
+	if len(items) != 4 {
+		t.Fatalf("after DELETE, A is back to its configured share: %v", catalogIDs(items))
+	}
+}
