@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -425,5 +426,240 @@ func TestCascadeShareAPI(t *testing.T) {
 	items, _, _ = r.a.QueryCatalog(ctx, proxyID)
 	if len(items) != 4 {
 		t.Fatalf("after DELETE, A is back to its configured share: %v", catalogIDs(items))
+	}
+}
+
+// 20,000 channels reach an upper platform over UDP, every one, with SumNum
+// right in every MESSAGE and every datagram within 1300 bytes.
+func TestCatalog20kOverUDP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("20,000-channel transfer")
+	}
+	const n = 20000
+	up := newUpper(t, "127.0.0.1:0", nil)
+	p := startProxy(t, "", upperPlatformYAML(up.Addr(), "udp"))
+	const devID = "34020000001320000001"
+	dev := newDevice(t, p, devID, "tcp", n, func(c *sim.DeviceConfig) { c.CatalogPerMessage = 50 })
+	ctx := ctxTimeout(t, 90*time.Second)
+	if err := dev.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "20,000 channels stored", func() bool { return len(p.channels(devID)) == n })
+	if _, err := up.WaitRegistered(ctx, proxyID); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	items, sum, err := up.QueryCatalog(ctx, proxyID)
+	if err != nil {
+		t.Fatalf("after %v: %d items: %v", time.Since(start), len(items), err)
+	}
+	t.Logf("20,000 channels over UDP in %v", time.Since(start))
+	if sum != n || len(items) != n {
+		t.Fatalf("SumNum %d, %d items, want %d", sum, len(items), n)
+	}
+	seen := map[string]bool{}
+	for _, it := range items {
+		seen[it.DeviceID] = true
+	}
+	if len(seen) != n {
+		t.Fatalf("%d distinct channels of %d", len(seen), n)
+	}
+	messages := 0
+	for _, r := range up.Requests() {
+		if r.CmdType != "Catalog" || r.Root != "Response" {
+			continue
+		}
+		messages++
+		if size := len(r.Request.String()); size > 1300 {
+			t.Fatalf("a catalog datagram of %d bytes", size)
+		}
+		if !strings.Contains(string(r.Body), "<SumNum>20000</SumNum>") {
+			t.Fatalf("a catalog MESSAGE without SumNum 20000: %.300s", r.Body)
+		}
+	}
+	t.Logf("%d MESSAGEs", messages)
+}
+
+// refreshYAML is the test lower side with a catalog refresh every 500 ms.
+const refreshYAML = `
+lower:
+  listen: "127.0.0.1:0"
+  keepalive_interval: 300ms
+  keepalive_timeout_count: 2
+  catalog_timeout: 2s
+  catalog_refresh_interval: 500ms
+`
+
+// proxyAsUpperYAML makes a proxy with its own ID whose one upper platform is
+// another proxy's lower side.
+func proxyAsUpperYAML(id, upperID, upperAddr string) string {
+	return fmt.Sprintf(`
+id: %q
+domain: %q
+upper:
+  listen: "127.0.0.1:0"
+  platforms:
+    - id: %q
+      address: %q
+      transport: tcp
+      password: %q
+      keepalive_interval: 300ms
+      retry_interval: 300ms
+`, id, id[:10], upperID, upperAddr, devicePass)
+}
+
+// upper platform <- top proxy <- middle proxy <- device: catalog, queries
+// and controls three levels deep.
+func TestThreeLevelCascade(t *testing.T) {
+	const midID, camID = "34020100002000000001", "34020100001320000001"
+	up := newUpper(t, "127.0.0.1:0", func(c *sim.UpperConfig) { c.QuietPeriod = 2 * time.Second })
+	// The middle proxy may register before its camera did: the top one
+	// learns the camera's channels at its next catalog refresh.
+	top := startProxy(t, "", upperPlatformYAML(up.Addr(), "udp")+refreshYAML)
+	mid := startProxy(t, "", proxyAsUpperYAML(midID, proxyID, top.lowerAddr()))
+	cam := newDevice(t, mid, camID, "udp", 2, func(c *sim.DeviceConfig) { c.ServerID, c.Domain = midID, midID[:10] })
+	ctx := ctxTimeout(t, 20*time.Second)
+	if err := cam.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	chans := sim.MakeChannels(camID, 2)
+	eventually(t, 5*time.Second, "the camera's channels reach the top proxy through the middle one", func() bool {
+		return len(top.channels(midID)) == 2
+	})
+	if _, err := up.WaitRegistered(ctx, proxyID); err != nil {
+		t.Fatal(err)
+	}
+	items, _, err := up.QueryCatalog(ctx, proxyID)
+	if err != nil || len(items) != 2 || catalogIDs(items)[0] != chans[0].ID {
+		t.Fatalf("catalog three levels up: %v %v", catalogIDs(items), err)
+	}
+	ans, err := up.Request(ctx, proxyID, "Query", "RecordInfo", chans[1].ID,
+		sim.Field{Name: "StartTime", Value: "2026-11-24T00:00:00"}, sim.Field{Name: "EndTime", Value: "2026-11-24T06:00:00"})
+	if err != nil || ans.Status != 200 || !ans.Complete || ans.Items() != 5 {
+		t.Fatalf("RecordInfo three levels deep: %+v %v", ans, err)
+	}
+	for _, b := range ans.Bodies {
+		if b.SN != ans.SN || b.DeviceID != chans[1].ID {
+			t.Fatalf("answer three levels up carries SN %d DeviceID %s", b.SN, b.DeviceID)
+		}
+	}
+	ptz := sim.PTZCmd(1, 0x02, 0x80, 0, 0)
+	if ans, err = up.Request(ctx, proxyID, "Control", "DeviceControl", chans[1].ID, sim.Field{Name: "PTZCmd", Value: ptz}); err != nil || ans.Status != 200 {
+		t.Fatalf("PTZ three levels deep: %+v %v", ans, err)
+	}
+	if ctl, err := cam.WaitControl(ctx, "PTZCmd"); err != nil || ctl.Value != ptz || ctl.DeviceID != chans[1].ID {
+		t.Fatalf("PTZ at the camera: %+v %v", ctl, err)
+	}
+	// Status three levels up: the camera goes away, the upper's subscription hears OFF.
+	sub, err := up.Subscribe(ctx, proxyID, "Catalog", proxyID, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cam.WaitSubscriptions(ctx, func(s []sim.SubscriptionInfo) bool { return len(s) == 1 }); err != nil {
+		t.Fatalf("the subscription must travel down to the camera: %v", err)
+	}
+	if err := cam.SetChannelStatus(ctx, chans[0].ID, "OFF"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sub.WaitNotify(ctx, func(b []byte) bool { return strings.Contains(string(b), chans[0].ID) }); err != nil {
+		t.Fatalf("a status change three levels down must reach the upper: %v", err)
+	}
+}
+
+// Two proxies each the other's upper: neither sees its own channels come
+// back, catalogs do not grow, and a routed query can't circle.
+func TestCascadeLoopIsRefused(t *testing.T) {
+	const bID = "34020100002000000001"
+	aLower := freeAddr(t)
+	b := startProxy(t, "", proxyAsUpperYAML(bID, proxyID, aLower)+refreshYAML)
+	a := startProxy(t, "", proxyAsUpperYAML(proxyID, bID, b.lowerAddr())+strings.Replace(refreshYAML, "127.0.0.1:0", aLower, 1))
+	cam := newDevice(t, a, "34020000001320000001", "udp", 3, nil)
+	if err := cam.Start(ctxTimeout(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 8*time.Second, "B learns A's three channels", func() bool { return len(b.channels(proxyID)) == 3 })
+	eventually(t, 5*time.Second, "A has B registered below it", func() bool { d, ok := a.device(bID); return ok && d.Online })
+	time.Sleep(2 * time.Second) // several catalog refreshes in both directions
+	var all []apiChannel
+	a.api("/api/v1/channels", &all)
+	if len(all) != 3 {
+		t.Fatalf("A must hold exactly its camera's 3 channels, got %d: %+v", len(all), all)
+	}
+	if len(b.channels(proxyID)) != 3 {
+		t.Fatalf("B's copy must not grow: %d", len(b.channels(proxyID)))
+	}
+}
+
+// freeAddr finds a port free for both UDP and TCP on 127.0.0.1.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	for {
+		u, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := u.LocalAddr().String()
+		l, err := net.Listen("tcp", addr)
+		u.Close()
+		if err == nil {
+			l.Close()
+			return addr
+		}
+	}
+}
+
+// Malformed requests from an upper platform get a clear SIP error, and the
+// cascade keeps working.
+func TestCascadeMalformedFromUpper(t *testing.T) {
+	r := newCascadeRig(t)
+	conn, err := net.Dial("udp", r.proxy.cascade.UpperAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	local := conn.LocalAddr().String()
+	send := func(method, callID, body string) string {
+		t.Helper()
+		msg := method + " sip:" + proxyID + "@" + proxyDomain + " SIP/2.0\r\n" +
+			"Via: SIP/2.0/UDP " + local + ";rport;branch=z9hG4bK-" + callID + "\r\n" +
+			"From: <sip:" + upperA + "@" + upperA[:10] + ">;tag=1\r\n" +
+			"To: <sip:" + proxyID + "@" + proxyDomain + ">\r\n" +
+			"Call-ID: " + callID + "\r\nCSeq: 1 " + method + "\r\nMax-Forwards: 70\r\nEvent: Catalog\r\nExpires: 60\r\n" +
+			"Content-Type: Application/MANSCDP+xml\r\n" +
+			"Content-Length: " + itoa(len(body)) + "\r\n\r\n" + body
+		conn.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := conn.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return ""
+			}
+			if res := string(buf[:n]); !strings.HasPrefix(res, "SIP/2.0 1") {
+				return firstLine(res)
+			}
+		}
+	}
+	cases := []struct{ method, body, want string }{
+		{"MESSAGE", "<?xml version=\"1.0\"?><Query><CmdType>DeviceInfo</CmdType><SN>1<", "SIP/2.0 400 "},
+		{"MESSAGE", "<Query><CmdType>DeviceInfo</CmdType><SN>x</SN><DeviceID>" + mappedA + "</DeviceID></Query>", "SIP/2.0 400 "},
+		{"MESSAGE", "<Control><CmdType>DeviceControl</CmdType><SN>2</SN><DeviceID>" + mappedA + "</DeviceID><PTZCmd>A50F01</PTZCmd></Control>", "SIP/2.0 400 "},
+		{"MESSAGE", "<Query><CmdType>DeviceInfo</CmdType><SN>3</SN><DeviceID>99999999999999999999</DeviceID></Query>", "SIP/2.0 404 "},
+		{"SUBSCRIBE", "<Query><CmdType>Keepalive</CmdType><SN>4</SN><DeviceID>" + proxyID + "</DeviceID></Query>", "SIP/2.0 489 "},
+		{"SUBSCRIBE", "not xml", "SIP/2.0 489 "},
+	}
+	for i, c := range cases {
+		if got := send(c.method, fmt.Sprintf("bad-upper-%d", i), c.body); !strings.HasPrefix(got, c.want) {
+			t.Errorf("%s %q: answered %q, want %q", c.method, c.body, got, c.want)
+		}
+	}
+	ctx := ctxTimeout(t, 5*time.Second)
+	if ans, err := r.a.Request(ctx, proxyID, "Query", "DeviceInfo", devUDP); err != nil || !ans.Complete {
+		t.Fatalf("routing after malformed input: %+v %v", ans, err)
+	}
+	if st := r.proxy.platform(upperA); !st.Registered {
+		t.Fatal("registration lost after malformed input")
 	}
 }

@@ -29,7 +29,7 @@ const (
 // testProxy is a gbproxy started in-process on 127.0.0.1 ephemeral ports.
 type testProxy struct {
 	*app
-	t     *testing.T
+	t     testing.TB
 	store string
 	once  sync.Once
 }
@@ -69,7 +69,7 @@ upper:
 `, upperID, addr, transport, upperPass)
 }
 
-func startProxy(t *testing.T, storeDir, extra string) *testProxy {
+func startProxy(t testing.TB, storeDir, extra string) *testProxy {
 	t.Helper()
 	if storeDir == "" {
 		storeDir = t.TempDir()
@@ -80,6 +80,9 @@ func startProxy(t *testing.T, storeDir, extra string) *testProxy {
 		t.Fatal(err)
 	}
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel).With().Timestamp().Logger()
+	if _, bench := t.(*testing.B); bench {
+		log = zerolog.Nop() // logging every message would be what the benchmark measures
+	}
 	a, err := start(cfg, log)
 	if err != nil {
 		t.Fatal(err)
@@ -217,7 +220,7 @@ func (p *testProxy) platform(id string) apiPlatform {
 }
 
 // eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
@@ -228,10 +231,15 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 	}
 }
 
-func newDevice(t *testing.T, p *testProxy, id, transport string, channels int, mutate func(*sim.DeviceConfig)) *sim.Device {
+// newDevice makes a device registering to p (nil: mutate sets the server).
+func newDevice(t testing.TB, p *testProxy, id, transport string, channels int, mutate func(*sim.DeviceConfig)) *sim.Device {
 	t.Helper()
+	server := ""
+	if p != nil {
+		server = p.lowerAddr()
+	}
 	cfg := sim.DeviceConfig{
-		ID: id, ServerID: proxyID, Domain: proxyDomain, Server: p.lowerAddr(),
+		ID: id, ServerID: proxyID, Domain: proxyDomain, Server: server,
 		Transport: transport, Password: devicePass,
 		KeepaliveInterval: 100 * time.Millisecond, RetryInterval: 200 * time.Millisecond,
 		Channels: sim.MakeChannels(id, channels),
@@ -247,7 +255,7 @@ func newDevice(t *testing.T, p *testProxy, id, transport string, channels int, m
 	return d
 }
 
-func newUpper(t *testing.T, listen string, mutate func(*sim.UpperConfig)) *sim.Upper {
+func newUpper(t testing.TB, listen string, mutate func(*sim.UpperConfig)) *sim.Upper {
 	t.Helper()
 	cfg := sim.UpperConfig{ID: upperID, Domain: upperID[:10], Password: upperPass, Listen: listen}
 	if mutate != nil {
@@ -261,7 +269,7 @@ func newUpper(t *testing.T, listen string, mutate func(*sim.UpperConfig)) *sim.U
 	return u
 }
 
-func ctxTimeout(t *testing.T, d time.Duration) context.Context {
+func ctxTimeout(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
