@@ -3,108 +3,82 @@ package main
 import (
 	"context"
 	"fmt"
-	"slices"
-	"sync"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/gbproxy/gbproxy/cmd/gbsim/load"
 	"github.com/gbproxy/gbproxy/cmd/gbsim/sim"
 )
 
-const (
-	benchQueries     = 20000
-	benchConcurrency = 64
-)
+const benchQueries = 50000
 
 // BenchmarkRoutedQueries measures DeviceStatus queries upper→device→upper
-// through gbproxy (each is two transactions each way at the proxy), and the
-// same exchange between the same simulators with no proxy, in the same run.
+// through a gbproxy process (two transactions each way at the proxy per
+// query) with the raw-UDP generator playing both ends, against the same
+// generator exchanging the same messages directly, in the same run: once
+// saturating (64 in flight) for throughput, once lightly loaded (4 in
+// flight) for the latency the proxy adds.
 func BenchmarkRoutedQueries(b *testing.B) {
-	const devID = "34020000001320000001"
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	const lightUpper = "44020000002000000001"
+	heavy := load.QueryConfig{ProxyID: proxyID, Domain: proxyDomain, DeviceID: "34020000001320000001", Password: devicePass,
+		UpperID: upperID, Queries: benchQueries, Concurrency: 64}
+	light := heavy
+	light.DeviceID, light.UpperID, light.Queries, light.Concurrency = "34020000001320000002", lightUpper, 5000, 4
 
-	// Direct: the device registers to the upper simulator itself.
-	quiet := func(c *sim.UpperConfig) { c.QuietPeriod = 5 * time.Second } // loss under load costs a retransmit, not a failure
-	direct := newUpper(b, "127.0.0.1:0", quiet)
-	dd := newDevice(b, nil, devID, "udp", 1, func(c *sim.DeviceConfig) {
-		c.Server, c.ServerID, c.Domain, c.Password = direct.Addr(), upperID, upperID[:10], upperPass
-		c.KeepaliveInterval = time.Minute
-	})
-	if err := dd.Start(ctx); err != nil {
-		b.Fatal(err)
+	var platforms []string
+	loads := map[string]*load.QueryLoad{}
+	for name, cfg := range map[string]load.QueryConfig{"heavy": heavy, "light": light} {
+		q, err := load.NewQueryLoad(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer q.Close()
+		loads[name] = q
+		platforms = append(platforms, fmt.Sprintf("{id: %q, address: %q, transport: udp, password: x, keepalive_interval: 60s}", cfg.UpperID, q.UpperAddr()))
 	}
-	base := runQueries(b, ctx, direct, devID, devID)
-	dd.Close()
-
-	up := newUpper(b, "127.0.0.1:0", quiet)
-	p := startProxy(b, "", upperPlatformYAML(up.Addr(), "udp")+"\nlower:\n  listen: \"127.0.0.1:0\"\n  keepalive_interval: 60s\n")
-	pd := newDevice(b, p, devID, "udp", 1, func(c *sim.DeviceConfig) { c.KeepaliveInterval = time.Minute })
-	if err := pd.Start(ctx); err != nil {
-		b.Fatal(err)
+	px := startProxyProcess(b, buildProxy(b), "["+strings.Join(platforms, ", ")+"]")
+	results := map[string][2]load.QueryResult{} // direct, routed
+	for name, cfg := range map[string]load.QueryConfig{"heavy": heavy, "light": light} {
+		direct := cfg
+		direct.Direct = true
+		base, err := load.RunQueries(ctx, direct)
+		if err != nil {
+			b.Fatal(err)
+		}
+		q := loads[name]
+		if err := q.SetProxy(px.lower, px.upper); err != nil {
+			b.Fatal(err)
+		}
+		if err := q.WaitRegistered(ctx); err != nil {
+			b.Fatal(err)
+		}
+		routed, err := q.Run(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		results[name] = [2]load.QueryResult{base, routed}
+		if routed.Failed > 0 || routed.WrongSN > 0 {
+			b.Errorf("%s: %d routed queries failed (%v), %d answers with a wrong SN", name, routed.Failed, routed.FailReasons, routed.WrongSN)
+		}
 	}
-	if _, err := up.WaitRegistered(ctx, proxyID); err != nil {
-		b.Fatal(err)
-	}
-	eventually(b, 5*time.Second, "device online at the proxy", func() bool { d, ok := p.device(devID); return ok && d.Online })
-	routed := runQueries(b, ctx, up, proxyID, devID)
-
-	b.ReportMetric(routed.rate, "queries/s")
-	b.ReportMetric(base.rate, "direct-queries/s")
-	b.ReportMetric(routed.rate/base.rate, "ratio")
-	b.ReportMetric(float64(routed.p50-base.p50)/1e6, "added-p50-ms")
-	b.ReportMetric(float64(routed.p99-base.p99)/1e6, "added-p99-ms")
+	h, l := results["heavy"], results["light"]
+	b.ReportMetric(h[1].Rate, "queries/s")
+	b.ReportMetric(h[0].Rate, "direct-queries/s")
+	b.ReportMetric(h[1].Rate/h[0].Rate, "ratio")
+	b.ReportMetric(float64(l[1].P50-l[0].P50)/1e6, "added-p50-ms")
+	b.ReportMetric(float64(l[1].P99-l[0].P99)/1e6, "added-p99-ms")
 	b.ReportMetric(0, "ns/op")
-	summary := fmt.Sprintf("routed DeviceStatus queries, %d with %d in flight: %.0f/s through gbproxy vs %.0f/s direct (ratio %.2f; goal ≥ 10000/s); "+
-		"latency p50 %v p99 %v vs direct p50 %v p99 %v: added p50 %v p99 %v (goal p99 ≤ 2 ms); failures %d (direct %d)",
-		benchQueries, benchConcurrency, routed.rate, base.rate, routed.rate/base.rate, routed.p50, routed.p99, base.p50, base.p99,
-		routed.p50-base.p50, routed.p99-base.p99, routed.failed, base.failed)
+	summary := fmt.Sprintf("routed DeviceStatus queries: %d with 64 in flight: %.0f/s through gbproxy vs %.0f/s direct (ratio %.2f; goal ≥ 10000/s), "+
+		"p50 %v p99 %v (direct %v %v); %d with 4 in flight: p50 %v p99 %v vs direct p50 %v p99 %v, added p50 %v p99 %v (goal p99 ≤ 2 ms); "+
+		"failed %d, retransmits %d, wrong SN %d",
+		heavy.Queries, h[1].Rate, h[0].Rate, h[1].Rate/h[0].Rate, h[1].P50, h[1].P99, h[0].P50, h[0].P99,
+		light.Queries, l[1].P50, l[1].P99, l[0].P50, l[0].P99, l[1].P50-l[0].P50, l[1].P99-l[0].P99,
+		h[1].Failed+l[1].Failed, h[1].Retransmits+l[1].Retransmits, h[1].WrongSN+l[1].WrongSN)
 	b.Log(summary)
 	fmt.Println(summary)
-	if routed.failed > 0 {
-		b.Errorf("%d routed queries failed", routed.failed)
-	}
-}
-
-type queryRun struct {
-	rate     float64
-	p50, p99 time.Duration
-	failed   int
-}
-
-// runQueries sends benchQueries DeviceStatus queries for target to lowerID,
-// benchConcurrency at a time, and times each until its Response arrived.
-func runQueries(b *testing.B, ctx context.Context, up *sim.Upper, lowerID, target string) queryRun {
-	b.Helper()
-	lat := make([]time.Duration, benchQueries)
-	var failed sync.Map
-	var wg sync.WaitGroup
-	next := make(chan int, benchQueries)
-	for i := range benchQueries {
-		next <- i
-	}
-	close(next)
-	start := time.Now()
-	for range benchConcurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				t0 := time.Now()
-				ans, err := up.Request(ctx, lowerID, "Query", "DeviceStatus", target)
-				lat[i] = time.Since(t0)
-				if err != nil || ans.Status != 200 || !ans.Complete {
-					failed.Store(i, err)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	slices.Sort(lat)
-	run := queryRun{rate: benchQueries / elapsed.Seconds(), p50: lat[len(lat)/2], p99: lat[len(lat)*99/100]}
-	failed.Range(func(any, any) bool { run.failed++; return true })
-	return run
 }
 
 // BenchmarkCatalog20k times a 20,000-channel catalog from gbproxy to an

@@ -31,11 +31,8 @@ const (
 func BenchmarkRegistration10k(b *testing.B) {
 	baseline := runLoad(b, startBaselineRegistrar(b))
 
-	bin := filepath.Join(b.TempDir(), "gbproxy")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		b.Fatalf("go build gbproxy: %v\n%s", err, out)
-	}
-	lower, httpAddr, pid := startProxyProcess(b, bin)
+	px := startProxyProcess(b, buildProxy(b), "")
+	lower, httpAddr, pid := px.lower, px.http, px.pid
 	rssBefore := vmRSSKiB(b, pid)
 	res := runLoad(b, lower)
 	online := metricValue(b, httpAddr, "gbproxy_devices_online")
@@ -118,19 +115,37 @@ func baselineAnswer(req []byte) []byte {
 	return append([]byte("SIP/2.0 "+status+"\r\n"), out.Bytes()...)
 }
 
-// startProxyProcess runs bin on free 127.0.0.1 ports and waits for its HTTP
-// API; it returns the lower SIP address, the HTTP address and the process ID.
-func startProxyProcess(b *testing.B, bin string) (lower, httpAddr string, pid int) {
+// buildProxy builds the gbproxy binary for a benchmark to run as a process
+// of its own, apart from the load generator's runtime.
+func buildProxy(b *testing.B) string {
+	bin := filepath.Join(b.TempDir(), "gbproxy")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		b.Fatalf("go build gbproxy: %v\n%s", err, out)
+	}
+	return bin
+}
+
+type proxyProcess struct {
+	lower, upper, http string
+	pid                int
+}
+
+// startProxyProcess runs bin on free 127.0.0.1 ports, with platforms as its
+// upper.platforms YAML list ("" for none), and waits for its HTTP API.
+func startProxyProcess(b *testing.B, bin, platforms string) proxyProcess {
 	dir := b.TempDir()
 	lower, upper, httpAddr := freeUDPPort(b), freeUDPPort(b), freeTCPPort(b)
+	if platforms == "" {
+		platforms = "[]"
+	}
 	cfg := fmt.Sprintf(`id: %q
 domain: %q
 lower: {listen: %q, password: %q, keepalive_interval: 60s}
-upper: {listen: %q}
+upper: {listen: %q, platforms: %s}
 store: {path: %q}
 http: {listen: %q}
 log: {level: warn}
-`, proxyID, proxyDomain, lower, devicePass, upper, filepath.Join(dir, "gbproxy.db"), httpAddr)
+`, proxyID, proxyDomain, lower, devicePass, upper, platforms, filepath.Join(dir, "gbproxy.db"), httpAddr)
 	cfgPath := filepath.Join(dir, "gbproxy.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		b.Fatal(err)
@@ -172,7 +187,7 @@ log: {level: warn}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return lower, httpAddr, cmd.Process.Pid
+	return proxyProcess{lower: lower, upper: upper, http: httpAddr, pid: cmd.Process.Pid}
 }
 
 func freeUDPPort(b *testing.B) string {

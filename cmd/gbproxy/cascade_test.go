@@ -91,6 +91,7 @@ func newCascadeRig(t *testing.T) *cascadeRig {
 		c.Channels = r.tree
 		c.Charset = sim.CharsetUTF8
 		c.CatalogPerMessage = 4
+		c.GBVersion = "2.0"
 	})
 	ctx := ctxTimeout(t, 10*time.Second)
 	for _, d := range []*sim.Device{r.dev, r.plat} {
@@ -186,6 +187,16 @@ func TestCascadeCatalogPerUpper(t *testing.T) {
 		SharedChannels int    `json:"shared_channels"`
 		Negotiated     string `json:"negotiated_version"`
 		GBVersion      string `json:"gb_version"`
+	}
+	var devs []struct {
+		ID        string `json:"id"`
+		GBVersion string `json:"gb_version"`
+	}
+	r.proxy.api("/api/v1/devices", &devs)
+	for _, d := range devs {
+		if want := map[string]string{devUDP: "", platTCP: "2.0"}[d.ID]; d.GBVersion != want {
+			t.Fatalf("X-GB-Ver of %s recorded as %q, want %q", d.ID, d.GBVersion, want)
+		}
 	}
 	r.proxy.api("/api/v1/platforms", &plats)
 	if plats[0].SharedChannels != len(wantA) || plats[0].GBVersion != "3.0" || plats[0].Negotiated != "3.0" {

@@ -195,11 +195,14 @@ func (r *runner) awaitCatalogs(ctx context.Context) {
 	}
 }
 
-// register runs one device through REGISTER → 401 → REGISTER with
+// register runs device n through REGISTER → 401 → REGISTER with
 // Authorization → 200 OK.
 func (r *runner) register(ctx context.Context, ep *endpoint, n int) error {
+	return r.registerAs(ctx, ep, device{id: fmt.Sprintf("%s%05d", r.cfg.IDPrefix, n), callID: fmt.Sprintf("reg-%d-%s", n, ep.local), tag: "t" + strconv.Itoa(n)})
+}
+
+func (r *runner) registerAs(ctx context.Context, ep *endpoint, d device) error {
 	cfg := r.cfg
-	d := device{id: fmt.Sprintf("%s%05d", cfg.IDPrefix, n), callID: fmt.Sprintf("reg-%d-%s", n, ep.local), tag: "t" + strconv.Itoa(n)}
 	requestURI := "sip:" + cfg.ServerID + "@" + cfg.Domain
 	auth := ""
 	for cseq, challenges := 1, 0; ; cseq++ {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -77,7 +76,7 @@ func (ep *endpoint) deliver(msg message) {
 // with a one-channel Catalog Response, once per query, re-sent until the
 // registrar acknowledges it.
 func (ep *endpoint) answerRequest(msg message, from *net.UDPAddr) {
-	ep.conn.WriteToUDP(okResponse(msg), from)
+	ep.conn.WriteToUDP(appendReply(nil, msg.raw, "200 OK", ""), from)
 	if msg.method != "MESSAGE" || !bytes.Contains(msg.body, []byte("<CmdType>Catalog</CmdType>")) ||
 		!bytes.Contains(msg.body, []byte("<Query>")) {
 		return
@@ -122,40 +121,106 @@ type message struct {
 	cseq    int
 	headers []string // raw "Name: value" lines
 	body    []byte
+	raw     []byte // the whole datagram, to echo headers in a reply
 }
 
 // compactNames maps RFC 3261 compact header names to full ones.
 var compactNames = map[string]string{"i": "call-id", "v": "via", "f": "from", "t": "to", "l": "content-length", "c": "content-type"}
 
+// parse is scan plus every header as a string, for the paths that are not
+// hot (registration, digest challenges, Catalog queries).
 func parse(b []byte) (message, error) {
-	head, body, ok := bytes.Cut(b, []byte("\r\n\r\n"))
+	h, err := scan(b)
+	if err != nil {
+		return message{}, err
+	}
+	return message{
+		status: h.status, reason: string(h.reason), method: string(h.method),
+		callID: string(h.callID), cseq: h.cseq,
+		headers: strings.Split(string(h.headers), "\r\n"),
+		body:    h.body, raw: b,
+	}, nil
+}
+
+// head is what scan finds in a datagram; its slices alias the datagram.
+type head struct {
+	status  int    // non-zero for a response
+	reason  []byte // of a response
+	method  []byte // of a request
+	callID  []byte
+	cseq    int
+	headers []byte // header lines after the start line
+	body    []byte
+}
+
+var (
+	crlf     = []byte("\r\n")
+	crlfcrlf = []byte("\r\n\r\n")
+	sipMajor = []byte("SIP/2.0")
+)
+
+// scan reads the start line, Call-ID and CSeq of a SIP datagram without
+// allocating (errors aside): the load generator's hot path.
+func scan(b []byte) (head, error) {
+	hdrs, body, ok := bytes.Cut(b, crlfcrlf)
 	if !ok {
-		return message{}, errors.New("no end of headers")
+		return head{}, errors.New("no end of headers")
 	}
-	lines := strings.Split(string(head), "\r\n")
-	var msg message
-	first := strings.SplitN(lines[0], " ", 3)
-	if len(first) < 3 {
-		return message{}, fmt.Errorf("bad start line %q", lines[0])
+	first, rest, _ := bytes.Cut(hdrs, crlf)
+	h := head{headers: rest, body: body}
+	word, tail, ok1 := bytes.Cut(first, []byte(" "))
+	second, third, ok2 := bytes.Cut(tail, []byte(" "))
+	if !ok1 || !ok2 || len(third) == 0 {
+		return head{}, fmt.Errorf("bad start line %q", first)
 	}
-	if first[0] == "SIP/2.0" {
-		status, err := strconv.Atoi(first[1])
-		if err != nil || status < 100 || status > 699 {
-			return message{}, fmt.Errorf("bad status line %q", lines[0])
+	if bytes.Equal(word, sipMajor) {
+		status, ok := atoi(second)
+		if !ok || status < 100 || status > 699 {
+			return head{}, fmt.Errorf("bad status line %q", first)
 		}
-		msg.status, msg.reason = status, first[2]
+		h.status, h.reason = status, third
 	} else {
-		msg.method = first[0]
+		h.method = word
 	}
-	msg.headers = lines[1:]
-	msg.callID = msg.header("Call-ID")
-	cseq, _, _ := strings.Cut(msg.header("CSeq"), " ")
-	msg.cseq, _ = strconv.Atoi(cseq)
-	if msg.callID == "" || msg.cseq == 0 {
-		return message{}, errors.New("missing Call-ID or CSeq")
+	for len(rest) > 0 {
+		var line []byte
+		line, rest, _ = bytes.Cut(rest, crlf)
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		name, value = bytes.TrimSpace(name), bytes.TrimSpace(value)
+		switch {
+		case isHeader(name, "call-id", "i"):
+			h.callID = value
+		case isHeader(name, "cseq", "cseq"):
+			number, _, _ := bytes.Cut(value, []byte(" "))
+			h.cseq, _ = atoi(number)
+		}
 	}
-	msg.body = body
-	return msg, nil
+	if len(h.callID) == 0 || h.cseq == 0 {
+		return head{}, errors.New("missing Call-ID or CSeq")
+	}
+	return h, nil
+}
+
+func isHeader(name []byte, full, compact string) bool {
+	return bytes.EqualFold(name, []byte(full)) || bytes.EqualFold(name, []byte(compact))
+}
+
+// atoi parses a non-negative decimal of at most 18 digits.
+func atoi(b []byte) (int, bool) {
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
 }
 
 // header returns the first value of the named header.
@@ -212,15 +277,21 @@ func digestParams(challenge string) (realm, nonce, opaque string) {
 
 // xmlText returns the text of the first <tag> element, or "".
 func xmlText(body []byte, tag string) string {
-	_, rest, ok := bytes.Cut(body, []byte("<"+tag+">"))
+	return string(xmlValue(body, []byte("<"+tag+">"), []byte("</"+tag+">")))
+}
+
+// xmlValue returns the trimmed text between the first open and the close
+// after it, or nil; a plain search, as MANSCDP bodies are flat and small.
+func xmlValue(body, open, close []byte) []byte {
+	_, rest, ok := bytes.Cut(body, open)
 	if !ok {
-		return ""
+		return nil
 	}
-	text, _, ok := bytes.Cut(rest, []byte("</"+tag+">"))
+	text, _, ok := bytes.Cut(rest, close)
 	if !ok {
-		return ""
+		return nil
 	}
-	return string(bytes.TrimSpace(text))
+	return bytes.TrimSpace(text)
 }
 
 func registerRequest(cfg Config, local string, d device, cseq int, authorization string) []byte {
@@ -239,27 +310,34 @@ func registerRequest(cfg Config, local string, d device, cseq int, authorization
 	return b.Bytes()
 }
 
-// okResponse echoes Via, From, To, Call-ID and CSeq, tagging To if needed.
-func okResponse(req message) []byte {
-	var b bytes.Buffer
-	b.WriteString("SIP/2.0 200 OK\r\n")
-	for _, line := range req.headers {
-		name, value, ok := headerLine(line)
+// appendReply appends to dst a response to the request datagram req that
+// echoes Via, From, To (tagged if it was not), Call-ID and CSeq; extra is
+// more header lines, each ending in CRLF.
+func appendReply(dst, req []byte, status, extra string) []byte {
+	hdrs, _, _ := bytes.Cut(req, crlfcrlf)
+	_, rest, _ := bytes.Cut(hdrs, crlf)
+	dst = append(append(append(dst, "SIP/2.0 "...), status...), crlf...)
+	for len(rest) > 0 {
+		var line []byte
+		line, rest, _ = bytes.Cut(rest, crlf)
+		name, value, ok := bytes.Cut(line, []byte(":"))
 		if !ok {
 			continue
 		}
-		switch name {
-		case "via", "from", "call-id", "cseq":
-			b.WriteString(line + "\r\n")
-		case "to":
-			if !strings.Contains(value, ";tag=") {
-				line += ";tag=load" + strconv.Itoa(req.cseq)
+		name = bytes.TrimSpace(name)
+		switch {
+		case isHeader(name, "via", "v"), isHeader(name, "from", "f"), isHeader(name, "call-id", "i"), isHeader(name, "cseq", "cseq"):
+			dst = append(append(dst, line...), crlf...)
+		case isHeader(name, "to", "t"):
+			dst = append(dst, line...)
+			if !bytes.Contains(value, []byte(";tag=")) {
+				dst = append(dst, ";tag=gbsimload"...)
 			}
-			b.WriteString(line + "\r\n")
+			dst = append(dst, crlf...)
 		}
 	}
-	fmt.Fprintf(&b, "User-Agent: %s\r\nContent-Length: 0\r\n\r\n", userAgent)
-	return b.Bytes()
+	dst = append(dst, extra...)
+	return append(dst, "User-Agent: "+userAgent+"\r\nContent-Length: 0\r\n\r\n"...)
 }
 
 // catalogResponse is a Catalog Response with SumNum 1 and one camera channel,
