@@ -282,7 +282,11 @@ func (c *Cascade) alarmFromDevice(deviceID string, hdr manscdp.Header, body []by
 	}
 	for _, u := range c.uppers {
 		v := u.view()
-		if !u.state().Registered || !c.registry.sharesID(v, hdr.DeviceID) {
+		if !c.registry.sharesID(v, hdr.DeviceID) {
+			continue
+		}
+		if !u.state().Registered {
+			u.log.Warn().Str("device_id", deviceID).Str("channel_id", hdr.DeviceID).Msg("alarm not forwarded: not registered to this upper platform (see last_error in /api/v1/platforms)")
 			continue
 		}
 		out, err := manscdp.Rewrite(body, nextSN(), func(id string) (string, bool) { return v.up(id), true }, u.charset())

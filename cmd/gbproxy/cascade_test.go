@@ -107,6 +107,10 @@ func newCascadeRig(t *testing.T) *cascadeRig {
 			t.Fatal(err)
 		}
 	}
+	// The upper knows before the proxy has read its 200 OK.
+	eventually(t, 5*time.Second, "proxy registered to both uppers", func() bool {
+		return r.proxy.platform(upperA).Registered && r.proxy.platform(upperB).Registered
+	})
 	return r
 }
 

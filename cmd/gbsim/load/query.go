@@ -48,7 +48,7 @@ type QueryResult struct {
 
 const (
 	// socketReaders read each socket in parallel: enough for two cores.
-	socketReaders = 1
+	socketReaders = 2
 	sweepInterval = 20 * time.Millisecond
 	// socketBuffer absorbs bursts of a full window of queries; the kernel
 	// may grant less (net.core.rmem_max).

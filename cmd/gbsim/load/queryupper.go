@@ -41,7 +41,9 @@ func (u *fakeUpper) handle(b []byte, from netip.AddrPort, scratch []byte) []byte
 	} else {
 		scratch = appendReply(scratch[:0], b, "200 OK", "")
 	}
-	u.conn.WriteToUDPAddrPort(scratch, from)
+	if len(scratch) > 0 {
+		u.conn.WriteToUDPAddrPort(scratch, from)
+	}
 	if run != nil && bytes.Equal(h.method, methodMESSAGE) {
 		if m := peekMANSCDP(h.body); m.is(rootResponse, cmdDeviceStatus) {
 			run.answered(m.sn, m.deviceID, time.Now())

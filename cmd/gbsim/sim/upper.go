@@ -306,9 +306,11 @@ func (u *Upper) Close() error {
 	u.closed = true
 	u.mu.Unlock()
 	u.cancel()
-	err := u.ua.Close()
-	_ = u.udpConn.Close()
+	// Listeners first: a peer reconnecting while the stack shuts down must be
+	// refused, not accepted on a connection nobody will ever serve or close.
 	_ = u.tcpLn.Close()
+	_ = u.udpConn.Close()
+	err := u.ua.Close()
 	u.wg.Wait()
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
