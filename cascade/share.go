@@ -189,12 +189,16 @@ func (r *Registry) eventsFor(v *shareView, evs []ChannelEvent) []manscdp.Catalog
 		if !v.sharesChannelLocked(r, c) {
 			continue
 		}
-		it := r.upperItemLocked(v, &Channel{ID: c.ID, DeviceID: ev.DeviceID, Item: ev.Item}, nil)
-		if ev.Event == "DEL" || ev.Event == "OFF" {
-			it.Status = "OFF"
+		switch ev.Event {
+		case "ADD", "UPDATE":
+			it := r.upperItemLocked(v, &Channel{ID: c.ID, DeviceID: ev.DeviceID, Item: ev.Item}, nil)
+			it.Event = ev.Event
+			out = append(out, it)
+		default:
+			// A status change or removal names the channel only: small
+			// enough that a whole device going offline fits few datagrams.
+			out = append(out, manscdp.CatalogItem{DeviceID: v.up(c.ID), Event: ev.Event})
 		}
-		it.Event = ev.Event
-		out = append(out, it)
 	}
 	return out
 }

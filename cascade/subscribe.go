@@ -23,7 +23,7 @@ const (
 	maxSubscribeExpires = 86400
 	// notifyQueue bounds NOTIFYs waiting for one slow upper; past it we drop
 	// and log rather than hold memory for a platform that is not reading.
-	notifyQueue = 1024
+	notifyQueue = 8192
 	// subscribeBackoff keeps a device that refuses our SUBSCRIBE from being
 	// asked again at every change (no subscription storms).
 	subscribeBackoff = time.Minute
