@@ -42,7 +42,13 @@ const GBVersion = "3.0"
 // (RecordInfo and catalog answers; IP fragments them), and a relay must pass
 // such answers on rather than fail. Our own catalog answers stay within
 // 1300 bytes by choice.
-func init() { sip.UDPMTUSize = int(sip.TransportBufferReadSize) + 200 } // what sipgo reads
+// NVRs and lower platforms also put hundreds of catalog items in one MESSAGE
+// over TCP, past sipgo's 64 KB message limit; 1 MB still bounds what a
+// hostile peer can make us buffer.
+func init() {
+	sip.UDPMTUSize = int(sip.TransportBufferReadSize) + 200 // what sipgo reads
+	sip.ParseMaxMessageLength = 1 << 20
+}
 
 // Options configure one zone.
 type Options struct {

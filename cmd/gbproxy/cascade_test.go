@@ -454,7 +454,8 @@ func TestCatalog20kOverUDP(t *testing.T) {
 	up := newUpper(t, "127.0.0.1:0", nil)
 	p := startProxy(t, "", upperPlatformYAML(up.Addr(), "udp"))
 	const devID = "34020000001320000001"
-	dev := newDevice(t, p, devID, "tcp", n, func(c *sim.DeviceConfig) { c.CatalogPerMessage = 50 })
+	// 200 items a MESSAGE: about 73 KB each, as some NVRs send over TCP.
+	dev := newDevice(t, p, devID, "tcp", n, func(c *sim.DeviceConfig) { c.CatalogPerMessage = 200 })
 	ctx := ctxTimeout(t, 90*time.Second)
 	if err := dev.Start(ctx); err != nil {
 		t.Fatal(err)
