@@ -1,0 +1,129 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+const (
+	// tcpReadBuf holds the largest RFC 4571 frame plus room to read ahead.
+	tcpReadBuf = frameHeaderLen + 65535 + 16<<10
+	// maxBadFrames consecutive non-RTP frames mean the stream is not RFC
+	// 4571 framed (or lost its framing): the leg is closed.
+	maxBadFrames = 16
+)
+
+// acceptFrom accepts the one media connection of a TCP-passive leg, from
+// expect only when it is valid, and closes the listener (the port stays
+// reserved in the pool until the leg closes).
+func acceptFrom(ln *net.TCPListener, expect netip.Addr, log *zerolog.Logger) (*net.TCPConn, error) {
+	defer ln.Close()
+	for {
+		c, err := ln.AcceptTCP()
+		if err != nil {
+			return nil, err
+		}
+		from := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+		if expect.IsValid() && from.Addr().Unmap() != expect {
+			log.Warn().Stringer("from", from).Stringer("expected", expect).Msg("refusing media connection from unexpected address")
+			c.Close()
+			continue
+		}
+		log.Info().Stringer("peer", from).Msg("media connection accepted")
+		return c, nil
+	}
+}
+
+// dialRetry connects from local to dest, retrying until timeout: some peers
+// open their listener only after they have answered the INVITE.
+func dialRetry(ctx context.Context, local, dest netip.AddrPort, timeout time.Duration, log *zerolog.Logger) (*net.TCPConn, error) {
+	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(local), Control: reuseAddr}
+	deadline := time.Now().Add(timeout)
+	for attempt := 1; ; attempt++ {
+		d.Deadline = deadline
+		c, err := d.DialContext(ctx, network("tcp", local.Addr()), dest.String())
+		if err == nil {
+			log.Info().Stringer("peer", dest).Int("attempt", attempt).Msg("media connection established")
+			return c.(*net.TCPConn), nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if time.Until(deadline) < connectRetryEvery {
+			return nil, fmt.Errorf("relay: could not connect media to %s within %v (%d attempts, last error: %w); check that the peer listens on the port in its SDP", dest, timeout, attempt, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(connectRetryEvery):
+		}
+	}
+}
+
+// readFrames reads RFC 4571 frames from conn until it ends, and hands the
+// valid RTP packets to deliver in batches. A frame split across reads waits
+// for its rest; a non-RTP frame is dropped and counted; a zero length or a
+// run of non-RTP frames ends the leg with an error.
+func readFrames(conn *net.TCPConn, in *inbound, deliver func(*scratch, []pkt, int64)) error {
+	buf := make([]byte, tcpReadBuf)
+	w, bad := 0, 0
+	for {
+		n, rerr := conn.Read(buf[w:])
+		w += n
+		r := 0
+		if n > 0 {
+			now := time.Now().UnixNano()
+			sc := getScratch()
+			var ferr error
+			for {
+				size, complete, err := nextFrame(buf[r:w])
+				if err != nil {
+					ferr = fmt.Errorf("relay: %w from %s: the peer does not frame RTP over TCP with a 2-byte length (RFC 4571)", err, conn.RemoteAddr())
+					break
+				}
+				if !complete {
+					break
+				}
+				p, ok := in.admit(buf[r : r+size])
+				r += size
+				if !ok {
+					if bad++; bad >= maxBadFrames {
+						ferr = fmt.Errorf("relay: %d consecutive TCP frames from %s are not RTP: the stream is not RFC 4571 framed RTP (first bytes % x)", bad, conn.RemoteAddr(), buf[r-size:r-size+min(size, 8)])
+						break
+					}
+					continue
+				}
+				bad = 0
+				sc.pkts = append(sc.pkts, p)
+				if len(sc.pkts) == maxPkts {
+					deliver(sc, sc.pkts, now)
+					sc.pkts = sc.pkts[:0]
+				}
+			}
+			deliver(sc, sc.pkts, now)
+			in.commit(now)
+			putScratch(sc)
+			if ferr != nil {
+				return ferr
+			}
+			w = copy(buf, buf[r:w])
+		}
+		if rerr != nil {
+			if errors.Is(rerr, io.EOF) {
+				return fmt.Errorf("relay: peer %s closed the media connection", conn.RemoteAddr())
+			}
+			return rerr
+		}
+	}
+}
+
+func tcpWriteError(conn *net.TCPConn, err error) error {
+	return fmt.Errorf("relay: sending media over TCP to %s failed: %w; the peer closed the connection or stopped reading", conn.RemoteAddr(), err)
+}
