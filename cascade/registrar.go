@@ -295,11 +295,8 @@ func (c *Cascade) alarmFromDevice(deviceID string, hdr manscdp.Header, body []by
 			continue
 		}
 		go func() {
-			ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
-			defer cancel()
-			res, err := u.send(ctx, u.target(), sip.MESSAGE, out)
-			if err != nil || !res.IsSuccess() {
-				u.log.Warn().Err(err).Int("status", statusOf(res)).Str("device_id", deviceID).Str("channel_id", hdr.DeviceID).Msg("upper platform did not take the alarm")
+			if err := u.message(out); err != nil {
+				u.log.Warn().Err(err).Str("device_id", deviceID).Str("channel_id", hdr.DeviceID).Msg("upper platform did not take the alarm")
 				return
 			}
 			c.metrics.Inc("gbproxy_alarms_total", "direction", "out")

@@ -472,15 +472,14 @@ func (r *Registry) ChannelOwner(id string) (string, bool) {
 	return d, ok
 }
 
-// catalogRefreshDue lists online devices whose catalog is older than every
-// and marks them asked.
+// catalogRefreshDue lists online devices whose catalog is older than every;
+// asking one (catalogCollector.query) records the time.
 func (r *Registry) catalogRefreshDue(now time.Time, every time.Duration) []Device {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	var due []Device
 	for _, d := range r.devices {
 		if d.Online && now.Sub(d.LastCatalog) >= every {
-			d.LastCatalog = now
 			due = append(due, *d)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/rs/zerolog"
 
 	"github.com/gbproxy/gbproxy/cascade/manscdp"
 )
@@ -96,19 +97,29 @@ func (t *routeTable) expire(q *routedQuery) {
 // leg becomes the upper's final response.
 func (c *Cascade) route(u *upperClient, req *sip.Request, tx sip.ServerTransaction, hdr manscdp.Header) {
 	v := u.view()
-	log := u.log.With().Str("target_id", hdr.DeviceID).Str("cmd_type", hdr.CmdType).Int64("sn", hdr.SN).Str("call_id", callIDOf(req)).Logger()
 	local, dev, ok := c.registry.resolve(v, hdr.DeviceID)
+	// Fields are added only to lines actually logged: the answered-OK path,
+	// which is every routed request in normal operation, logs nothing.
+	with := func(e *zerolog.Event) *zerolog.Event {
+		e = e.Str("target_id", hdr.DeviceID).Str("cmd_type", hdr.CmdType).Int64("sn", hdr.SN).Str("call_id", callIDOf(req))
+		if ok {
+			e = e.Str("device_id", dev.ID).Str("channel_id", local)
+		}
+		return e
+	}
+	answer := func(result string, code int, reason string) {
+		c.metrics.Inc("gbproxy_routed_total", "platform", u.cfg.ID, "result", result)
+		c.upper.Respond(tx, req, code, reason, nil)
+	}
+	badRequest := func(reason string) { c.upper.Respond(tx, req, sip.StatusBadRequest, "Bad Request ("+reason+")", nil) }
 	if !ok {
-		c.metrics.Inc("gbproxy_routed_total", "platform", u.cfg.ID, "result", "not_found")
-		log.Info().Msg("request for an ID not shared with this upper platform answered 404")
-		c.upper.Respond(tx, req, sip.StatusNotFound, "Not Found (not shared with this platform)", nil)
+		with(u.log.Info()).Msg("request for an ID not shared with this upper platform answered 404")
+		answer("not_found", sip.StatusNotFound, "Not Found (not shared with this platform)")
 		return
 	}
-	log = log.With().Str("device_id", dev.ID).Str("channel_id", local).Logger()
 	if !dev.Online {
-		c.metrics.Inc("gbproxy_routed_total", "platform", u.cfg.ID, "result", "offline")
-		log.Info().Msg("request for a channel whose device is offline answered 480")
-		c.upper.Respond(tx, req, sip.StatusTemporarilyUnavailable, "Temporarily Unavailable (device offline)", nil)
+		with(u.log.Info()).Msg("request for a channel whose device is offline answered 480")
+		answer("offline", sip.StatusTemporarilyUnavailable, "Temporarily Unavailable (device offline)")
 		return
 	}
 	hops := 70
@@ -116,26 +127,25 @@ func (c *Cascade) route(u *upperClient, req *sip.Request, tx sip.ServerTransacti
 		hops = int(mf.Val())
 	}
 	if hops <= 1 {
-		c.metrics.Inc("gbproxy_routed_total", "platform", u.cfg.ID, "result", "loop")
-		log.Warn().Msg("request has passed too many proxies (cascade loop?) and is refused with 483")
-		c.upper.Respond(tx, req, sip.StatusTooManyHops, "Too Many Hops", nil)
+		with(u.log.Warn()).Msg("request has passed too many proxies (cascade loop?) and is refused with 483")
+		answer("loop", sip.StatusTooManyHops, "Too Many Hops")
 		return
 	}
 	expects := hdr.Root == manscdp.RootQuery
 	if hdr.Root == manscdp.RootControl {
 		var m manscdp.Message
 		if err := manscdp.Decode(req.Body(), &m); err != nil {
-			log.Warn().Err(err).Msg("unreadable control answered 400")
-			c.upper.Respond(tx, req, sip.StatusBadRequest, "Bad Request (MANSCDP body)", nil)
+			with(u.log.Warn()).Err(err).Msg("unreadable control answered 400")
+			badRequest("MANSCDP body")
 			return
 		}
 		if ptz := m.Text("PTZCmd"); ptz != "" {
 			switch _, err := manscdp.ParsePTZCmd(ptz); {
 			case errors.Is(err, manscdp.ErrPTZUndefined):
-				log.Info().Err(err).Msg("PTZCmd outside the standard's instruction set passed on (vendor extension?)")
+				with(u.log.Info()).Err(err).Msg("PTZCmd outside the standard's instruction set passed on (vendor extension?)")
 			case err != nil:
-				log.Warn().Err(err).Str("ptz_cmd", ptz).Msg("malformed PTZCmd answered 400; the upper platform sent a bad command")
-				c.upper.Respond(tx, req, sip.StatusBadRequest, "Bad Request (PTZCmd)", nil)
+				with(u.log.Warn()).Err(err).Str("ptz_cmd", ptz).Msg("malformed PTZCmd answered 400; the upper platform sent a bad command")
+				badRequest("PTZCmd")
 				return
 			}
 		}
@@ -144,8 +154,8 @@ func (c *Cascade) route(u *upperClient, req *sip.Request, tx sip.ServerTransacti
 	sn := nextSN()
 	body, err := manscdp.Rewrite(req.Body(), sn, func(id string) (string, bool) { return v.down(id) }, "")
 	if err != nil {
-		log.Warn().Err(err).Msg("unreadable MANSCDP body answered 400")
-		c.upper.Respond(tx, req, sip.StatusBadRequest, "Bad Request (MANSCDP body)", nil)
+		with(u.log.Warn()).Err(err).Msg("unreadable MANSCDP body answered 400")
+		badRequest("MANSCDP body")
 		return
 	}
 	if expects {
@@ -159,17 +169,14 @@ func (c *Cascade) route(u *upperClient, req *sip.Request, tx sip.ServerTransacti
 	switch {
 	case err != nil:
 		c.routes.remove(sn)
-		c.metrics.Inc("gbproxy_routed_total", "platform", u.cfg.ID, "result", "device_timeout")
-		log.Warn().Err(err).Msg("device did not take the routed request; answered 408")
-		c.upper.Respond(tx, req, sip.StatusRequestTimeout, "Request Timeout (device did not answer)", nil)
+		with(u.log.Warn()).Err(err).Msg("device did not take the routed request; answered 408")
+		answer("device_timeout", sip.StatusRequestTimeout, "Request Timeout (device did not answer)")
 	case !res.IsSuccess():
 		c.routes.remove(sn)
-		c.metrics.Inc("gbproxy_routed_total", "platform", u.cfg.ID, "result", "device_refused")
-		log.Warn().Int("status", res.StatusCode).Msg("device refused the routed request; its answer is passed up")
-		c.upper.Respond(tx, req, res.StatusCode, res.Reason, nil)
+		with(u.log.Warn()).Int("status", res.StatusCode).Msg("device refused the routed request; its answer is passed up")
+		answer("device_refused", res.StatusCode, res.Reason)
 	default:
-		c.metrics.Inc("gbproxy_routed_total", "platform", u.cfg.ID, "result", "ok")
-		c.upper.Respond(tx, req, sip.StatusOK, "OK", nil)
+		answer("ok", sip.StatusOK, "OK")
 	}
 }
 
@@ -201,17 +208,13 @@ func (t *routeTable) deliver(deviceID string, hdr manscdp.Header, body []byte) b
 	}
 	t.mu.Unlock()
 
-	c := t.c
 	out, err := manscdp.Rewrite(body, q.origSN, func(id string) (string, bool) { return q.view.up(id), true }, q.upper.charset())
 	if err != nil {
 		q.upper.log.Warn().Err(err).Str("device_id", deviceID).Int64("sn", hdr.SN).Msg("device answer could not be rewritten for the upper platform; dropped")
 		return true
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
-	defer cancel()
-	res, err := q.upper.send(ctx, q.upper.target(), sip.MESSAGE, out)
-	if err != nil || !res.IsSuccess() {
-		q.upper.log.Warn().Err(err).Int("status", statusOf(res)).Str("device_id", deviceID).Str("cmd_type", hdr.CmdType).
+	if err := q.upper.message(out); err != nil {
+		q.upper.log.Warn().Err(err).Str("device_id", deviceID).Str("cmd_type", hdr.CmdType).
 			Int64("sn", q.origSN).Msg("upper platform did not take a routed answer")
 	}
 	return true

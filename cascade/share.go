@@ -212,37 +212,38 @@ func (r *Registry) resolve(v *shareView, id string) (local string, dev Device, o
 	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	if d := r.devices[local]; d != nil && v.sharesDevice(local) {
+	if d := r.sharedOwnerLocked(v, local); d != nil {
 		return local, *d, true
 	}
-	owner, ok := r.owner[local]
-	if !ok {
-		return "", Device{}, false
-	}
-	c := r.channels[owner][local]
-	d := r.devices[owner]
-	if c == nil || d == nil || !v.sharesChannelLocked(r, c) {
-		return "", Device{}, false
-	}
-	return local, *d, true
+	return "", Device{}, false
 }
 
-// sharesID reports whether the upper behind v sees id, a device or channel.
+// sharesID reports whether the upper behind v sees id, a local device or
+// channel ID.
 func (r *Registry) sharesID(v *shareView, id string) bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	if _, isDevice := r.devices[id]; isDevice && v.sharesDevice(id) {
-		return true
-	}
-	owner, ok := r.owner[id]
-	if !ok {
-		return false
-	}
-	c := r.channels[owner][id]
-	return c != nil && v.sharesChannelLocked(r, c)
+	return r.sharedOwnerLocked(v, id) != nil
 }
 
-// sharedTo lists, for one channel, the uppers that see it and under which ID.
+// sharedOwnerLocked returns the device that answers for local — the device
+// itself, or the owner of the channel — when v sees it, else nil.
+func (r *Registry) sharedOwnerLocked(v *shareView, local string) *Device {
+	if d := r.devices[local]; d != nil && v.sharesDevice(local) {
+		return d
+	}
+	owner, ok := r.owner[local]
+	if !ok {
+		return nil
+	}
+	if c := r.channels[owner][local]; c == nil || !v.sharesChannelLocked(r, c) {
+		return nil
+	}
+	return r.devices[owner]
+}
+
+// sharedToLocked lists, for one channel, the uppers that see it and under
+// which ID.
 func (r *Registry) sharedToLocked(views map[string]*shareView, c *Channel) map[string]string {
 	var out map[string]string
 	for upperID, v := range views {

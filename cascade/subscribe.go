@@ -1,6 +1,7 @@
 package cascade
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"sort"
@@ -293,7 +294,7 @@ func (s *subscriptions) sendNotify(sub *upperSub, body []byte) {
 	remaining := max(int(time.Until(sub.expiresAt).Seconds()), 0)
 	s.mu.Unlock()
 	req := newInDialog(c.upper, sip.NOTIFY, sub.dialog, sub.callID, sub.cseq.Add(1), peer)
-	req.AppendHeader(sip.NewHeader("Event", cmp(sub.event, eventHeader(sub.kind))))
+	req.AppendHeader(sip.NewHeader("Event", cmp.Or(sub.event, eventHeader(sub.kind))))
 	req.AppendHeader(sip.NewHeader("Subscription-State", "active;expires="+strconv.Itoa(remaining)))
 	req.AppendHeader(sip.NewHeader("Content-Type", contentTypeMANSCDP))
 	req.SetBody(body)
@@ -316,13 +317,6 @@ func newInDialog(ep *endpoint.Endpoint, method sip.RequestMethod, d dialogIDs, c
 	req.ReplaceHeader(sip.NewHeader("Call-ID", callID))
 	req.CSeq().SeqNo = cseq
 	return req
-}
-
-func cmp(v, fallback string) string {
-	if v != "" {
-		return v
-	}
-	return fallback
 }
 
 // eventHeader is the Event package for a kind: GB/T 28181 devices use
@@ -506,9 +500,9 @@ func (s *subscriptions) reconcile(ctx context.Context) {
 	for key, sub := range s.downs {
 		n := want[key]
 		sub.refs = n
-		dev, online := s.c.registry.Device(key.deviceID)
+		dev, known := s.c.registry.Device(key.deviceID)
 		switch {
-		case !online || !dev.Online:
+		case !known || !dev.Online:
 			delete(s.downs, key) // it went with the device
 		case n == 0:
 			delete(s.downs, key)
@@ -615,6 +609,11 @@ func (s *subscriptions) subscribeDevice(ctx context.Context, key downKey, sub *d
 	return sub, nil
 }
 
+// state is the API view; the subscriptions' lock is held.
+func (sub *upperSub) state() SubscriptionState {
+	return SubscriptionState{Kind: sub.kind, Platform: sub.upper.cfg.ID, TargetID: sub.targetID, CallID: sub.callID, ExpiresAt: sub.expiresAt}
+}
+
 // statesOf lists one platform's subscriptions to us.
 func (s *subscriptions) statesOf(platformID string) []SubscriptionState {
 	s.mu.Lock()
@@ -622,7 +621,7 @@ func (s *subscriptions) statesOf(platformID string) []SubscriptionState {
 	out := []SubscriptionState{}
 	for _, sub := range s.uppers {
 		if sub.upper.cfg.ID == platformID {
-			out = append(out, SubscriptionState{Kind: sub.kind, Platform: platformID, TargetID: sub.targetID, CallID: sub.callID, ExpiresAt: sub.expiresAt})
+			out = append(out, sub.state())
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Kind+out[i].CallID < out[j].Kind+out[j].CallID })
@@ -637,7 +636,7 @@ func (c *Cascade) Subscriptions() (upper, lower []SubscriptionState) {
 	defer s.mu.Unlock()
 	upper, lower = []SubscriptionState{}, []SubscriptionState{}
 	for _, sub := range s.uppers {
-		upper = append(upper, SubscriptionState{Kind: sub.kind, Platform: sub.upper.cfg.ID, TargetID: sub.targetID, CallID: sub.callID, ExpiresAt: sub.expiresAt})
+		upper = append(upper, sub.state())
 	}
 	for _, sub := range s.downs {
 		lower = append(lower, SubscriptionState{Kind: sub.kind, DeviceID: sub.deviceID, CallID: sub.callID, ExpiresAt: sub.expiresAt, Refs: sub.refs})

@@ -114,11 +114,8 @@ func (c *Cascade) answerUpper(u *upperClient, v any) {
 		u.log.Error().Err(err).Msg("encode response to upper platform")
 		return
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
-	defer cancel()
-	res, err := u.send(ctx, u.target(), sip.MESSAGE, body)
-	if err != nil || !res.IsSuccess() {
-		u.log.Warn().Err(err).Int("status", statusOf(res)).Msg("upper platform did not take our response")
+	if err := u.message(body); err != nil {
+		u.log.Warn().Err(err).Msg("upper platform did not take our response")
 	}
 }
 

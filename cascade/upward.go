@@ -406,6 +406,18 @@ func (u *upperClient) keepalive(ctx context.Context, t upperTarget) error {
 	return nil
 }
 
+// message sends one MANSCDP MESSAGE to the platform's current server within
+// requestTimeout; a non-2xx answer is an error.
+func (u *upperClient) message(body []byte) error {
+	ctx, cancel := context.WithTimeout(u.c.ctx, requestTimeout)
+	defer cancel()
+	res, err := u.send(ctx, u.target(), sip.MESSAGE, body)
+	if err == nil && !res.IsSuccess() {
+		err = &statusError{res}
+	}
+	return err
+}
+
 // send delivers a MANSCDP MESSAGE to the upper platform on our connection.
 func (u *upperClient) send(ctx context.Context, t upperTarget, method sip.RequestMethod, body []byte) (*sip.Response, error) {
 	peer, err := u.peer(ctx, t)
