@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -166,19 +167,18 @@ func (r *Relay) pool(ip netip.Addr) *portPool {
 	return p
 }
 
-func (r *Relay) checkDest(dest netip.AddrPort) error {
+// checkDest refuses an unusable destination, and one outside the relay's
+// allowed list or the leg's own (both apply when both are set).
+func (r *Relay) checkDest(dest netip.AddrPort, legAllowed []netip.Prefix) error {
 	if !dest.IsValid() || dest.Port() == 0 || dest.Addr().IsUnspecified() {
 		return fmt.Errorf("relay: destination %q is not a usable address:port; check the peer's SDP c= and m= lines", dest)
 	}
-	if len(r.cfg.AllowedDest) == 0 {
-		return nil
-	}
-	for _, p := range r.cfg.AllowedDest {
-		if p.Contains(dest.Addr().Unmap()) {
-			return nil
+	for _, allowed := range [][]netip.Prefix{r.cfg.AllowedDest, legAllowed} {
+		if len(allowed) > 0 && !slices.ContainsFunc(allowed, func(p netip.Prefix) bool { return p.Contains(dest.Addr().Unmap()) }) {
+			return fmt.Errorf("relay: refusing to send media to %s: %w; add its network to the allowed list if it is a real peer", dest, ErrDestNotAllowed)
 		}
 	}
-	return fmt.Errorf("relay: refusing to send media to %s: %w; add its network to the allowed list if it is a real peer", dest, ErrDestNotAllowed)
+	return nil
 }
 
 func parseBindIP(s string) (netip.Addr, error) {

@@ -23,6 +23,9 @@ type SinkOptions struct {
 	// A Source has at most one such Sink.
 	Reverse     bool
 	ReverseSSRC uint32
+	// AllowedDest, when not empty, lists the only networks this sink may
+	// send to or dial, on top of Config.AllowedDest (a per-upper list).
+	AllowedDest []netip.Prefix
 }
 
 // Sink is a send leg fed by a Source: its own port (the one announced in
@@ -61,7 +64,7 @@ func (s *Source) AddSink(bindIP string, t Transport, dest netip.AddrPort, ssrc u
 		return nil, err
 	}
 	if t != TCPPassive {
-		if err := s.r.checkDest(dest); err != nil {
+		if err := s.r.checkDest(dest, opts.AllowedDest); err != nil {
 			return nil, err
 		}
 		if dest.Addr().Unmap().Is4() != ip.Is4() {

@@ -17,7 +17,9 @@ import (
 type SourceOptions struct {
 	// ID names the session in logs (e.g. the call ID).
 	ID string
-	// Peer is the device's media address to dial; TCPActive only.
+	// Peer is the device's media address to dial; TCPActive only. When it
+	// is not known yet (it comes in the device's answer to our offer),
+	// leave it zero and call Connect once it is.
 	Peer netip.AddrPort
 	// ExpectIP, when valid, is the only IP media is accepted from: UDP
 	// packets (the latch only takes this IP) and TCP connections.
@@ -45,6 +47,10 @@ type Source struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// connect hands a TCPActive source its peer when it was not known at
+	// NewSource.
+	connect chan netip.AddrPort
+	hasPeer atomic.Bool
 
 	mu         sync.Mutex // guards closed, hasReverse and changes to sinks
 	closed     bool
@@ -71,12 +77,9 @@ func (r *Relay) NewSource(bindIP string, t Transport, opts SourceOptions) (*Sour
 	if err != nil {
 		return nil, err
 	}
-	if t == TCPActive {
-		if err := r.checkDest(opts.Peer); err != nil {
+	if t == TCPActive && opts.Peer.IsValid() {
+		if err := r.checkPeer(ip, opts.Peer); err != nil {
 			return nil, err
-		}
-		if opts.Peer.Addr().Unmap().Is4() != ip.Is4() {
-			return nil, fmt.Errorf("relay: bind IP %s and device address %s are of different IP families", ip, opts.Peer)
 		}
 	}
 	opts.ExpectIP = opts.ExpectIP.Unmap()
@@ -97,6 +100,11 @@ func (r *Relay) NewSource(bindIP string, t Transport, opts SourceOptions) (*Sour
 	s.back = output{leg: &s.Leg, maxUDP: r.cfg.MaxUDPPayload}
 	s.sinks.Store(&[]*Sink{})
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.connect = make(chan netip.AddrPort, 1)
+	if t == TCPActive && opts.Peer.IsValid() {
+		s.hasPeer.Store(true)
+		s.connect <- opts.Peer
+	}
 	if uc != nil {
 		if s.udp, err = newUDPSock(uc); err != nil {
 			uc.Close()
@@ -121,11 +129,49 @@ func (r *Relay) NewSource(bindIP string, t Transport, opts SourceOptions) (*Sour
 	s.wg.Add(1)
 	go s.run()
 	ev := s.log.Info()
-	if t == TCPActive {
+	if opts.Peer.IsValid() {
 		ev = ev.Stringer("peer", opts.Peer)
 	}
 	ev.Msg("media source open")
 	return s, nil
+}
+
+// checkPeer refuses a TCP-active peer the relay may not dial from ip.
+func (r *Relay) checkPeer(ip netip.Addr, peer netip.AddrPort) error {
+	if err := r.checkDest(peer, nil); err != nil {
+		return err
+	}
+	if peer.Addr().Unmap().Is4() != ip.Is4() {
+		return fmt.Errorf("relay: bind IP %s and device address %s are of different IP families", ip, peer)
+	}
+	return nil
+}
+
+// Connect gives a TCPActive Source opened without a peer the address to
+// dial (from the device's SDP answer). It may be called once.
+func (s *Source) Connect(peer netip.AddrPort) error {
+	if s.transport != TCPActive {
+		return fmt.Errorf("relay: Connect on a %v source; only tcp-active sources dial", s.transport)
+	}
+	if err := s.r.checkPeer(s.local.Addr(), peer); err != nil {
+		return err
+	}
+	if !s.hasPeer.CompareAndSwap(false, true) {
+		return errors.New("relay: source already has its peer")
+	}
+	s.connect <- peer // buffered: never blocks
+	s.log.Info().Stringer("peer", peer).Msg("media source dialling device")
+	return nil
+}
+
+// dial waits for the peer (given at NewSource or by Connect) and dials it.
+func (s *Source) dial() (*net.TCPConn, error) {
+	select {
+	case peer := <-s.connect:
+		return dialRetry(s.ctx, s.local, peer, s.r.cfg.ConnectTimeout, &s.log)
+	case <-s.ctx.Done():
+		return nil, s.ctx.Err()
+	}
 }
 
 func (r *Relay) track(s *Source) bool {
@@ -153,7 +199,7 @@ func (s *Source) run() {
 	case TCPPassive:
 		err = s.serveTCP(acceptFrom(s.ln, s.opts.ExpectIP, &s.log))
 	case TCPActive:
-		err = s.serveTCP(dialRetry(s.ctx, s.local, s.opts.Peer, s.r.cfg.ConnectTimeout, &s.log))
+		err = s.serveTCP(s.dial())
 	}
 	if s.ctx.Err() == nil {
 		s.fail(err)
