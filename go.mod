@@ -7,6 +7,7 @@ require (
 	github.com/go-viper/mapstructure/v2 v2.4.0
 	github.com/icholy/digest v1.2.0
 	github.com/pion/rtp v1.10.6
+	github.com/pion/sdp/v3 v3.0.20
 	github.com/rs/zerolog v1.35.1
 	github.com/spf13/viper v1.21.0
 	go.etcd.io/bbolt v1.5.0
