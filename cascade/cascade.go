@@ -38,6 +38,8 @@ type Cascade struct {
 	routes    *routeTable
 	subs      *subscriptions
 	uppers    []*upperClient
+	// offlineHooks run when a device goes offline (the B2BUA ends its calls).
+	offlineHooks []func(deviceID, reason string)
 
 	now    func() time.Time
 	ctx    context.Context
@@ -90,10 +92,10 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 	c.lower.Handle(sip.REGISTER, c.handleRegister)
 	c.lower.Handle(sip.MESSAGE, c.handleLowerMessage)
 	c.lower.Handle(sip.NOTIFY, c.handleLowerNotify)
-	c.lower.Handle(sip.OPTIONS, optionsHandler(c.lower, "REGISTER, MESSAGE, NOTIFY, OPTIONS"))
+	c.lower.Handle(sip.OPTIONS, optionsHandler(c.lower, "REGISTER, MESSAGE, NOTIFY, BYE, OPTIONS"))
 	c.upper.Handle(sip.MESSAGE, c.handleUpperMessage)
 	c.upper.Handle(sip.SUBSCRIBE, c.handleUpperSubscribe)
-	c.upper.Handle(sip.OPTIONS, optionsHandler(c.upper, "MESSAGE, SUBSCRIBE, OPTIONS"))
+	c.upper.Handle(sip.OPTIONS, optionsHandler(c.upper, "INVITE, ACK, BYE, CANCEL, MESSAGE, SUBSCRIBE, OPTIONS"))
 	for _, p := range cfg.Upper.Platforms {
 		share := p.Share
 		if saved, ok := c.savedShare(p.ID); ok {
@@ -101,13 +103,14 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 		}
 		c.uppers = append(c.uppers, newUpperClient(c, p, share))
 	}
-	c.lower.Serve()
-	c.upper.Serve()
 	return c, nil
 }
 
-// Start runs the keepalive monitor and the upward registrations.
+// Start serves both SIP zones (register other handlers on them before) and
+// runs the keepalive monitor and the upward registrations.
 func (c *Cascade) Start() {
+	c.lower.Serve()
+	c.upper.Serve()
 	c.wg.Add(2)
 	go c.monitorDevices()
 	go c.subs.run(c.ctx)
@@ -275,6 +278,9 @@ func (c *Cascade) deviceOffline(id, reason string) {
 	c.metrics.Inc("gbproxy_device_offline_total", "reason", reason)
 	c.subs.poke()
 	c.log.Info().Str("device_id", id).Str("reason", reason).Msg("device offline; its channels are now OFF")
+	for _, f := range c.offlineHooks {
+		f(id, reason)
+	}
 }
 
 // lowerConnClosed: a device's TCP connection ending takes it offline.

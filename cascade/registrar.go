@@ -76,6 +76,7 @@ func (c *Cascade) handleRegister(req *sip.Request, tx sip.ServerTransaction) {
 	now := c.now()
 	if expires == 0 {
 		c.registry.unregister(id, now)
+		c.deviceOffline(id, "unregistered")
 		c.registerResult("unregistered")
 		log.Info().Msg("device unregistered")
 		ep.Respond(tx, req, sip.StatusOK, "OK", nil, sip.NewHeader("Date", gbDate(now)), sip.NewHeader("Expires", "0"))

@@ -262,16 +262,15 @@ func (r *Registry) offline(id string) bool {
 	return true
 }
 
-// unregister ends a registration (Expires: 0).
-func (r *Registry) unregister(id string, now time.Time) bool {
+// unregister ends a registration (Expires: 0); the caller takes the device
+// offline.
+func (r *Registry) unregister(id string, now time.Time) {
 	r.mu.Lock()
-	d := r.devices[id]
-	if d != nil {
+	defer r.mu.Unlock()
+	if d := r.devices[id]; d != nil {
 		d.ExpiresAt = now
 		r.store.Put(bucketDevices, d.ID, d)
 	}
-	r.mu.Unlock()
-	return r.offline(id)
 }
 
 // keepalive records a sign of life from a registered device, following it to

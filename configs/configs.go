@@ -9,8 +9,10 @@ import (
 	_ "embed"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -56,6 +58,16 @@ type LowerConfig struct {
 	// query; past it the upper gets a Result ERROR response.
 	QueryTimeout     time.Duration `mapstructure:"query_timeout"`
 	SubscribeExpires int           `mapstructure:"subscribe_expires"`
+	// StreamMode is how the proxy receives media from devices, named from
+	// the proxy's side: udp, tcp-passive (we listen, the device connects)
+	// or tcp-active (we connect to the device). Devices may override it.
+	StreamMode string `mapstructure:"stream_mode"`
+	// MediaExternalIP is announced in SDP toward devices instead of the
+	// bind address (NAT); "" announces media_ip.
+	MediaExternalIP string `mapstructure:"media_external_ip"`
+	// InviteTimeout bounds the wait for a device's final answer to our
+	// INVITE; past it the INVITE is cancelled and the upper gets 408.
+	InviteTimeout time.Duration `mapstructure:"invite_timeout"`
 }
 
 // DeviceConfig lists a device allowed to register, with its own password
@@ -63,12 +75,17 @@ type LowerConfig struct {
 type DeviceConfig struct {
 	ID       string `mapstructure:"id"`
 	Password string `mapstructure:"password"`
+	// StreamMode overrides lower.stream_mode for this device ("" = inherit).
+	StreamMode string `mapstructure:"stream_mode"`
 }
 
 type UpperConfig struct {
-	Listen    string           `mapstructure:"listen"`
-	MediaIP   string           `mapstructure:"media_ip"`
-	Platforms []PlatformConfig `mapstructure:"platforms"`
+	Listen  string `mapstructure:"listen"`
+	MediaIP string `mapstructure:"media_ip"`
+	// MediaExternalIP is announced in SDP toward upper platforms instead of
+	// the bind address (NAT); "" announces media_ip.
+	MediaExternalIP string           `mapstructure:"media_external_ip"`
+	Platforms       []PlatformConfig `mapstructure:"platforms"`
 }
 
 // PlatformConfig is one upper platform gbproxy registers to as a lower platform.
@@ -92,6 +109,10 @@ type PlatformConfig struct {
 	// fast as it answers.
 	CatalogRate float64     `mapstructure:"catalog_rate"`
 	Share       ShareConfig `mapstructure:"share"`
+	// MediaAllow, when not empty, lists the networks (CIDR) this platform's
+	// SDP may send our media to; anything else is refused so that a forged
+	// INVITE can't turn the proxy into a traffic reflector.
+	MediaAllow []string `mapstructure:"media_allow"`
 }
 
 // ShareConfig says what one upper platform sees and under which IDs.
@@ -158,6 +179,22 @@ func validLocalID(id string) bool { return len(id) >= 18 && len(id) <= 20 && all
 type MediaConfig struct {
 	PortMin int `mapstructure:"port_min"`
 	PortMax int `mapstructure:"port_max"`
+	// NoMediaTimeout ends a live session on both sides when its device has
+	// sent nothing for this long.
+	NoMediaTimeout time.Duration `mapstructure:"no_media_timeout"`
+}
+
+// StreamModes are the values of lower.stream_mode.
+var StreamModes = []string{"udp", "tcp-passive", "tcp-active"}
+
+// DeviceStreamMode is how media is received from device id.
+func (c *Config) DeviceStreamMode(id string) string {
+	for _, d := range c.Lower.Devices {
+		if d.ID == id && d.StreamMode != "" {
+			return d.StreamMode
+		}
+	}
+	return c.Lower.StreamMode
 }
 
 type StoreConfig struct {
@@ -254,6 +291,10 @@ func (c *Config) applyDefaults() {
 		}
 	}
 	c.Lower.AuthAlgorithm = strings.ToUpper(c.Lower.AuthAlgorithm)
+	c.Lower.StreamMode = strings.ToLower(c.Lower.StreamMode)
+	for i := range c.Lower.Devices {
+		c.Lower.Devices[i].StreamMode = strings.ToLower(c.Lower.Devices[i].StreamMode)
+	}
 }
 
 var gbID = regexp.MustCompile(`^[0-9]{20}$`)
@@ -277,6 +318,15 @@ func (c *Config) Validate() error {
 	checkHostPort(bad, "upper.listen", c.Upper.Listen)
 	checkIP(bad, "lower.media_ip", c.Lower.MediaIP)
 	checkIP(bad, "upper.media_ip", c.Upper.MediaIP)
+	checkIP(bad, "lower.media_external_ip", c.Lower.MediaExternalIP)
+	checkIP(bad, "upper.media_external_ip", c.Upper.MediaExternalIP)
+	checkStreamMode(bad, "lower.stream_mode", c.Lower.StreamMode, false)
+	if c.Lower.InviteTimeout <= 0 {
+		bad("lower.invite_timeout", "must be positive")
+	}
+	if c.Media.NoMediaTimeout <= 0 {
+		bad("media.no_media_timeout", "must be positive")
+	}
 	seen := map[string]bool{}
 	for i, d := range c.Lower.Devices {
 		key := fmt.Sprintf("lower.devices[%d].id", i)
@@ -287,6 +337,7 @@ func (c *Config) Validate() error {
 			bad(key, "%q is listed twice", d.ID)
 		}
 		seen[d.ID] = true
+		checkStreamMode(bad, fmt.Sprintf("lower.devices[%d].stream_mode", i), d.StreamMode, true)
 	}
 	if c.Lower.AuthAlgorithm != "MD5" && c.Lower.AuthAlgorithm != "SHA-256" {
 		bad("lower.auth_algorithm", "%q is not MD5 or SHA-256", c.Lower.AuthAlgorithm)
@@ -352,6 +403,11 @@ func (c *Config) Validate() error {
 		if p.CatalogRate < 0 {
 			bad(key+".catalog_rate", "must not be negative")
 		}
+		for j, cidr := range p.MediaAllow {
+			if _, err := netip.ParsePrefix(cidr); err != nil {
+				bad(fmt.Sprintf("%s.media_allow[%d]", key, j), "%q is not a CIDR network (e.g. 10.1.0.0/16)", cidr)
+			}
+		}
 		errs = append(errs, p.Share.Validate(key+".share", c.ID)...)
 	}
 	if c.Media.PortMin < 1024 || c.Media.PortMax > 65535 || c.Media.PortMin > c.Media.PortMax {
@@ -412,6 +468,13 @@ func checkHostPort(bad func(string, string, ...any), key, v string) {
 	if host != "" && net.ParseIP(host) == nil {
 		bad(key, "host %q is not an IP address", host)
 	}
+}
+
+func checkStreamMode(bad func(string, string, ...any), key, v string, emptyOK bool) {
+	if (v == "" && emptyOK) || slices.Contains(StreamModes, v) {
+		return
+	}
+	bad(key, "%q is not one of %s", v, strings.Join(StreamModes, ", "))
 }
 
 func checkIP(bad func(string, string, ...any), key, v string) {

@@ -230,8 +230,15 @@ func (e *Endpoint) countIn(req *sip.Request) {
 }
 
 // Respond sends a final or provisional response built from req, with extra
-// headers (replacing the copied ones of the same name, such as To). Errors are logged: a response that can't be sent has nowhere to go.
+// headers (replacing the copied ones of the same name, such as To). Errors
+// are logged: a response that can't be sent has nowhere to go.
 func (e *Endpoint) Respond(tx sip.ServerTransaction, req *sip.Request, code int, reason string, body []byte, headers ...sip.Header) {
+	e.RespondWith(tx, req, e.NewResponse(req, code, reason, body, headers...))
+}
+
+// NewResponse builds the response Respond sends, for callers that keep it
+// (to send the same answer again).
+func (e *Endpoint) NewResponse(req *sip.Request, code int, reason string, body []byte, headers ...sip.Header) *sip.Response {
 	res := sip.NewResponseFromRequest(req, code, reason, body)
 	res.AppendHeader(sip.NewHeader("User-Agent", Product))
 	res.AppendHeader(sip.NewHeader("X-GB-Ver", GBVersion))
@@ -242,9 +249,14 @@ func (e *Endpoint) Respond(tx sip.ServerTransaction, req *sip.Request, code int,
 			res.AppendHeader(h)
 		}
 	}
-	e.metrics.Inc("gbproxy_sip_messages_total", "side", e.name, "direction", "out", "method", string(req.Method), "status", strconv.Itoa(code))
+	return res
+}
+
+// RespondWith sends res on tx (req is the request it answers).
+func (e *Endpoint) RespondWith(tx sip.ServerTransaction, req *sip.Request, res *sip.Response) {
+	e.metrics.Inc("gbproxy_sip_messages_total", "side", e.name, "direction", "out", "method", string(req.Method), "status", strconv.Itoa(res.StatusCode))
 	if err := tx.Respond(res); err != nil {
-		e.log.Warn().Err(err).Str("method", string(req.Method)).Str("call_id", callID(req)).Int("status", code).
+		e.log.Warn().Err(err).Str("method", string(req.Method)).Str("call_id", callID(req)).Int("status", res.StatusCode).
 			Msg("could not send SIP response (peer gone?)")
 	}
 }
@@ -333,29 +345,52 @@ func (e *Endpoint) HostFor(dest string) string {
 
 // Do sends req as a new client transaction and returns the final response.
 func (e *Endpoint) Do(ctx context.Context, req *sip.Request) (*sip.Response, error) {
+	tx, err := e.Transaction(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Terminate()
+	for {
+		res, err := e.NextResponse(ctx, req, tx)
+		if err != nil || !res.IsProvisional() {
+			return res, err
+		}
+	}
+}
+
+// Transaction sends req as a new client transaction, for callers that also
+// need its provisional responses (INVITE); read them with NextResponse.
+func (e *Endpoint) Transaction(ctx context.Context, req *sip.Request) (sip.ClientTransaction, error) {
 	e.metrics.Inc("gbproxy_sip_messages_total", "side", e.name, "direction", "out", "method", string(req.Method), "status", "")
 	tx, err := e.client.TransactionRequest(ctx, req, noBuild)
 	if err != nil {
 		return nil, fmt.Errorf("send %s to %s: %w", req.Method, req.Destination(), err)
 	}
-	defer tx.Terminate()
-	for {
-		select {
-		case res := <-tx.Responses():
-			if res.IsProvisional() {
-				continue
-			}
+	return tx, nil
+}
+
+// NextResponse waits for tx's next response to req; final ones are counted.
+func (e *Endpoint) NextResponse(ctx context.Context, req *sip.Request, tx sip.ClientTransaction) (*sip.Response, error) {
+	select {
+	case res := <-tx.Responses():
+		if !res.IsProvisional() {
 			e.metrics.Inc("gbproxy_sip_messages_total", "side", e.name, "direction", "in", "method", string(req.Method), "status", strconv.Itoa(res.StatusCode))
-			return res, nil
-		case <-tx.Done():
-			if err := tx.Err(); err != nil {
-				return nil, fmt.Errorf("%s to %s: %w", req.Method, req.Destination(), err)
-			}
-			return nil, fmt.Errorf("%s to %s: transaction ended without response", req.Method, req.Destination())
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%s to %s: no response: %w", req.Method, req.Destination(), ctx.Err())
 		}
+		return res, nil
+	case <-tx.Done():
+		if err := tx.Err(); err != nil {
+			return nil, fmt.Errorf("%s to %s: %w", req.Method, req.Destination(), err)
+		}
+		return nil, fmt.Errorf("%s to %s: transaction ended without response", req.Method, req.Destination())
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%s to %s: no response: %w", req.Method, req.Destination(), ctx.Err())
 	}
+}
+
+// WriteResponse sends res outside its transaction (2xx retransmissions to
+// INVITE, RFC 3261 §13.3.1.4).
+func (e *Endpoint) WriteResponse(res *sip.Response) error {
+	return e.srv.WriteResponse(res)
 }
 
 // WriteRequest sends req without a transaction (ACK).

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/gbproxy/gbproxy/b2bua"
 	"github.com/gbproxy/gbproxy/cascade"
 	"github.com/gbproxy/gbproxy/configs"
 )
@@ -79,6 +80,19 @@ func (a *app) routes() http.Handler {
 	})
 	mux.HandleFunc("DELETE /api/v1/platforms/{id}/share", func(w http.ResponseWriter, r *http.Request) {
 		a.setShare(w, r.PathValue("id"), nil)
+	})
+	mux.HandleFunc("GET /api/v1/sessions", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, a.b2bua.Sessions())
+	})
+	mux.HandleFunc("DELETE /api/v1/sessions/{call_id}", func(w http.ResponseWriter, r *http.Request) {
+		switch err := a.b2bua.Hangup(r.PathValue("call_id")); {
+		case errors.Is(err, b2bua.ErrNoSession):
+			http.Error(w, err.Error(), http.StatusNotFound)
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		default:
+			w.WriteHeader(http.StatusNoContent)
+		}
 	})
 	mux.HandleFunc("GET /api/v1/subscriptions", func(w http.ResponseWriter, r *http.Request) {
 		upper, lower := a.cascade.Subscriptions()

@@ -11,10 +11,13 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/gbproxy/gbproxy/b2bua"
 	"github.com/gbproxy/gbproxy/cascade"
+	"github.com/gbproxy/gbproxy/cascade/endpoint"
 	"github.com/gbproxy/gbproxy/cascade/metrics"
 	"github.com/gbproxy/gbproxy/cascade/store"
 	"github.com/gbproxy/gbproxy/configs"
+	"github.com/gbproxy/gbproxy/relay"
 )
 
 // app is a running gbproxy.
@@ -24,6 +27,8 @@ type app struct {
 	store   *store.Store
 	metrics *metrics.Registry
 	cascade *cascade.Cascade
+	relay   *relay.Relay
+	b2bua   *b2bua.B2BUA
 	http    *http.Server
 	httpLn  net.Listener
 }
@@ -53,8 +58,24 @@ func start(cfg *configs.Config, log zerolog.Logger) (*app, error) {
 		a.store.Close()
 		return nil, err
 	}
+	a.relay, err = relay.New(relay.Config{
+		PortMin: cfg.Media.PortMin, PortMax: cfg.Media.PortMax,
+		IdleTimeout: cfg.Media.NoMediaTimeout, Logger: log,
+	})
+	if err != nil {
+		a.cascade.Close(context.Background())
+		a.store.Close()
+		return nil, err
+	}
+	a.b2bua = b2bua.New(b2bua.Options{
+		Config: cfg, Lower: a.cascade.LowerEndpoint(), Upper: a.cascade.UpperEndpoint(),
+		Directory: directory{a.cascade}, Relay: a.relay, Logger: log, Metrics: a.metrics,
+	})
+	a.cascade.OnDeviceOffline(a.b2bua.DeviceOffline)
 	a.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
+		a.b2bua.Close(context.Background())
+		a.relay.Close()
 		a.cascade.Close(context.Background())
 		a.store.Close()
 		return nil, fmt.Errorf("admin API: listen %s: %w", cfg.HTTP.Listen, err)
@@ -71,13 +92,36 @@ func start(cfg *configs.Config, log zerolog.Logger) (*app, error) {
 	return a, nil
 }
 
-// stop unregisters upward, closes SIP and the API, and flushes the store.
+// stop ends live calls (BYE both ways), unregisters upward, closes SIP and
+// the API, and flushes the store.
 func (a *app) stop(ctx context.Context) error {
 	a.http.Shutdown(ctx)
+	a.b2bua.Close(ctx)
+	a.relay.Close()
 	a.cascade.Close(ctx)
 	err := a.store.Close()
 	if err == nil {
 		a.log.Info().Msg("gbproxy stopped; store closed cleanly")
 	}
 	return err
+}
+
+// directory answers the B2BUA's "who is this INVITE for" from the cascade's
+// registry and sharing.
+type directory struct{ c *cascade.Cascade }
+
+func (d directory) Callee(upperID, id string) (b2bua.Callee, error) {
+	ce, err := d.c.Callee(upperID, id)
+	switch {
+	case errors.Is(err, cascade.ErrUnknownPlatform):
+		return b2bua.Callee{}, b2bua.ErrUnknownUpper
+	case errors.Is(err, cascade.ErrNotShared):
+		return b2bua.Callee{}, b2bua.ErrNotShared
+	case errors.Is(err, cascade.ErrDeviceOffline):
+		return b2bua.Callee{}, b2bua.ErrOffline
+	case err != nil:
+		return b2bua.Callee{}, err
+	}
+	return b2bua.Callee{ChannelID: ce.ChannelID, DeviceID: ce.Device.ID,
+		Peer: endpoint.Peer{Transport: ce.Device.Transport, Addr: ce.Device.Remote}}, nil
 }

@@ -1,0 +1,300 @@
+// Package b2bua bridges live-video calls across the cascade: every INVITE
+// from an upper platform for a shared channel becomes a new INVITE of ours
+// to the device that owns it, with its own Call-ID, tags and SSRC, and the
+// relay carries the media between the two legs. One device stream feeds
+// every upper watching the same channel; the device call ends with its last
+// receiver.
+//
+// Teardown comes from either side (BYE, CANCEL), from the device going
+// offline, from a media leg failing, from no media for media.no_media_timeout,
+// or from the API; every path ends in endCall/endStream, which free ports,
+// SSRCs and table entries.
+package b2bua
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/rs/zerolog"
+
+	"github.com/gbproxy/gbproxy/cascade/endpoint"
+	"github.com/gbproxy/gbproxy/cascade/metrics"
+	"github.com/gbproxy/gbproxy/configs"
+	"github.com/gbproxy/gbproxy/relay"
+)
+
+// Errors a Directory returns, mapped to SIP answers to the upper.
+var (
+	ErrUnknownUpper = errors.New("not a configured upper platform")
+	ErrNotShared    = errors.New("not shared with this upper platform")
+	ErrOffline      = errors.New("device offline")
+)
+
+// Directory tells who an upper platform's INVITE is for.
+type Directory interface {
+	// Callee resolves id, as upper platform upperID sees it, to the channel
+	// and the device that must be called.
+	Callee(upperID, id string) (Callee, error)
+}
+
+// Callee is the device side of a call.
+type Callee struct {
+	ChannelID string        // local channel ID
+	DeviceID  string        // device or lower platform that owns it
+	Peer      endpoint.Peer // where its requests go (its own TCP connection when it has one)
+}
+
+// Options wire a B2BUA.
+type Options struct {
+	Config    *configs.Config
+	Lower     *endpoint.Endpoint // devices side
+	Upper     *endpoint.Endpoint // upper platforms side
+	Directory Directory
+	Relay     *relay.Relay
+	Logger    zerolog.Logger
+	Metrics   *metrics.Registry
+}
+
+// B2BUA holds the live calls. Safe for concurrent use.
+type B2BUA struct {
+	cfg          *configs.Config
+	log          zerolog.Logger
+	metrics      *metrics.Registry
+	lower, upper *endpoint.Endpoint
+	dir          Directory
+	relay        *relay.Relay
+	ssrc         *ssrcPool
+	lowerBind    string
+	upperBind    string
+	allow        map[string][]netip.Prefix // upper platform ID -> media_allow
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	calls   map[string]*call   // upper dialog: Call-ID + ";" + upper's tag
+	streams map[string]*stream // local channel ID -> its device stream
+	byLower map[string]*stream // device leg Call-ID -> stream
+	closed  bool
+}
+
+// New registers the INVITE dialog handlers on both endpoints (before they
+// serve).
+func New(o Options) *B2BUA {
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &B2BUA{
+		cfg: o.Config, log: o.Logger.With().Str("component", "b2bua").Logger(), metrics: o.Metrics,
+		lower: o.Lower, upper: o.Upper, dir: o.Directory, relay: o.Relay,
+		ssrc:      newSSRCPool(o.Config.Domain),
+		lowerBind: bindIP(o.Config.Lower.MediaIP, o.Lower.Addr()),
+		upperBind: bindIP(o.Config.Upper.MediaIP, o.Upper.Addr()),
+		allow:     map[string][]netip.Prefix{},
+		ctx:       ctx, cancel: cancel,
+		calls: map[string]*call{}, streams: map[string]*stream{}, byLower: map[string]*stream{},
+	}
+	for _, p := range o.Config.Upper.Platforms {
+		for _, cidr := range p.MediaAllow {
+			b.allow[p.ID] = append(b.allow[p.ID], netip.MustParsePrefix(cidr)) // validated with the config
+		}
+	}
+	b.upper.Handle(sip.INVITE, b.handleInvite)
+	b.upper.Handle(sip.ACK, b.handleAck)
+	b.upper.Handle(sip.BYE, b.handleUpperBye)
+	b.upper.Handle(sip.CANCEL, noTransaction(b.upper))
+	b.lower.Handle(sip.BYE, b.handleLowerBye)
+	b.lower.Handle(sip.ACK, func(*sip.Request, sip.ServerTransaction) {}) // nothing of ours asks for one
+	b.describeMetrics()
+	return b
+}
+
+// bindIP is the media bind address of a side: its media_ip, or the IP its
+// SIP listens on.
+func bindIP(mediaIP, sipAddr string) string {
+	if mediaIP != "" {
+		return mediaIP
+	}
+	host, _, _ := net.SplitHostPort(sipAddr)
+	return host
+}
+
+// announce is the address put in SDP toward peer: the configured external
+// address, the bind address, or (bound to all interfaces) the one the
+// kernel routes toward the peer from.
+func announce(external, bind string, ep *endpoint.Endpoint, peer string) string {
+	switch {
+	case external != "":
+		return external
+	case bind != "" && !net.ParseIP(bind).IsUnspecified():
+		return bind
+	}
+	return ep.HostFor(peer)
+}
+
+// noTransaction answers a request that matched no transaction or dialog.
+func noTransaction(ep *endpoint.Endpoint) endpoint.Handler {
+	return func(req *sip.Request, tx sip.ServerTransaction) {
+		ep.Respond(tx, req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil)
+	}
+}
+
+func (b *B2BUA) describeMetrics() {
+	m := b.metrics
+	m.Describe("gbproxy_calls_total", "Live INVITEs from upper platforms by platform and result.")
+	m.Describe("gbproxy_call_ends_total", "Live calls ended, by reason.")
+	m.Gauge("gbproxy_sessions", "Live sessions (upper platform legs) now.", func() float64 {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return float64(len(b.calls))
+	})
+	m.Gauge("gbproxy_device_streams", "Device streams (device legs) now; several sessions may share one.", func() float64 {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return float64(len(b.streams))
+	})
+	m.Gauge("gbproxy_relay_ports_in_use", "RTP relay ports taken.", func() float64 { return float64(b.relay.PortsInUse()) })
+}
+
+// Session is one live session as the API shows it (keep the field names).
+type Session struct {
+	CallID         string    `json:"call_id"`
+	ChannelID      string    `json:"channel_id"`
+	UpperID        string    `json:"upper_id"`
+	Kind           string    `json:"kind"`
+	UpperTransport string    `json:"upper_transport"`
+	LowerTransport string    `json:"lower_transport"`
+	SSRCUpper      string    `json:"ssrc_upper"`
+	SSRCLower      string    `json:"ssrc_lower"`
+	Packets        uint64    `json:"packets"`
+	Bytes          uint64    `json:"bytes"`
+	Lost           uint64    `json:"lost"`
+	StartedAt      time.Time `json:"started_at"`
+	// Beyond the contract: what the operator needs to find a call.
+	DeviceID       string    `json:"device_id"`
+	UpperChannelID string    `json:"upper_channel_id"`
+	LowerCallID    string    `json:"lower_call_id"`
+	LastPacketAt   time.Time `json:"last_packet_at,omitzero"`
+}
+
+// Sessions lists the established live sessions.
+func (b *B2BUA) Sessions() []Session {
+	b.mu.Lock()
+	calls := make([]*call, 0, len(b.calls))
+	for _, c := range b.calls {
+		if c.sink != nil {
+			calls = append(calls, c)
+		}
+	}
+	b.mu.Unlock()
+	out := make([]Session, 0, len(calls))
+	for _, c := range calls {
+		st := c.st
+		in := st.src.Stats().In
+		sent := c.sink.Stats().Out
+		out = append(out, Session{
+			CallID: c.callID, ChannelID: st.channelID, UpperID: c.upperID, Kind: "live",
+			UpperTransport: c.sink.Transport().String(), LowerTransport: st.src.Transport().String(),
+			SSRCUpper: formatSSRC(c.ssrc), SSRCLower: st.ssrcLower,
+			Packets: sent.Packets, Bytes: sent.Bytes, Lost: in.Lost, StartedAt: c.started,
+			DeviceID: st.deviceID, UpperChannelID: c.targetID, LowerCallID: st.callID, LastPacketAt: in.Last,
+		})
+	}
+	return out
+}
+
+// ErrNoSession: no live session has that Call-ID.
+var ErrNoSession = errors.New("no live session with this Call-ID")
+
+// Hangup ends the session with the upper's Call-ID callID on both legs.
+func (b *B2BUA) Hangup(callID string) error {
+	b.mu.Lock()
+	var found *call
+	for _, c := range b.calls {
+		if c.callID == callID {
+			found = c
+			break
+		}
+	}
+	b.mu.Unlock()
+	if found == nil {
+		return ErrNoSession
+	}
+	b.endCall(found, "ended through the API", true)
+	return nil
+}
+
+// DeviceOffline ends every stream of a device that went offline: the
+// uppers get BYE, the device a best-effort BYE.
+func (b *B2BUA) DeviceOffline(deviceID, reason string) {
+	b.mu.Lock()
+	var gone []*stream
+	for _, st := range b.streams {
+		if st.deviceID == deviceID {
+			gone = append(gone, st)
+		}
+	}
+	b.mu.Unlock()
+	for _, st := range gone {
+		b.endStream(st, "device offline: "+reason, true)
+	}
+}
+
+// Close ends every call on both sides (BYEs bounded by ctx) and stops.
+func (b *B2BUA) Close(ctx context.Context) {
+	b.mu.Lock()
+	b.closed = true
+	calls := make([]*call, 0, len(b.calls))
+	for _, c := range b.calls {
+		calls = append(calls, c)
+	}
+	b.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, c := range calls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.endCall(c, "proxy shutting down", true)
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	b.cancel()
+	b.wg.Wait()
+}
+
+// Counts reports sessions, device streams and SSRCs in use (tests, metrics).
+func (b *B2BUA) Counts() (sessions, streams, ssrcs int) {
+	b.mu.Lock()
+	sessions, streams = len(b.calls), len(b.streams)
+	b.mu.Unlock()
+	return sessions, streams, b.ssrc.size()
+}
+
+// statusError is a final answer for the upper: code, reason phrase, and
+// the detail the operator needs (logged, and put in the phrase).
+type statusError struct {
+	code   int
+	phrase string
+	detail string
+}
+
+func (e *statusError) Error() string { return e.detail }
+
+var phrases = map[int]string{
+	400: "Bad Request", 403: "Forbidden", 404: "Not Found", 408: "Request Timeout",
+	480: "Temporarily Unavailable", 483: "Too Many Hops", 488: "Not Acceptable Here",
+	500: "Server Internal Error", 502: "Bad Gateway", 503: "Service Unavailable",
+}
+
+func failWith(code int, detail string) *statusError {
+	return &statusError{code: code, phrase: phrases[code], detail: detail}
+}

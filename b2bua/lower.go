@@ -1,0 +1,465 @@
+package b2bua
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/rs/zerolog"
+
+	"github.com/gbproxy/gbproxy/b2bua/sdp"
+	"github.com/gbproxy/gbproxy/cascade/endpoint"
+	"github.com/gbproxy/gbproxy/relay"
+)
+
+// stream is our call to a device for one channel, and the relay Source that
+// receives its media. Every upper watching the channel is a Sink on it.
+type stream struct {
+	channelID string
+	deviceID  string
+	peer      endpoint.Peer
+	callID    string // device leg
+	ssrc      uint32 // the y= we offered
+	ssrcLower string // the y= the device answered (or ours)
+	src       *relay.Source
+	log       zerolog.Logger
+
+	ctx    context.Context // cancelled when nobody waits for the device any more
+	cancel context.CancelFunc
+	ready  chan struct{} // closed when answered or failed
+	err    error         // set before ready is closed when the device did not answer 2xx
+
+	// device dialog, once answered
+	invite   *sip.Request
+	response *sip.Response
+	answer   *sdp.Session
+
+	refs    int // calls attached, guarded by B2BUA.mu
+	endOnce sync.Once
+
+	mu     sync.Mutex // guards ended against attach: teardown may race set-up
+	ended  bool
+}
+
+// attach gives st its relay leg and SSRC unless it has ended meanwhile.
+func (st *stream) attach(src *relay.Source, ssrc uint32) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.ended {
+		return false
+	}
+	st.src, st.ssrc = src, ssrc
+	return true
+}
+
+// transportOf maps lower.stream_mode to the relay's transport.
+func transportOf(mode string) relay.Transport {
+	switch mode {
+	case "tcp-passive":
+		return relay.TCPPassive
+	case "tcp-active":
+		return relay.TCPActive
+	}
+	return relay.UDP
+}
+
+// joinStream attaches c to the channel's running device stream, or starts
+// one, and waits until the device has answered.
+func (b *B2BUA) joinStream(ctx context.Context, c *call, callee Callee, offer *sdp.Session) (*stream, error) {
+	b.mu.Lock()
+	st := b.streams[callee.ChannelID]
+	fresh := st == nil
+	if fresh {
+		st = &stream{channelID: callee.ChannelID, deviceID: callee.DeviceID, peer: callee.Peer, ready: make(chan struct{})}
+		st.ctx, st.cancel = context.WithCancel(b.ctx)
+		st.log = b.log.With().Str("channel_id", st.channelID).Str("device_id", st.deviceID).Logger()
+		b.streams[callee.ChannelID] = st
+	}
+	st.refs++
+	c.st = st
+	b.mu.Unlock()
+	if fresh {
+		go b.callDevice(st, offer)
+	} else {
+		c.log.Info().Str("channel_id", st.channelID).Msg("channel already streaming; sharing the device stream")
+	}
+	select {
+	case <-st.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if st.err != nil {
+		return nil, st.err
+	}
+	return st, nil
+}
+
+// release detaches one call; the last one out ends the device call.
+func (b *B2BUA) release(st *stream, reason string) {
+	b.mu.Lock()
+	st.refs--
+	last := st.refs == 0
+	b.mu.Unlock()
+	if last {
+		b.endStream(st, "last receiver left ("+reason+")", true)
+	}
+}
+
+// callDevice sends our INVITE to the device and completes st with its
+// answer or its failure.
+func (b *B2BUA) callDevice(st *stream, upperOffer *sdp.Session) {
+	fail := func(err error) {
+		st.err = err
+		st.log.Warn().Err(err).Msg("device did not take our INVITE")
+		close(st.ready)
+		b.endStream(st, "device INVITE failed", false)
+	}
+	mode := b.cfg.DeviceStreamMode(st.deviceID)
+	ssrc, err := b.ssrc.take(false)
+	if err != nil {
+		fail(failWith(sip.StatusServiceUnavailable, err.Error()))
+		return
+	}
+	src, err := b.relay.NewSource(b.lowerBind, transportOf(mode), relay.SourceOptions{
+		ID: st.channelID,
+		OnIdle: func() {
+			b.endStream(st, fmt.Sprintf("no media from the device for %v", b.cfg.Media.NoMediaTimeout), true)
+		},
+	})
+	if err != nil {
+		b.ssrc.release(ssrc)
+		fail(failWith(sip.StatusServiceUnavailable, "no media port toward the device: "+err.Error()))
+		return
+	}
+	if !st.attach(src, ssrc) {
+		src.Close()
+		b.ssrc.release(ssrc)
+		fail(b.cancelled(false))
+		return
+	}
+	st.ssrcLower = formatSSRC(ssrc)
+	req := b.deviceInvite(st, upperOffer, mode)
+	st.invite = req
+	st.callID = req.CallID().Value()
+	st.log = st.log.With().Str("lower_call_id", st.callID).Logger()
+	b.mu.Lock()
+	b.byLower[st.callID] = st
+	b.mu.Unlock()
+
+	res, err := b.inviteDevice(st, req)
+	if err != nil {
+		fail(err)
+		return
+	}
+	st.response = res
+	if err := b.ack(st, req, res); err != nil {
+		st.log.Warn().Err(err).Msg("ACK to the device failed to send")
+	}
+	if st.ctx.Err() != nil { // ended while the 200 OK was on its way
+		b.byeDevice(st)
+		fail(b.cancelled(false))
+		return
+	}
+	ans, err := sdp.Parse(res.Body())
+	var m *sdp.Media
+	if err == nil {
+		if m = ans.FirstMedia("video"); m == nil {
+			err = errors.New("no video media")
+		}
+	}
+	if err == nil && st.src.Transport() == relay.TCPActive {
+		var peer netip.AddrPort
+		if peer, err = ans.Addr(m); err == nil {
+			err = st.src.Connect(peer)
+		}
+	}
+	if err != nil {
+		b.byeDevice(st)
+		fail(failWith(sip.StatusBadGateway, "device answered unusable SDP: "+err.Error()))
+		return
+	}
+	st.answer = ans
+	if ans.SSRC != "" {
+		st.ssrcLower = ans.SSRC
+	}
+	st.log.Info().Str("transport", mode).Str("ssrc_lower", st.ssrcLower).Stringer("media", st.src.LocalAddr()).Msg("device stream answered")
+	close(st.ready)
+	b.wg.Add(1)
+	go b.watchSource(st)
+}
+
+// deviceInvite is our INVITE to the device: our Call-ID and tags, Subject
+// "channel:ssrc,proxy:0" and an offer of the relay's device-side address.
+func (b *B2BUA) deviceInvite(st *stream, upperOffer *sdp.Session, mode string) *sip.Request {
+	ip := announce(b.cfg.Lower.MediaExternalIP, b.lowerBind, b.lower, st.peer.Addr)
+	um := upperOffer.FirstMedia("video")
+	m := sdp.Media{Kind: "video", Port: int(st.src.LocalAddr().Port()), Proto: "RTP/AVP", Formats: um.Formats}
+	m.Attributes = codecAttributes(um)
+	m.SetAttr("recvonly", "")
+	switch mode {
+	case "tcp-passive":
+		m.Proto = "TCP/RTP/AVP"
+		m.SetAttr("setup", "passive")
+		m.SetAttr("connection", "new")
+	case "tcp-active":
+		m.Proto = "TCP/RTP/AVP"
+		m.SetAttr("setup", "active")
+		m.SetAttr("connection", "new")
+	}
+	offer := &sdp.Session{
+		Origin:       sdp.Origin{Username: b.cfg.ID, SessionID: "0", SessionVersion: "0", Address: ip},
+		Name:         "Play",
+		URI:          st.channelID + ":0",
+		ConnectionIP: ip,
+		StartTime:    upperOffer.StartTime, StopTime: upperOffer.StopTime,
+		Media:  []sdp.Media{m},
+		SSRC:   st.ssrcLower,
+		Format: upperOffer.Format,
+	}
+	host, port := hostPort(st.peer.Addr)
+	req := b.lower.NewRequest(sip.INVITE,
+		sip.Uri{Scheme: "sip", User: st.channelID, Host: host, Port: port},
+		st.peer,
+		sip.Uri{Scheme: "sip", User: b.cfg.ID, Host: b.cfg.Domain},
+		sip.Uri{Scheme: "sip", User: st.channelID, Host: b.cfg.Domain})
+	req.AppendHeader(sip.NewHeader("Subject", st.channelID+":"+st.ssrcLower+","+b.cfg.ID+":0"))
+	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	req.SetBody(offer.Marshal())
+	return req
+}
+
+func hostPort(addr string) (string, int) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr, 0
+	}
+	port, _ := strconv.Atoi(p)
+	return host, port
+}
+
+// inviteDevice runs the INVITE transaction: the final 2xx, or an error
+// carrying the answer for the upper. Nobody waiting any more, or no answer
+// within lower.invite_timeout, sends CANCEL.
+func (b *B2BUA) inviteDevice(st *stream, req *sip.Request) (*sip.Response, error) {
+	ctx, cancel := context.WithTimeout(st.ctx, b.cfg.Lower.InviteTimeout)
+	defer cancel()
+	tx, err := b.lower.Transaction(ctx, req)
+	if err != nil {
+		return nil, failWith(sip.StatusTemporarilyUnavailable, "device unreachable: "+err.Error())
+	}
+	provisional := false
+	for {
+		res, err := b.lower.NextResponse(ctx, req, tx)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return b.cancelDevice(st, req, tx, provisional)
+		case err != nil:
+			tx.Terminate()
+			return nil, failWith(sip.StatusRequestTimeout, "device did not answer: "+err.Error())
+		case res.IsProvisional():
+			provisional = true
+		case res.IsSuccess():
+			tx.OnRetransmission(func(r *sip.Response) {
+				if r.IsSuccess() {
+					_ = b.ack(st, req, r) // our ACK was lost: the device repeats its 200
+				}
+			})
+			return res, nil
+		default:
+			tx.Terminate()
+			return nil, deviceRefusal(res)
+		}
+	}
+}
+
+// deviceRefusal maps the device's final error to the upper's answer: its
+// own code, except those about our leg (authentication), which become 502.
+func deviceRefusal(res *sip.Response) error {
+	switch res.StatusCode {
+	case sip.StatusUnauthorized, sip.StatusProxyAuthRequired, sip.StatusIntervalToBrief:
+		return failWith(sip.StatusBadGateway, fmt.Sprintf("device answered %d %s to our INVITE", res.StatusCode, res.Reason))
+	}
+	return &statusError{code: res.StatusCode, phrase: res.Reason, detail: fmt.Sprintf("device answered %d %s", res.StatusCode, res.Reason)}
+}
+
+// cancelDevice sends CANCEL for a pending INVITE (RFC 3261 §9.1: only after
+// a provisional response) and settles the transaction: a 200 that crossed
+// the CANCEL is ACKed and ended with BYE.
+func (b *B2BUA) cancelDevice(st *stream, req *sip.Request, tx sip.ClientTransaction, provisional bool) (*sip.Response, error) {
+	defer tx.Terminate()
+	timedOut := st.ctx.Err() == nil
+	wait, done := context.WithTimeout(b.ctx, 2*time.Second)
+	defer done()
+	if !provisional {
+		// Nothing heard yet: wait briefly for a provisional so CANCEL may go.
+		for !provisional {
+			res, err := b.lower.NextResponse(wait, req, tx)
+			if err != nil {
+				break
+			}
+			if res.IsProvisional() {
+				provisional = true
+				continue
+			}
+			if res.IsSuccess() {
+				st.response = res
+				_ = b.ack(st, req, res)
+				b.byeDevice(st)
+			}
+			return nil, b.cancelled(timedOut)
+		}
+	}
+	if provisional {
+		cancelReq := newCancel(req)
+		ctx, c := context.WithTimeout(b.ctx, byeTimeout)
+		if _, err := b.lower.Do(ctx, cancelReq); err != nil {
+			st.log.Warn().Err(err).Msg("CANCEL to the device got no answer")
+		}
+		c()
+		for {
+			res, err := b.lower.NextResponse(wait, req, tx)
+			if err != nil || res.IsProvisional() {
+				if err != nil {
+					break
+				}
+				continue
+			}
+			if res.IsSuccess() {
+				st.response = res
+				_ = b.ack(st, req, res)
+				b.byeDevice(st)
+			}
+			break
+		}
+	}
+	return nil, b.cancelled(timedOut)
+}
+
+func (b *B2BUA) cancelled(timedOut bool) error {
+	if timedOut {
+		return failWith(sip.StatusRequestTimeout, fmt.Sprintf("device did not answer within lower.invite_timeout (%v)", b.cfg.Lower.InviteTimeout))
+	}
+	return failWith(sip.StatusTemporarilyUnavailable, "the device call ended before the device answered")
+}
+
+// newCancel builds CANCEL for req: same Request-URI, top Via, From, To,
+// Call-ID and CSeq number (RFC 3261 §9.1).
+func newCancel(req *sip.Request) *sip.Request {
+	c := sip.NewRequest(sip.CANCEL, req.Recipient)
+	c.AppendHeader(sip.HeaderClone(req.Via()))
+	c.AppendHeader(sip.HeaderClone(req.From()))
+	c.AppendHeader(sip.HeaderClone(req.To()))
+	c.AppendHeader(sip.HeaderClone(req.CallID()))
+	c.AppendHeader(&sip.CSeqHeader{SeqNo: req.CSeq().SeqNo, MethodName: sip.CANCEL})
+	mf := sip.MaxForwardsHeader(70)
+	c.AppendHeader(&mf)
+	c.AppendHeader(sip.NewHeader("User-Agent", endpoint.Product))
+	c.SetBody(nil)
+	c.SetTransport(req.Transport())
+	c.SetDestination(req.Destination())
+	c.Laddr = req.Laddr
+	return c
+}
+
+// ack acknowledges the device's 2xx: a request of the dialog, sent on the
+// device's own connection or to its registered address.
+func (b *B2BUA) ack(st *stream, inv *sip.Request, res *sip.Response) error {
+	ack := b.deviceRequest(st, sip.ACK, inv, res, inv.CSeq().SeqNo)
+	return b.lower.WriteRequest(ack)
+}
+
+// deviceRequest builds a request in the device dialog. Requests go where
+// the device registered from (GB/T 28181 NAT rule), not to its Contact.
+func (b *B2BUA) deviceRequest(st *stream, method sip.RequestMethod, inv *sip.Request, res *sip.Response, cseq uint32) *sip.Request {
+	target := inv.Recipient
+	if ct := res.Contact(); ct != nil {
+		target = ct.Address
+	}
+	from := sip.HeaderClone(inv.From()).(*sip.FromHeader)
+	to := sip.HeaderClone(res.To()).(*sip.ToHeader)
+	return inDialog(b.lower, method, target, st.peer, from, to, inv.CallID().Value(), cseq)
+}
+
+// byeDevice ends our call to the device, best effort.
+func (b *B2BUA) byeDevice(st *stream) {
+	if st.response == nil {
+		return
+	}
+	req := b.deviceRequest(st, sip.BYE, st.invite, st.response, st.invite.CSeq().SeqNo+1)
+	ctx, cancel := context.WithTimeout(context.Background(), byeTimeout)
+	defer cancel()
+	res, err := b.lower.Do(ctx, req)
+	if err != nil || !res.IsSuccess() {
+		st.log.Warn().Err(err).Int("status", statusOf(res)).Msg("device did not take our BYE; the stream is ended on our side")
+	}
+}
+
+func (b *B2BUA) handleLowerBye(req *sip.Request, tx sip.ServerTransaction) {
+	b.mu.Lock()
+	st := b.byLower[req.CallID().Value()]
+	b.mu.Unlock()
+	if st == nil {
+		b.lower.Respond(tx, req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil)
+		return
+	}
+	b.lower.Respond(tx, req, sip.StatusOK, "OK", nil)
+	b.endStream(st, "BYE from the device", false)
+}
+
+// watchSource ends the stream when its media leg fails (the device closed
+// its TCP connection, or our connect to it gave up).
+func (b *B2BUA) watchSource(st *stream) {
+	defer b.wg.Done()
+	select {
+	case <-st.src.Done():
+		if err := st.src.Err(); err != nil {
+			b.endStream(st, "device media leg failed: "+err.Error(), true)
+		}
+	case <-b.ctx.Done():
+	}
+}
+
+// endStream ends the device call and every upper call on it. byeDevice is
+// false when the device ended it (or never answered).
+func (b *B2BUA) endStream(st *stream, reason string, byeDevice bool) {
+	st.endOnce.Do(func() {
+		b.mu.Lock()
+		if b.streams[st.channelID] == st {
+			delete(b.streams, st.channelID)
+		}
+		delete(b.byLower, st.callID)
+		var calls []*call
+		for _, c := range b.calls {
+			if c.st == st {
+				calls = append(calls, c)
+			}
+		}
+		b.mu.Unlock()
+		st.cancel() // a pending device INVITE is cancelled
+		for _, c := range calls {
+			if c.final != nil {
+				go b.endCall(c, reason, true)
+			}
+		}
+		if byeDevice {
+			b.byeDevice(st)
+		}
+		st.mu.Lock()
+		st.ended = true
+		src, ssrc := st.src, st.ssrc
+		st.mu.Unlock()
+		if src != nil {
+			src.Close()
+		}
+		if ssrc != 0 {
+			b.ssrc.release(ssrc)
+		}
+		st.log.Info().Str("reason", reason).Msg("device stream ended")
+	})
+}

@@ -1,0 +1,441 @@
+package b2bua
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/rs/zerolog"
+
+	"github.com/gbproxy/gbproxy/b2bua/sdp"
+	"github.com/gbproxy/gbproxy/cascade/endpoint"
+	"github.com/gbproxy/gbproxy/relay"
+)
+
+// call is one upper platform's dialog with us.
+type call struct {
+	key      string // Call-ID;upper tag
+	callID   string
+	upperID  string
+	targetID string // the channel ID the upper asked for
+	invite   *sip.Request
+	peer     endpoint.Peer // where our requests to the upper go
+	localTag string
+	started  time.Time
+
+	// set while setting up; st and sink are fixed once answered
+	cancel context.CancelFunc
+	st     *stream
+	sink   *relay.Sink
+	ssrc   uint32
+
+	final    *finalAnswer  // what every copy of the INVITE is answered
+	answered chan struct{} // closed once final is set
+	acked    chan struct{}
+	ackOnce  sync.Once
+	endOnce  sync.Once
+	log      zerolog.Logger
+}
+
+// finalAnswer is kept so that a retransmitted INVITE (some uppers ignore the
+// first 200 OK, even over TCP) gets the identical answer.
+type finalAnswer struct {
+	code    int
+	reason  string
+	body    []byte
+	headers []sip.Header
+}
+
+func dialogKey(callID, tag string) string { return callID + ";" + tag }
+
+func tagOf(params sip.HeaderParams) string {
+	if params == nil {
+		return ""
+	}
+	t, _ := params.Get("tag")
+	return t
+}
+
+func (b *B2BUA) handleInvite(req *sip.Request, tx sip.ServerTransaction) {
+	callID := req.CallID().Value()
+	key := dialogKey(callID, tagOf(req.From().Params))
+	b.mu.Lock()
+	c := b.calls[key]
+	if c == nil && tagOf(req.To().Params) == "" && !b.closed {
+		c = &call{
+			key: key, callID: callID, upperID: req.From().Address.User, invite: req,
+			peer:     endpoint.Peer{Transport: req.Transport(), Addr: req.Source()},
+			localTag: sip.GenerateTagN(16), started: time.Now(),
+			answered: make(chan struct{}), acked: make(chan struct{}),
+		}
+		c.log = b.log.With().Str("call_id", callID).Str("upper_id", c.upperID).Logger()
+		b.calls[key] = c
+		b.mu.Unlock()
+		b.answerNew(c, req, tx)
+		return
+	}
+	b.mu.Unlock()
+	if c == nil {
+		// A re-INVITE for a dialog we don't have, or we are shutting down.
+		b.upper.Respond(tx, req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil)
+		return
+	}
+	// The same INVITE again (or a session refresh): the same answer.
+	select {
+	case <-c.answered:
+	case <-tx.Done():
+		return
+	}
+	c.log.Info().Msg("INVITE repeated by the upper platform; answered again with the same response")
+	b.respond(c, req, tx)
+}
+
+// respond sends c's final answer to req and, for a 2xx, ends the server
+// transaction at once: sipgo would otherwise swallow a retransmitted
+// INVITE, which must reach handleInvite to be answered again.
+func (b *B2BUA) respond(c *call, req *sip.Request, tx sip.ServerTransaction) {
+	f := c.final
+	b.upper.RespondWith(tx, req, b.upper.NewResponse(req, f.code, f.reason, f.body, f.headers...))
+	if f.code/100 == 2 {
+		tx.Terminate()
+	}
+}
+
+func (b *B2BUA) answerNew(c *call, req *sip.Request, tx sip.ServerTransaction) {
+	ctx, cancel := context.WithCancel(b.ctx)
+	defer cancel()
+	c.cancel = cancel
+	tx.OnCancel(func(*sip.Request) { cancel() })
+	answer, err := b.setUp(ctx, c, req, tx)
+	if ctx.Err() != nil && b.ctx.Err() == nil {
+		// CANCEL: sipgo has answered it 200 and the INVITE 487.
+		c.log.Info().Msg("upper platform cancelled its INVITE")
+		b.metrics.Inc("gbproxy_calls_total", "platform", c.upperID, "result", "cancelled")
+		c.final = &finalAnswer{code: sip.StatusRequestTerminated, reason: "Request Terminated"}
+		close(c.answered)
+		b.endCall(c, "cancelled by the upper platform", false)
+		return
+	}
+	if err != nil {
+		var se *statusError
+		if !errors.As(err, &se) {
+			se = failWith(sip.StatusInternalServerError, err.Error())
+		}
+		c.log.Warn().Int("status", se.code).Str("reason", se.detail).Msg("live INVITE refused")
+		b.metrics.Inc("gbproxy_calls_total", "platform", c.upperID, "result", fmt.Sprint(se.code))
+		c.final = &finalAnswer{code: se.code, reason: cmpOr(se.phrase, "Error") + " (" + se.detail + ")"}
+		close(c.answered)
+		b.respond(c, req, tx)
+		b.endCall(c, "set-up failed", false)
+		return
+	}
+	to := sip.HeaderClone(req.To()).(*sip.ToHeader)
+	to.Params = to.Params.Clone()
+	to.Params.Add("tag", c.localTag)
+	contact := &sip.ContactHeader{Address: b.upper.Contact(b.cfg.ID, req.Source())}
+	c.final = &finalAnswer{code: sip.StatusOK, reason: "OK", body: answer,
+		headers: []sip.Header{to, contact, sip.NewHeader("Content-Type", "application/sdp")}}
+	close(c.answered)
+	b.respond(c, req, tx)
+	b.metrics.Inc("gbproxy_calls_total", "platform", c.upperID, "result", "200")
+	c.log.Info().Str("channel_id", c.st.channelID).Str("device_id", c.st.deviceID).Str("lower_call_id", c.st.callID).
+		Str("upper_transport", c.sink.Transport().String()).Str("ssrc_upper", formatSSRC(c.ssrc)).
+		Stringer("media", c.sink.LocalAddr()).Msg("live session answered")
+	b.wg.Add(1)
+	go b.awaitAck(c, req)
+}
+
+// awaitAck re-sends the 200 OK until the ACK comes (RFC 3261 §13.3.1.4),
+// on every transport: some uppers drop the first 200 OK even over TCP. No
+// ACK within 64·T1 ends the call.
+func (b *B2BUA) awaitAck(c *call, req *sip.Request) {
+	defer b.wg.Done()
+	interval := sip.T1
+	deadline := time.After(64 * sip.T1)
+	for {
+		select {
+		case <-c.acked:
+			return
+		case <-b.ctx.Done():
+			return
+		case <-deadline:
+			c.log.Warn().Msg("no ACK from the upper platform for our 200 OK; ending the call")
+			b.endCall(c, "no ACK", true)
+			return
+		case <-time.After(interval):
+			res := b.upper.NewResponse(req, c.final.code, c.final.reason, c.final.body, c.final.headers...)
+			if err := b.upper.WriteResponse(res); err != nil {
+				c.log.Debug().Err(err).Msg("200 OK retransmission failed")
+			}
+			interval = min(2*interval, sip.T2)
+		}
+	}
+}
+
+func (b *B2BUA) handleAck(req *sip.Request, _ sip.ServerTransaction) {
+	b.mu.Lock()
+	c := b.calls[dialogKey(req.CallID().Value(), tagOf(req.From().Params))]
+	b.mu.Unlock()
+	if c != nil {
+		c.ackOnce.Do(func() { close(c.acked) })
+	}
+}
+
+func (b *B2BUA) handleUpperBye(req *sip.Request, tx sip.ServerTransaction) {
+	b.mu.Lock()
+	c := b.calls[dialogKey(req.CallID().Value(), tagOf(req.From().Params))]
+	b.mu.Unlock()
+	if c == nil {
+		b.upper.Respond(tx, req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil)
+		return
+	}
+	b.upper.Respond(tx, req, sip.StatusOK, "OK", nil)
+	c.ackOnce.Do(func() { close(c.acked) })
+	b.endCall(c, "BYE from the upper platform", false)
+}
+
+// setUp checks the upper's offer, gets the device stream (shared or new),
+// adds this upper's relay leg and returns the SDP answer.
+func (b *B2BUA) setUp(ctx context.Context, c *call, req *sip.Request, tx sip.ServerTransaction) ([]byte, error) {
+	c.targetID = req.Recipient.User
+	if c.targetID == "" {
+		c.targetID = req.To().Address.User
+	}
+	c.log = c.log.With().Str("target_id", c.targetID).Logger()
+	offer, err := sdp.Parse(req.Body())
+	if err != nil {
+		return nil, failWith(sip.StatusBadRequest, "SDP: "+err.Error())
+	}
+	if !strings.EqualFold(offer.Name, "Play") {
+		return nil, failWith(sip.StatusNotAcceptableHere, fmt.Sprintf("s=%s: only live video (s=Play) is bridged", offer.Name))
+	}
+	m := offer.FirstMedia("video")
+	if m == nil {
+		return nil, failWith(sip.StatusNotAcceptableHere, "SDP has no video media")
+	}
+	leg, err := upperLeg(offer, m)
+	if err != nil {
+		return nil, failWith(sip.StatusNotAcceptableHere, err.Error())
+	}
+	callee, err := b.dir.Callee(c.upperID, c.targetID)
+	switch {
+	case errors.Is(err, ErrUnknownUpper):
+		return nil, failWith(sip.StatusForbidden, "unknown platform")
+	case errors.Is(err, ErrNotShared):
+		return nil, failWith(sip.StatusNotFound, "not shared with this platform")
+	case errors.Is(err, ErrOffline):
+		return nil, failWith(sip.StatusTemporarilyUnavailable, "device offline")
+	case err != nil:
+		return nil, failWith(sip.StatusInternalServerError, err.Error())
+	}
+	if mf := req.MaxForwards(); mf != nil && mf.Val() <= 1 {
+		return nil, failWith(sip.StatusTooManyHops, "too many hops (cascade loop?)")
+	}
+	c.ssrc, err = b.upperSSRC(offer.SSRC)
+	if err != nil {
+		return nil, failWith(sip.StatusServiceUnavailable, err.Error())
+	}
+	b.upper.Respond(tx, req, sip.StatusTrying, "Trying", nil)
+
+	st, err := b.joinStream(ctx, c, callee, offer)
+	if err != nil {
+		return nil, err
+	}
+	c.sink, err = st.src.AddSink(b.upperBind, leg.transport, leg.dest, c.ssrc, relay.SinkOptions{
+		ID: c.callID, AllowedDest: b.allow[c.upperID],
+	})
+	switch {
+	case errors.Is(err, relay.ErrDestNotAllowed):
+		return nil, failWith(sip.StatusForbidden, "media destination "+leg.dest.String()+" not in this platform's media_allow")
+	case err != nil:
+		return nil, failWith(sip.StatusServiceUnavailable, "no media port: "+err.Error())
+	}
+	b.wg.Add(1)
+	go b.watchSink(c)
+	return b.upperAnswer(c, offer, leg).Marshal(), nil
+}
+
+// upperSSRC is the y= the upper asked for, or one of ours when it gave
+// none (or an unreadable one).
+func (b *B2BUA) upperSSRC(y string) (uint32, error) {
+	if v, ok := parseSSRC(y); ok {
+		return v, nil
+	}
+	return b.ssrc.take(false)
+}
+
+// legSpec is an upper's media leg as its offer describes it.
+type legSpec struct {
+	transport relay.Transport
+	dest      netip.AddrPort // UDP and TCP active: where we send or dial
+	setup     string         // our a=setup in the answer
+}
+
+// upperLeg reads the transport from the offer. a=setup is the upper's role:
+// passive = it listens and we dial; active (or absent, RFC 4145's default)
+// = it dials us; actpass leaves us the choice and we listen, as that works
+// through the upper's NAT.
+func upperLeg(offer *sdp.Session, m *sdp.Media) (legSpec, error) {
+	addr, addrErr := offer.Addr(m)
+	if !m.TCP() {
+		if addrErr != nil || addr.Port() == 0 || addr.Addr().IsUnspecified() {
+			return legSpec{}, fmt.Errorf("no usable media address in the SDP (c=%s m=%d)", offer.ConnectionIP, m.Port)
+		}
+		return legSpec{transport: relay.UDP, dest: addr}, nil
+	}
+	if m.Setup() == "passive" {
+		if addrErr != nil || addr.Port() == 0 || addr.Addr().IsUnspecified() {
+			return legSpec{}, fmt.Errorf("a=setup:passive without a usable address to connect to (c=%s m=%d)", offer.ConnectionIP, m.Port)
+		}
+		return legSpec{transport: relay.TCPActive, dest: addr, setup: "active"}, nil
+	}
+	return legSpec{transport: relay.TCPPassive, setup: "passive"}, nil
+}
+
+// upperAnswer is our SDP to the upper: the relay's upper-side address, the
+// upper's SSRC, the device's codecs and f=.
+func (b *B2BUA) upperAnswer(c *call, offer *sdp.Session, leg legSpec) *sdp.Session {
+	ip := announce(b.cfg.Upper.MediaExternalIP, b.upperBind, b.upper, c.peer.Addr)
+	dev := c.st.answer
+	dm := dev.FirstMedia("video")
+	m := sdp.Media{Kind: "video", Port: int(c.sink.LocalAddr().Port()), Proto: "RTP/AVP", Formats: dm.Formats}
+	if leg.transport != relay.UDP {
+		m.Proto = "TCP/RTP/AVP"
+	}
+	m.Attributes = codecAttributes(dm)
+	m.SetAttr("sendonly", "")
+	if leg.setup != "" {
+		m.SetAttr("setup", leg.setup)
+		m.SetAttr("connection", "new")
+	}
+	return &sdp.Session{
+		Origin:       sdp.Origin{Username: b.cfg.ID, SessionID: "0", SessionVersion: "0", Address: ip},
+		Name:         "Play",
+		ConnectionIP: ip,
+		StartTime:    offer.StartTime, StopTime: offer.StopTime,
+		Media:  []sdp.Media{m},
+		SSRC:   formatSSRC(c.ssrc),
+		Format: cmpOr(dev.Format, offer.Format),
+	}
+}
+
+// codecAttributes keeps a media's attributes that describe the stream
+// (rtpmap, fmtp, vendor ones) and drops those each leg sets for itself.
+func codecAttributes(m *sdp.Media) []sdp.Attribute {
+	var out []sdp.Attribute
+	for _, a := range m.Attributes {
+		switch a.Key {
+		case "sendonly", "recvonly", "sendrecv", "inactive", "setup", "connection":
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// watchSink ends the call when its media leg fails (upper closed its TCP
+// connection, or never accepted ours).
+func (b *B2BUA) watchSink(c *call) {
+	defer b.wg.Done()
+	select {
+	case <-c.sink.Done():
+		if err := c.sink.Err(); err != nil {
+			b.endCall(c, "upper media leg failed: "+err.Error(), true)
+		}
+	case <-b.ctx.Done():
+	}
+}
+
+// endCall ends one upper dialog: BYE to the upper when it did not end it
+// itself, its relay leg and SSRC freed, and the device stream released.
+func (b *B2BUA) endCall(c *call, reason string, byeUpper bool) {
+	c.endOnce.Do(func() {
+		b.mu.Lock()
+		if b.calls[c.key] == c {
+			delete(b.calls, c.key)
+		}
+		b.mu.Unlock()
+		if c.cancel != nil {
+			c.cancel()
+		}
+		if byeUpper && c.final != nil && c.final.code/100 == 2 {
+			b.byeUpper(c)
+		}
+		if c.st != nil {
+			if c.sink != nil {
+				c.st.src.RemoveSink(c.sink)
+			}
+			b.release(c.st, reason)
+		}
+		if c.ssrc != 0 {
+			b.ssrc.release(c.ssrc)
+		}
+		if c.final != nil && c.final.code/100 == 2 {
+			b.metrics.Inc("gbproxy_call_ends_total", "reason", reasonLabel(reason))
+			c.log.Info().Str("reason", reason).Msg("live session ended")
+		}
+	})
+}
+
+// reasonLabel keeps metric labels few: the reason up to its first colon.
+func reasonLabel(reason string) string {
+	if i := strings.IndexByte(reason, ':'); i > 0 {
+		return reason[:i]
+	}
+	return reason
+}
+
+// byeUpper sends BYE in the upper's dialog, from our side of it.
+func (b *B2BUA) byeUpper(c *call) {
+	inv := c.invite
+	target := inv.From().Address
+	if ct := inv.Contact(); ct != nil {
+		target = ct.Address
+	}
+	to := sip.HeaderClone(inv.From()).(*sip.FromHeader)
+	from := sip.HeaderClone(inv.To()).(*sip.ToHeader)
+	from.Params = from.Params.Clone()
+	from.Params.Add("tag", c.localTag)
+	req := inDialog(b.upper, sip.BYE, target, c.peer, &sip.FromHeader{DisplayName: from.DisplayName, Address: from.Address, Params: from.Params},
+		&sip.ToHeader{DisplayName: to.DisplayName, Address: to.Address, Params: to.Params}, c.callID, inv.CSeq().SeqNo+1)
+	ctx, cancel := context.WithTimeout(b.ctx, byeTimeout)
+	defer cancel()
+	res, err := b.upper.Do(ctx, req)
+	if err != nil || !res.IsSuccess() {
+		c.log.Warn().Err(err).Int("status", statusOf(res)).Msg("upper platform did not take our BYE; the session is ended on our side")
+	}
+}
+
+// byeTimeout bounds a BYE: a peer that is gone must not hold teardown.
+const byeTimeout = 5 * time.Second
+
+func statusOf(res *sip.Response) int {
+	if res == nil {
+		return 0
+	}
+	return res.StatusCode
+}
+
+// inDialog builds a request inside an existing dialog: our From (with our
+// tag), their To (with theirs), the dialog's Call-ID and a CSeq.
+func inDialog(ep *endpoint.Endpoint, method sip.RequestMethod, target sip.Uri, peer endpoint.Peer, from *sip.FromHeader, to *sip.ToHeader, callID string, cseq uint32) *sip.Request {
+	req := ep.NewRequest(method, target, peer, from.Address, to.Address)
+	req.ReplaceHeader(from)
+	req.ReplaceHeader(to)
+	cid := sip.CallIDHeader(callID)
+	req.ReplaceHeader(&cid)
+	req.CSeq().SeqNo = cseq
+	return req
+}
