@@ -15,6 +15,7 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/gbproxy/gbproxy/cmd/gbsim/sim/media"
 )
 
 // Timing defaults from GB/T 28181: 60 s heartbeat, offline after 3 missed, re-register no sooner than 60 s.
@@ -72,6 +73,33 @@ type DeviceConfig struct {
 	GBVersion                     string
 	Manufacturer, Model, Firmware string
 	Logger                        *slog.Logger
+
+	// Live video (INVITE s=Play, GB/T 28181 §9.2). The device answers for itself and any channel.
+
+	// Video is the H.264 Annex-B stream sent, looped; default media.DefaultVideo (2 s, 320x240).
+	Video []byte
+	// FrameRate paces the video (frames per second); default 25.
+	FrameRate int
+	// StreamOnce sends the video once and then goes quiet, the call staying up.
+	StreamOnce bool
+	// MediaIP is the address announced in SDP and bound for media; default the address the
+	// device registered from.
+	MediaIP string
+	// InviteStatus answers every INVITE with this final error status instead (e.g. 486, 500).
+	InviteStatus int
+	// InviteDelay delays the answer to an INVITE (after a 100 Trying), so that a CANCEL can arrive.
+	InviteDelay time.Duration
+	// TimestampMS steps RTP timestamps in milliseconds (40 a frame at 25 fps), a real device quirk.
+	TimestampMS bool
+	// SendFromOtherPort sends UDP media from a port other than the one announced (a NAT quirk).
+	SendFromOtherPort bool
+	// TCPMaxRTPPacket bounds RTP packets over TCP, header included: default 1400, at most 65535
+	// (some devices send 30+ KB packets). UDP packets stay at 1400 bytes.
+	TCPMaxRTPPacket int
+	// MediaConnectRetry is how long the device retries dialling a TCP-passive peer; default 5 s.
+	MediaConnectRetry time.Duration
+	// MaxRecordedPayload caps the bytes SentPayload keeps per call; default 32 MiB.
+	MaxRecordedPayload int
 }
 
 // Device simulates an IPC/NVR registering to a GB/T 28181 server.
@@ -110,6 +138,12 @@ type Device struct {
 	duty       string // guard state of the alarm input: ONDUTY, OFFDUTY or ALARM
 	home       homePosition
 	subs       map[string]*deviceSub // active subscriptions by Call-ID
+
+	frames       []media.Frame          // the video's access units
+	calls        map[string]*deviceCall // INVITE dialogs by Call-ID, never forgotten
+	callOrder    []string               // Call-IDs in arrival order
+	ssrcSeq      int
+	streamChange signal // a call or its counters changed
 }
 
 // NewDevice validates cfg and applies defaults; nothing is opened until Start or Register.
@@ -177,12 +211,36 @@ func NewDevice(cfg DeviceConfig) (*Device, error) {
 	if cfg.Firmware == "" {
 		cfg.Firmware = "1.0"
 	}
+	if cfg.Video == nil {
+		cfg.Video = media.DefaultVideo
+	}
+	frames, err := media.SplitAccessUnits(cfg.Video)
+	if err != nil {
+		return nil, fmt.Errorf("device %s: video: %w", cfg.ID, err)
+	}
+	if cfg.FrameRate <= 0 {
+		cfg.FrameRate = media.DefaultFrameRate
+	}
+	if cfg.TCPMaxRTPPacket < 0 || cfg.TCPMaxRTPPacket > media.MaxRTPSizeTCP {
+		return nil, fmt.Errorf("device %s: TCPMaxRTPPacket %d: want up to %d", cfg.ID, cfg.TCPMaxRTPPacket, media.MaxRTPSizeTCP)
+	}
+	if cfg.InviteStatus != 0 && (cfg.InviteStatus < 300 || cfg.InviteStatus > 699) {
+		return nil, fmt.Errorf("device %s: InviteStatus %d: want 300 to 699", cfg.ID, cfg.InviteStatus)
+	}
+	if cfg.MediaIP != "" && net.ParseIP(cfg.MediaIP) == nil {
+		return nil, fmt.Errorf("device %s: MediaIP %q is not an IP address", cfg.ID, cfg.MediaIP)
+	}
+	if cfg.MaxRecordedPayload <= 0 {
+		cfg.MaxRecordedPayload = defaultMaxRecorded
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = discardLogger()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Device{
+		frames:    frames,
+		calls:     make(map[string]*deviceCall),
 		cfg:       cfg,
 		transport: transport,
 		log:       log.With("device", cfg.ID),
@@ -414,6 +472,7 @@ func (d *Device) Close() error {
 	d.mu.Unlock()
 
 	d.cancel()
+	d.closeCalls()
 	var err error
 	if ua != nil {
 		err = ua.Close()

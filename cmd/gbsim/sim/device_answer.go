@@ -52,6 +52,13 @@ func (d *Device) onRequest(req *sip.Request, tx sip.ServerTransaction) {
 		"source", rec.Source, "transport", rec.Transport, "on_reg_conn", onRegConn)
 	switch {
 	case req.IsAck():
+		d.onAck(req)
+	case req.Method == sip.INVITE:
+		d.onInvite(req, tx)
+	case req.Method == sip.BYE:
+		d.onBye(req, tx)
+	case req.Method == sip.CANCEL: // sipgo answers a CANCEL that matches a pending INVITE itself
+		respond(d.log, tx, sip.NewResponseFromRequest(req, sip.StatusCallTransactionDoesNotExists, "Transaction Does Not Exist", nil))
 	case req.Method == sip.MESSAGE:
 		d.onMessage(req, tx, rec)
 	case req.Method == sip.SUBSCRIBE:

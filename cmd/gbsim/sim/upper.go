@@ -112,7 +112,9 @@ type Upper struct {
 	nonces  map[string]nonceInfo
 	pending map[int]*pendingQuery
 	subs    map[string]*Subscription // by Call-ID
+	plays   map[string]*Play         // live-video calls by Call-ID
 	closed  bool
+	ssrcSeq atomic.Int64
 }
 
 // NewUpper starts listening on UDP and TCP (same port) and returns once both are open.
@@ -143,6 +145,7 @@ func NewUpper(cfg UpperConfig) (*Upper, error) {
 		nonces:  make(map[string]nonceInfo),
 		pending: make(map[int]*pendingQuery),
 		subs:    make(map[string]*Subscription),
+		plays:   make(map[string]*Play),
 	}
 	u.ctx, u.cancel = context.WithCancel(context.Background())
 	u.keepaliveReply.Store(true)
@@ -306,6 +309,16 @@ func (u *Upper) Close() error {
 	u.closed = true
 	u.mu.Unlock()
 	u.cancel()
+	u.mu.Lock()
+	plays := make([]*Play, 0, len(u.plays))
+	for _, p := range u.plays {
+		plays = append(plays, p)
+	}
+	u.mu.Unlock()
+	for _, p := range plays {
+		p.end("closed")
+		p.release()
+	}
 	// Listeners first: a peer reconnecting while the stack shuts down must be
 	// refused, not accepted on a connection nobody will ever serve or close.
 	_ = u.tcpLn.Close()
@@ -510,7 +523,15 @@ func (u *Upper) onOther(req *sip.Request, tx sip.ServerTransaction) {
 	rec, _ := newReceived(req, false)
 	u.journal.add(rec)
 	u.log.Info("request received", "method", rec.Method, "source", rec.Source)
-	if !req.IsAck() { // OPTIONS included: a lower checking the link gets 200
+	switch {
+	case req.IsAck(): // the upper answers no INVITE: an ACK is stray, nothing to do
+	case req.Method == sip.BYE:
+		u.onBye(req, tx)
+	case req.Method == sip.CANCEL:
+		u.reply(req, tx, sip.StatusCallTransactionDoesNotExists, "Call Does Not Exist")
+	case req.Method == sip.INVITE:
+		u.reply(req, tx, sip.StatusNotImplemented, "Calls From Lowers Not Simulated")
+	default: // OPTIONS included: a lower checking the link gets 200
 		u.reply(req, tx, sip.StatusOK, "OK")
 	}
 }
