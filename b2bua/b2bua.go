@@ -229,7 +229,8 @@ func (b *B2BUA) Hangup(callID string) error {
 }
 
 // DeviceOffline ends every stream of a device that went offline: the
-// uppers get BYE, the device a best-effort BYE.
+// uppers get BYE, the device a best-effort BYE (a keepalive timeout does
+// not prove it stopped streaming).
 func (b *B2BUA) DeviceOffline(deviceID, reason string) {
 	b.mu.Lock()
 	var gone []*stream
@@ -239,8 +240,14 @@ func (b *B2BUA) DeviceOffline(deviceID, reason string) {
 		}
 	}
 	b.mu.Unlock()
+	// Not on the caller's goroutine: the BYEs may wait for peers that are
+	// gone, and the cascade's keepalive monitor must not.
 	for _, st := range gone {
-		b.endStream(st, "device offline: "+reason, true)
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			b.endStream(st, "device offline: "+reason, true)
+		}()
 	}
 }
 

@@ -75,3 +75,42 @@ func TestSinkAllowList(t *testing.T) {
 	seq := -1
 	expectStream(t, up, sendFrames(dev, &stream{}, 2, 100), 7, &seq)
 }
+
+// The device streams from our ACK on, before the upper's leg exists: what
+// arrives before the first Sink reaches it first, in order.
+func TestPacketsBeforeFirstSinkAreKept(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.String(), func(t *testing.T) {
+			r := newTestRelay(t, nil)
+			src, dev := openSource(t, r, tr, SourceOptions{})
+			defer src.Close()
+			st := &stream{ssrc: 9}
+			early := sendFrames(dev, st, 40, 1300)
+			eventually(t, "early packets received", func() bool { return src.Stats().In.Packets == 40 })
+			_, up := addSink(t, src, UDP, 11, SinkOptions{})
+			later := sendFrames(dev, st, 10, 1300)
+			seq := -1
+			expectStream(t, up, append(early, later...), 11, &seq)
+		})
+	}
+}
+
+// An upper that opens its TCP listener late (or dials in late) still gets
+// the stream from where its leg was added.
+func TestTCPSinkGetsPacketsFromBeforeItConnected(t *testing.T) {
+	r := newTestRelay(t, nil)
+	src, dev := openSource(t, r, UDP, SourceOptions{})
+	defer src.Close()
+	k, err := src.AddSink(loopback, TCPPassive, netip.AddrPort{}, 12, SinkOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &stream{}
+	early := sendFrames(dev, st, 30, 1300)
+	eventually(t, "early packets received", func() bool { return src.Stats().In.Packets == 30 })
+	up := &peer{t: t, tcp: dialTCP(t, k.LocalAddr())}
+	waitReady(t, &k.Leg)
+	later := sendFrames(dev, st, 5, 1300)
+	seq := -1
+	expectStream(t, up, append(early, later...), 12, &seq)
+}

@@ -138,7 +138,7 @@ type inbound struct {
 func (in *inbound) admit(frame []byte) (pkt, bool) {
 	b := frame[frameHeaderLen:]
 	if _, ok := rtpHeaderLen(b); !ok {
-		in.drop("not an RTP packet (short, not version 2, RTCP or bad header lengths)", len(b))
+		in.drop("not an RTP packet (short, not version 2, RTCP or bad header lengths)", 1)
 		return pkt{}, false
 	}
 	ssrc := rtpSSRC(b)
@@ -151,12 +151,12 @@ func (in *inbound) admit(frame []byte) (pkt, bool) {
 	return pkt{frame: frame, seq: seq}, true
 }
 
-// drop counts a refused packet; the first one of a leg is logged.
-func (in *inbound) drop(reason string, size int) {
-	in.dropped++
+// drop counts n refused packets; the first one of a leg is logged.
+func (in *inbound) drop(reason string, n int) {
+	in.dropped += uint64(n)
 	if !in.warned {
 		in.warned = true
-		in.leg.log.Warn().Str("reason", reason).Int("size", size).Msg("dropping media packet (further drops are only counted)")
+		in.leg.log.Warn().Str("reason", reason).Msg("dropping media packet (further drops are only counted)")
 	}
 }
 
@@ -188,6 +188,7 @@ type output struct {
 	udp  *udpSock
 	dest atomic.Pointer[netip.AddrPort] // UDP peer; nil until known
 	tcp  atomic.Pointer[net.TCPConn]    // nil until connected
+	held backlog                        // packets waiting for the TCP connection
 
 	warned bool
 }
@@ -292,9 +293,21 @@ func (o *output) flushUDP(sc *scratch, dest netip.AddrPort, now int64) bool {
 func (o *output) sendTCP(sc *scratch, pkts []pkt, now int64) {
 	conn := o.tcp.Load()
 	if conn == nil {
-		o.dropOut(len(pkts), "TCP connection not established yet")
+		if n := o.held.add(pkts); n > 0 {
+			o.dropOut(n, "TCP connection not established yet and the set-up backlog is full")
+		}
 		return
 	}
+	if o.leg.Err() != nil {
+		return
+	}
+	if !o.held.empty() {
+		o.held.drain(func(b []pkt) { o.writeTCP(sc, conn, b, now) })
+	}
+	o.writeTCP(sc, conn, pkts, now)
+}
+
+func (o *output) writeTCP(sc *scratch, conn *net.TCPConn, pkts []pkt, now int64) {
 	if o.leg.Err() != nil {
 		return
 	}

@@ -62,6 +62,7 @@ type Source struct {
 
 	// Reader goroutine state.
 	in       inbound
+	held     backlog // packets that came before the first Sink
 	peer     netip.AddrPort // latched UDP sender
 	lastPeer int64          // UnixNano of its last packet
 
@@ -235,9 +236,9 @@ func readUDP(u *udpSock, in *inbound, accept func(netip.AddrPort, int64) bool, d
 		for i := 0; i < n; i++ {
 			switch {
 			case sc.trunc[i]:
-				in.drop(truncatedReason, sc.size[i])
+				in.drop(truncatedReason, 1)
 			case !accept(sc.from[i], now):
-				in.drop("sender is not the latched or expected peer", sc.size[i])
+				in.drop("sender is not the latched or expected peer", 1)
 			default:
 				if p, ok := in.admit(sc.slot(i)[:frameHeaderLen+sc.size[i]]); ok {
 					pkts = append(pkts, p)
@@ -279,7 +280,21 @@ func (s *Source) fanout(sc *scratch, pkts []pkt, now int64) {
 	if len(pkts) == 0 {
 		return
 	}
-	for _, k := range *s.sinks.Load() {
+	sinks := *s.sinks.Load()
+	if len(sinks) == 0 {
+		if n := s.held.add(pkts); n > 0 {
+			s.in.drop("no receiver yet and the set-up backlog is full", n)
+		}
+		return
+	}
+	if !s.held.empty() {
+		s.held.drain(func(b []pkt) {
+			for _, k := range sinks {
+				k.out.send(sc, b, now)
+			}
+		})
+	}
+	for _, k := range sinks {
 		k.out.send(sc, pkts, now)
 	}
 }
