@@ -43,8 +43,8 @@ type stream struct {
 	refs    int // calls attached, guarded by B2BUA.mu
 	endOnce sync.Once
 
-	mu     sync.Mutex // guards ended against attach: teardown may race set-up
-	ended  bool
+	mu    sync.Mutex // guards ended against attach: teardown may race set-up
+	ended bool
 }
 
 // attach gives st its relay leg and SSRC unless it has ended meanwhile.

@@ -62,7 +62,7 @@ type Source struct {
 
 	// Reader goroutine state.
 	in       inbound
-	held     backlog // packets that came before the first Sink
+	held     backlog        // packets that came before the first Sink
 	peer     netip.AddrPort // latched UDP sender
 	lastPeer int64          // UnixNano of its last packet
 
