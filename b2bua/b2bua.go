@@ -186,7 +186,7 @@ func (b *B2BUA) Sessions() []Session {
 	b.mu.Lock()
 	calls := make([]*call, 0, len(b.calls))
 	for _, c := range b.calls {
-		if c.sink != nil {
+		if c.established {
 			calls = append(calls, c)
 		}
 	}
@@ -215,7 +215,7 @@ func (b *B2BUA) Hangup(callID string) error {
 	b.mu.Lock()
 	var found *call
 	for _, c := range b.calls {
-		if c.callID == callID {
+		if c.callID == callID && c.established {
 			found = c
 			break
 		}
@@ -257,7 +257,9 @@ func (b *B2BUA) Close(ctx context.Context) {
 	b.closed = true
 	calls := make([]*call, 0, len(b.calls))
 	for _, c := range b.calls {
-		calls = append(calls, c)
+		if c.established { // the others fail when b.ctx ends
+			calls = append(calls, c)
+		}
 	}
 	b.mu.Unlock()
 	var wg sync.WaitGroup

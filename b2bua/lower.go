@@ -436,16 +436,14 @@ func (b *B2BUA) endStream(st *stream, reason string, byeDevice bool) {
 		delete(b.byLower, st.callID)
 		var calls []*call
 		for _, c := range b.calls {
-			if c.st == st {
+			if c.st == st && c.established {
 				calls = append(calls, c)
 			}
 		}
 		b.mu.Unlock()
 		st.cancel() // a pending device INVITE is cancelled
-		for _, c := range calls {
-			if c.final != nil {
-				go b.endCall(c, reason, true)
-			}
+		for _, c := range calls { // calls still setting up fail on their own
+			go b.endCall(c, reason, true)
 		}
 		if byeDevice {
 			b.byeDevice(st)

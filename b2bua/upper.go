@@ -36,6 +36,9 @@ type call struct {
 
 	final    *finalAnswer  // what every copy of the INVITE is answered
 	answered chan struct{} // closed once final is set
+	// established is set, under B2BUA.mu, once the 200 OK is final: from
+	// then on other goroutines (API, teardown) may touch the call.
+	established bool
 	acked    chan struct{}
 	ackOnce  sync.Once
 	endOnce  sync.Once
@@ -121,6 +124,9 @@ func (b *B2BUA) answerNew(c *call, req *sip.Request, tx sip.ServerTransaction) {
 		b.endCall(c, "cancelled by the upper platform", false)
 		return
 	}
+	if err != nil && b.ctx.Err() != nil {
+		err = failWith(sip.StatusServiceUnavailable, "proxy shutting down")
+	}
 	if err != nil {
 		var se *statusError
 		if !errors.As(err, &se) {
@@ -138,8 +144,11 @@ func (b *B2BUA) answerNew(c *call, req *sip.Request, tx sip.ServerTransaction) {
 	to.Params = to.Params.Clone()
 	to.Params.Add("tag", c.localTag)
 	contact := &sip.ContactHeader{Address: b.upper.Contact(b.cfg.ID, req.Source())}
+	b.mu.Lock()
 	c.final = &finalAnswer{code: sip.StatusOK, reason: "OK", body: answer,
 		headers: []sip.Header{to, contact, sip.NewHeader("Content-Type", "application/sdp")}}
+	c.established = true
+	b.mu.Unlock()
 	close(c.answered)
 	b.respond(c, req, tx)
 	b.metrics.Inc("gbproxy_calls_total", "platform", c.upperID, "result", "200")

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,6 +37,7 @@ type rigOptions struct {
 	streamMode   string // lower.stream_mode
 	sipTransport string // device and upper signalling: udp | tcp
 	extraLower   string // more lower: keys
+	extraUpper   string // more upper: keys
 	extraTop     string // more top-level sections (media: ...)
 	platform     string // more keys of the upper platform
 	device       func(*sim.DeviceConfig)
@@ -62,6 +64,7 @@ lower:
 %s
 upper:
   listen: "127.0.0.1:0"
+%s
   platforms:
     - id: %q
       address: %q
@@ -70,7 +73,7 @@ upper:
       keepalive_interval: 300ms
       retry_interval: 300ms
 %s
-%s`, o.streamMode, o.extraLower, upperID, u.Addr(), o.sipTransport, upperPass, o.platform, o.extraTop)
+%s`, o.streamMode, o.extraLower, o.extraUpper, upperID, u.Addr(), o.sipTransport, upperPass, o.platform, o.extraTop)
 	p := startProxy(t, "", yaml)
 	dev := newDevice(t, p, liveDevice, o.sipTransport, 1, o.device)
 	if err := dev.Start(ctx); err != nil {
@@ -554,4 +557,87 @@ func TestLiveSIPpUpper(t *testing.T) {
 			requireClean(t, rig.p)
 		})
 	}
+}
+
+// TestLiveMalformedInvites: bad INVITEs from an upper get a clear SIP error
+// and leave the proxy able to serve the next good one.
+func TestLiveMalformedInvites(t *testing.T) {
+	rig := newLiveRig(t, rigOptions{})
+	ctx := ctxTimeout(t, 20*time.Second)
+	conn, err := net.Dial("udp", rig.p.cascade.UpperAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	sdpFor := func(session, media string) string {
+		return "v=0\r\no=" + upperID + " 0 0 IN IP4 127.0.0.1\r\ns=" + session + "\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" + media + "y=0100000001\r\n"
+	}
+	const video = "m=video 40000 RTP/AVP 96\r\na=recvonly\r\na=rtpmap:96 PS/90000\r\n"
+	cases := []struct {
+		name, body string
+		maxFwd     int
+		want       int
+	}{
+		{"garbage body", "this is not SDP at all", 70, 400},
+		{"playback", sdpFor("Playback", video), 70, 488},
+		{"no video", sdpFor("Play", "m=audio 40000 RTP/AVP 8\r\na=recvonly\r\n"), 70, 488},
+		{"UDP to port 0", sdpFor("Play", "m=video 0 RTP/AVP 96\r\na=recvonly\r\n"), 70, 488},
+		{"TCP passive to 0.0.0.0", strings.Replace(sdpFor("Play", "m=video 40000 TCP/RTP/AVP 96\r\na=setup:passive\r\n"), "c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0", 1), 70, 488},
+		{"loop", sdpFor("Play", video), 1, 483},
+	}
+	for i, c := range cases {
+		local := conn.LocalAddr().String()
+		msg := fmt.Sprintf("INVITE sip:%s@%s SIP/2.0\r\nVia: SIP/2.0/UDP %s;rport;branch=z9hG4bK-bad%d\r\n"+
+			"From: <sip:%s@%s>;tag=bad%d\r\nTo: <sip:%s@%s>\r\nCall-ID: bad-%d\r\nCSeq: 1 INVITE\r\nContact: <sip:%s@%s>\r\n"+
+			"Max-Forwards: %d\r\nContent-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s",
+			rig.ch, rig.p.cascade.UpperAddr(), local, i, upperID, local, i, rig.ch, rig.p.cascade.UpperAddr(), i, upperID, local,
+			c.maxFwd, len(c.body), c.body)
+		if _, err := conn.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		buf := make([]byte, 4096)
+		for got == 0 || got == 100 {
+			_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+			n, err := conn.Read(buf)
+			if err != nil {
+				t.Fatalf("%s: no final answer: %v", c.name, err)
+			}
+			if res := string(buf[:n]); strings.Contains(res, fmt.Sprintf("bad-%d\r\n", i)) { // not an earlier case's retransmission
+				fmt.Sscanf(res, "SIP/2.0 %d", &got)
+			}
+		}
+		if got != c.want {
+			t.Errorf("%s: answered %d, want %d", c.name, got, c.want)
+		}
+	}
+	play := rig.startPlay(t, ctx, rig.upper, sim.PlayOptions{Transport: "udp"})
+	play.Close()
+	requireClean(t, rig.p)
+}
+
+// TestLiveNetworkZones: each side's media binds to its own media_ip (two
+// loopback addresses stand for two interfaces), and the upper is told the
+// external address when one is configured (NAT).
+func TestLiveNetworkZones(t *testing.T) {
+	rig := newLiveRig(t, rigOptions{
+		extraLower: `  media_ip: "127.0.0.1"`,
+		extraUpper: "  media_ip: \"127.0.0.2\"\n  media_external_ip: \"198.51.100.7\"",
+	})
+	ctx := ctxTimeout(t, 20*time.Second)
+	play := rig.startPlay(t, ctx, rig.upper, sim.PlayOptions{Transport: "udp"})
+	if play.Answer.IP != "198.51.100.7" {
+		t.Errorf("answer to the upper announces c=%s, want upper.media_external_ip", play.Answer.IP)
+	}
+	for _, src := range play.Receiver().Stats().Sources {
+		if !strings.HasPrefix(src, "127.0.0.2:") {
+			t.Errorf("upper-side media came from %s, want upper.media_ip 127.0.0.2", src)
+		}
+	}
+	st := rig.dev.Streams()[0]
+	if st.Offer.IP != "127.0.0.1" || !strings.HasPrefix(st.Remote, "127.0.0.1:") {
+		t.Errorf("device was offered c=%s and sends to %s, want lower.media_ip 127.0.0.1", st.Offer.IP, st.Remote)
+	}
+	play.Close()
+	requireClean(t, rig.p)
 }
