@@ -441,7 +441,7 @@ func (b *B2BUA) endStream(st *stream, reason string, byeDevice bool) {
 			}
 		}
 		b.mu.Unlock()
-		st.cancel() // a pending device INVITE is cancelled
+		st.cancel()               // a pending device INVITE is cancelled
 		for _, c := range calls { // calls still setting up fail on their own
 			go b.endCall(c, reason, true)
 		}

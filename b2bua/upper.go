@@ -39,10 +39,10 @@ type call struct {
 	// established is set, under B2BUA.mu, once the 200 OK is final: from
 	// then on other goroutines (API, teardown) may touch the call.
 	established bool
-	acked    chan struct{}
-	ackOnce  sync.Once
-	endOnce  sync.Once
-	log      zerolog.Logger
+	acked       chan struct{}
+	ackOnce     sync.Once
+	endOnce     sync.Once
+	log         zerolog.Logger
 }
 
 // finalAnswer is kept so that a retransmitted INVITE (some uppers ignore the
