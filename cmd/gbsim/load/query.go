@@ -90,27 +90,12 @@ func NewQueryLoad(cfg QueryConfig) (*QueryLoad, error) {
 	if err != nil {
 		return nil, err
 	}
-	upperAddr, err := net.ResolveUDPAddr("udp", cfg.UpperListen)
+	s, err := openSides(cfg.UpperListen, cfg.UpperID, Config{ServerID: cfg.ProxyID, Domain: cfg.Domain, Password: cfg.Password})
 	if err != nil {
-		return nil, fmt.Errorf("load: resolve UpperListen %q: %w", cfg.UpperListen, err)
-	}
-	upperConn, err := net.ListenUDP("udp", upperAddr)
-	if err != nil {
-		return nil, fmt.Errorf("load: open the fake upper platform's socket on %s: %w (check UpperListen)", cfg.UpperListen, err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	token := strconv.FormatInt(time.Now().UnixNano(), 36)
-	r := &runner{ctx: ctx, failReasons: map[string]int{}, cfg: Config{
-		ServerID: cfg.ProxyID, Domain: cfg.Domain, Password: cfg.Password, LocalIP: upperAddr.IP.String(),
-	}}
-	ep, err := listen(r.cfg.LocalIP, nil, r)
-	if err != nil {
-		cancel()
-		upperConn.Close()
 		return nil, err
 	}
-	q := &QueryLoad{cfg: cfg, token: token, cancel: cancel,
-		upper: &fakeUpper{conn: upperConn, domain: cfg.UpperID[:10], nonce: token, registered: make(chan struct{})},
+	upperConn, token, r, ep := s.upper.conn, s.token, s.r, s.ep
+	q := &QueryLoad{cfg: cfg, token: token, cancel: s.cancel, upper: s.upper,
 		device: &fakeDevice{r: r, ep: ep, pending: map[int64]*pendingResponse{},
 			seen: map[uint64]struct{}{}, seenBefore: map[uint64]struct{}{}, seed: maphash.MakeSeed()},
 	}
@@ -127,6 +112,53 @@ func NewQueryLoad(cfg QueryConfig) (*QueryLoad, error) {
 	}
 	q.start()
 	return q, nil
+}
+
+// sides are the sockets both loads open: the fake upper platform's, and a
+// device endpoint on the same IP whose runner registers it at the proxy.
+type sides struct {
+	upper  *fakeUpper
+	r      *runner
+	ep     *endpoint
+	token  string // makes Call-IDs and branches unique across loads and runs
+	cancel context.CancelFunc
+}
+
+// openSides binds the upper on upperListen and the device on the same IP;
+// reg names the proxy (ServerID, Domain) and the device's Password.
+func openSides(upperListen, upperID string, reg Config) (sides, error) {
+	upperAddr, err := net.ResolveUDPAddr("udp", upperListen)
+	if err != nil {
+		return sides{}, fmt.Errorf("load: resolve UpperListen %q: %w", upperListen, err)
+	}
+	upperConn, err := net.ListenUDP("udp", upperAddr)
+	if err != nil {
+		return sides{}, fmt.Errorf("load: open the fake upper platform's socket on %s: %w (check UpperListen)", upperListen, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	token := strconv.FormatInt(time.Now().UnixNano(), 36)
+	reg.LocalIP = upperAddr.IP.String()
+	r := &runner{ctx: ctx, failReasons: map[string]int{}, cfg: reg}
+	ep, err := listen(r.cfg.LocalIP, nil, r)
+	if err != nil {
+		cancel()
+		upperConn.Close()
+		return sides{}, err
+	}
+	return sides{r: r, ep: ep, token: token, cancel: cancel,
+		upper: &fakeUpper{conn: upperConn, domain: upperID[:10], nonce: token, registered: make(chan struct{})}}, nil
+}
+
+// resolveUDP parses ip:port, or resolves a host name.
+func resolveUDP(addr, what string) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		return ap, nil
+	}
+	resolved, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("load: resolve %s %q: %w", what, addr, err)
+	}
+	return resolved.AddrPort(), nil
 }
 
 func withQueryDefaults(cfg QueryConfig) (QueryConfig, error) {
@@ -184,13 +216,9 @@ func (q *QueryLoad) SetProxy(lower, upper string) error {
 	if q.cfg.Direct || lower == "" {
 		return nil
 	}
-	addr, err := netip.ParseAddrPort(lower)
+	addr, err := resolveUDP(lower, "the proxy's lower address")
 	if err != nil {
-		resolved, rerr := net.ResolveUDPAddr("udp", lower)
-		if rerr != nil {
-			return fmt.Errorf("load: resolve the proxy's lower address %q: %w", lower, rerr)
-		}
-		addr = resolved.AddrPort()
+		return err
 	}
 	d := q.device
 	d.mu.Lock()
@@ -261,13 +289,7 @@ func (q *QueryLoad) start() {
 
 // WaitRegistered waits until the proxy has registered to the fake upper.
 func (q *QueryLoad) WaitRegistered(ctx context.Context) error {
-	select {
-	case <-q.upper.registered:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("load: the proxy did not register to the fake upper platform at %s: %w "+
-			"(is it in the proxy's upper.platforms with id %s, transport udp?)", q.UpperAddr(), ctx.Err(), q.cfg.UpperID)
-	}
+	return q.upper.waitRegistered(ctx, q.cfg.UpperID)
 }
 
 // Run registers the device to the proxy (once), waits for the proxy to

@@ -2,6 +2,8 @@ package load
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
@@ -19,6 +21,18 @@ type fakeUpper struct {
 	registered chan struct{} // closed on the proxy's first authorised REGISTER
 	regOnce    sync.Once
 	run        atomic.Pointer[queryRun] // nil between runs
+	calls      atomic.Pointer[callRun]  // the CallLoad's current (or held) run
+}
+
+// waitRegistered waits for the proxy's first authorised REGISTER.
+func (u *fakeUpper) waitRegistered(ctx context.Context, id string) error {
+	select {
+	case <-u.registered:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("load: the proxy did not register to the fake upper platform at %s: %w "+
+			"(is it in the proxy's upper.platforms with id %s, transport udp?)", u.conn.LocalAddr(), ctx.Err(), id)
+	}
 }
 
 // handle answers one datagram; scratch is the reader's reply buffer.
@@ -34,6 +48,9 @@ func (u *fakeUpper) handle(b []byte, from netip.AddrPort, scratch []byte) []byte
 				run.final(sn, h.status, h.reason)
 			}
 		}
+		if calls := u.calls.Load(); calls != nil {
+			calls.response(h, b)
+		}
 		return scratch
 	}
 	if bytes.Equal(h.method, methodREGISTER) {
@@ -43,6 +60,9 @@ func (u *fakeUpper) handle(b []byte, from netip.AddrPort, scratch []byte) []byte
 	}
 	if len(scratch) > 0 {
 		u.conn.WriteToUDPAddrPort(scratch, from)
+	}
+	if calls := u.calls.Load(); calls != nil && bytes.Equal(h.method, methodBYE) {
+		calls.peerBye(h.callID)
 	}
 	if run != nil && bytes.Equal(h.method, methodMESSAGE) {
 		if m := peekMANSCDP(h.body); m.is(rootResponse, cmdDeviceStatus) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -314,6 +315,11 @@ func registerRequest(cfg Config, local string, d device, cseq int, authorization
 // echoes Via, From, To (tagged if it was not), Call-ID and CSeq; extra is
 // more header lines, each ending in CRLF.
 func appendReply(dst, req []byte, status, extra string) []byte {
+	return appendReplyBody(dst, req, status, extra, nil)
+}
+
+// appendReplyBody is appendReply with a body; extra names its Content-Type.
+func appendReplyBody(dst, req []byte, status, extra string, body []byte) []byte {
 	hdrs, _, _ := bytes.Cut(req, crlfcrlf)
 	_, rest, _ := bytes.Cut(hdrs, crlf)
 	dst = append(append(append(dst, "SIP/2.0 "...), status...), crlf...)
@@ -337,26 +343,40 @@ func appendReply(dst, req []byte, status, extra string) []byte {
 		}
 	}
 	dst = append(dst, extra...)
-	return append(dst, "User-Agent: "+userAgent+"\r\nContent-Length: 0\r\n\r\n"...)
+	dst = append(dst, "User-Agent: "+userAgent+"\r\nContent-Length: "...)
+	dst = strconv.AppendInt(dst, int64(len(body)), 10)
+	return append(append(dst, crlfcrlf...), body...)
 }
 
 // catalogResponse is a Catalog Response with SumNum 1 and one camera channel,
 // whose ID is the device's with type code 131 (camera).
 func catalogResponse(cfg Config, local, deviceID, sn string) []byte {
 	channelID := deviceID[:10] + "131" + deviceID[13:]
-	body := fmt.Sprintf(`<?xml version="1.0" encoding="GB2312"?>`+"\r\n"+
-		"<Response>\r\n<CmdType>Catalog</CmdType>\r\n<SN>%s</SN>\r\n<DeviceID>%s</DeviceID>\r\n<SumNum>1</SumNum>\r\n"+
-		"<DeviceList Num=\"1\">\r\n<Item>\r\n<DeviceID>%s</DeviceID>\r\n<Name>Camera %s</Name>\r\n<Manufacturer>gbsim</Manufacturer>\r\n"+
-		"<Model>load</Model>\r\n<Owner>0</Owner>\r\n<CivilCode>%s</CivilCode>\r\n<Address>lab</Address>\r\n<Parental>0</Parental>\r\n"+
-		"<ParentID>%s</ParentID>\r\n<SafetyWay>0</SafetyWay>\r\n<RegisterWay>1</RegisterWay>\r\n<Secrecy>0</Secrecy>\r\n<Status>ON</Status>\r\n"+
-		"</Item>\r\n</DeviceList>\r\n</Response>\r\n",
-		sn, deviceID, channelID, channelID[15:], deviceID[:6], deviceID)
+	return catalogResponseItems(cfg, local, deviceID, sn, 1, []string{channelID}, catalogCallID(deviceID, sn))
+}
+
+// catalogResponseItems is one MESSAGE of a Catalog Response that may span
+// several: sumNum channels in all, channelIDs in this one, sent in its own
+// transaction callID.
+func catalogResponseItems(cfg Config, local, deviceID, sn string, sumNum int, channelIDs []string, callID string) []byte {
+	var body bytes.Buffer
+	fmt.Fprintf(&body, `<?xml version="1.0" encoding="GB2312"?>`+"\r\n"+
+		"<Response>\r\n<CmdType>Catalog</CmdType>\r\n<SN>%s</SN>\r\n<DeviceID>%s</DeviceID>\r\n<SumNum>%d</SumNum>\r\n"+
+		"<DeviceList Num=\"%d\">\r\n", sn, deviceID, sumNum, len(channelIDs))
+	for _, channelID := range channelIDs {
+		fmt.Fprintf(&body, "<Item>\r\n<DeviceID>%s</DeviceID>\r\n<Name>Camera %s</Name>\r\n<Manufacturer>gbsim</Manufacturer>\r\n"+
+			"<Model>load</Model>\r\n<Owner>0</Owner>\r\n<CivilCode>%s</CivilCode>\r\n<Address>lab</Address>\r\n<Parental>0</Parental>\r\n"+
+			"<ParentID>%s</ParentID>\r\n<SafetyWay>0</SafetyWay>\r\n<RegisterWay>1</RegisterWay>\r\n<Secrecy>0</Secrecy>\r\n<Status>ON</Status>\r\n"+
+			"</Item>\r\n", channelID, channelID[15:], deviceID[:6], deviceID)
+	}
+	body.WriteString("</DeviceList>\r\n</Response>\r\n")
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "MESSAGE sip:%s@%s SIP/2.0\r\n", cfg.ServerID, cfg.Domain)
-	fmt.Fprintf(&b, "Via: SIP/2.0/UDP %s;rport;branch=z9hG4bKcat-%s-%s\r\n", local, deviceID, sn)
+	fmt.Fprintf(&b, "Via: SIP/2.0/UDP %s;rport;branch=z9hG4bK%s\r\n", local, callID)
 	fmt.Fprintf(&b, "From: <sip:%s@%s>;tag=cat%s\r\n", deviceID, cfg.Domain, sn)
 	fmt.Fprintf(&b, "To: <sip:%s@%s>\r\n", cfg.ServerID, cfg.Domain)
-	fmt.Fprintf(&b, "Call-ID: %s\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\n", catalogCallID(deviceID, sn))
-	fmt.Fprintf(&b, "Content-Type: Application/MANSCDP+xml\r\nUser-Agent: %s\r\nContent-Length: %d\r\n\r\n%s", userAgent, len(body), body)
+	fmt.Fprintf(&b, "Call-ID: %s\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\n", callID)
+	fmt.Fprintf(&b, "Content-Type: Application/MANSCDP+xml\r\nUser-Agent: %s\r\nContent-Length: %d\r\n\r\n", userAgent, body.Len())
+	b.Write(body.Bytes())
 	return b.Bytes()
 }
