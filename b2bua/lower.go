@@ -105,6 +105,11 @@ func (b *B2BUA) release(st *stream, reason string) {
 	b.mu.Lock()
 	st.refs--
 	last := st.refs == 0
+	if last && b.streams[st.channelID] == st {
+		// Under the same lock: a new INVITE for the channel must call the
+		// device again, not join a stream being torn down.
+		delete(b.streams, st.channelID)
+	}
 	b.mu.Unlock()
 	if last {
 		b.endStream(st, "last receiver left ("+reason+")", true)

@@ -29,10 +29,11 @@ type call struct {
 	started  time.Time
 
 	// set while setting up; st and sink are fixed once answered
-	cancel context.CancelFunc
-	st     *stream
-	sink   *relay.Sink
-	ssrc   uint32
+	cancel   context.CancelFunc
+	st       *stream
+	sink     *relay.Sink
+	ssrc     uint32
+	ssrcHeld bool // ssrc is in the pool on this call's behalf
 
 	final    *finalAnswer  // what every copy of the INVITE is answered
 	answered chan struct{} // closed once final is set
@@ -245,7 +246,7 @@ func (b *B2BUA) setUp(ctx context.Context, c *call, req *sip.Request, tx sip.Ser
 	if mf := req.MaxForwards(); mf != nil && mf.Val() <= 1 {
 		return nil, failWith(sip.StatusTooManyHops, "too many hops (cascade loop?)")
 	}
-	c.ssrc, err = b.upperSSRC(offer.SSRC)
+	c.ssrc, c.ssrcHeld, err = b.upperSSRC(offer.SSRC)
 	if err != nil {
 		return nil, failWith(sip.StatusServiceUnavailable, err.Error())
 	}
@@ -270,12 +271,15 @@ func (b *B2BUA) setUp(ctx context.Context, c *call, req *sip.Request, tx sip.Ser
 }
 
 // upperSSRC is the y= the upper asked for, or one of ours when it gave
-// none (or an unreadable one).
-func (b *B2BUA) upperSSRC(y string) (uint32, error) {
+// none (or an unreadable one). held says whether the pool now counts it as
+// ours to release: an upper's y= that one of our streams already uses
+// stays that stream's.
+func (b *B2BUA) upperSSRC(y string) (v uint32, held bool, err error) {
 	if v, ok := parseSSRC(y); ok {
-		return v, nil
+		return v, b.ssrc.hold(v), nil
 	}
-	return b.ssrc.take(false)
+	v, err = b.ssrc.take(false)
+	return v, err == nil, err
 }
 
 // legSpec is an upper's media leg as its offer describes it.
@@ -388,7 +392,7 @@ func (b *B2BUA) endCall(c *call, reason string, byeUpper bool) {
 			}
 			b.release(c.st, reason)
 		}
-		if c.ssrc != 0 {
+		if c.ssrcHeld {
 			b.ssrc.release(c.ssrc)
 		}
 		if c.final != nil && c.final.code/100 == 2 {
