@@ -51,3 +51,22 @@ func TestParseSSRC(t *testing.T) {
 		}
 	}
 }
+
+// An upper's y= that one of our device streams already uses is not ours to
+// release when that upper's call ends.
+func TestUpperSSRCHeldOnlyWhenFree(t *testing.T) {
+	b := &B2BUA{ssrc: newSSRCPool("3402000000")}
+	ours, _ := b.ssrc.take(false)
+	if v, held, err := b.upperSSRC(formatSSRC(ours)); err != nil || v != ours || held {
+		t.Fatalf("upper asking for our stream's SSRC: %v held=%v %v; want it used but not held", v, held, err)
+	}
+	if v, held, err := b.upperSSRC("0100000001"); err != nil || v != 100000001 || !held {
+		t.Fatalf("free upper SSRC: %v held=%v %v", v, held, err)
+	}
+	if v, held, err := b.upperSSRC(""); err != nil || !held || v == ours {
+		t.Fatalf("no y=: %v held=%v %v, want a fresh one of ours", v, held, err)
+	}
+	if n := b.ssrc.size(); n != 3 {
+		t.Errorf("pool holds %d SSRCs, want 3", n)
+	}
+}
