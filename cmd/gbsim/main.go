@@ -5,6 +5,7 @@
 //	gbsim upper --listen 127.0.0.1:15060 --id 34020000002000000002 --password 12345678 --query-catalog-every 30s
 //	gbsim upper --subscribe catalog,alarm                                 # subscribe to every lower that registers
 //	gbsim upper --query RecordInfo --device 34020000001310000001         # one query, print the answers, exit
+//	gbsim upper --play 34020000001310000001 --transport tcp-passive --out live.ps --duration 10s  # live video to a file
 //
 // Run "gbsim <subcommand> -h" for every flag.
 package main
@@ -24,6 +25,7 @@ import (
 	"time"
 
 	"github.com/gbproxy/gbproxy/cmd/gbsim/sim"
+	"github.com/gbproxy/gbproxy/cmd/gbsim/sim/media"
 )
 
 const usage = `usage: gbsim <subcommand> [flags]
@@ -107,9 +109,25 @@ func runDevice(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Manufacturer, "manufacturer", "gbsim", "DeviceInfo and catalog manufacturer")
 	fs.StringVar(&cfg.Model, "model", "IPC-SIM", "DeviceInfo and catalog model")
 	fs.StringVar(&cfg.Firmware, "firmware", "1.0", "DeviceInfo firmware")
+	video := fs.String("video", "", "H.264 Annex-B file streamed on INVITE, looped (default: a built-in 2 s 320x240 clip)")
+	fs.IntVar(&cfg.FrameRate, "fps", 25, "frame rate the video is paced at")
+	fs.BoolVar(&cfg.StreamOnce, "stream-once", false, "send the video once, then keep the call up without media")
+	fs.StringVar(&cfg.MediaIP, "media-ip", "", "IP announced in SDP and bound for media (default: the address registered from)")
+	fs.IntVar(&cfg.InviteStatus, "invite-status", 0, "answer every INVITE with this error status (e.g. 486, 500) instead of 200")
+	fs.DurationVar(&cfg.InviteDelay, "invite-delay", 0, "wait this long before answering an INVITE (room for a CANCEL)")
+	fs.BoolVar(&cfg.TimestampMS, "ts-ms", false, "quirk: step RTP timestamps in milliseconds (40 a frame) instead of 90 kHz")
+	fs.BoolVar(&cfg.SendFromOtherPort, "send-from-other-port", false, "quirk: send UDP media from a port other than the one in SDP")
+	fs.IntVar(&cfg.TCPMaxRTPPacket, "tcp-max-rtp", 1400, "largest RTP packet over TCP, header included (up to 65535)")
 	verbose := fs.Bool("v", false, "debug logs, SIP stack included")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *video != "" {
+		data, err := os.ReadFile(*video)
+		if err != nil {
+			return fmt.Errorf("--video: %w", err)
+		}
+		cfg.Video = data
 	}
 	if *channels < 0 || *treeGroups < 0 || *treeChannels < 0 {
 		return errors.New("--channels, --tree-groups and --tree-channels must not be negative")
@@ -122,6 +140,7 @@ func runDevice(ctx context.Context, args []string) error {
 	for _, cmd := range splitList(*noAnswer) {
 		cfg.NoAnswer[cmd] = true
 	}
+	cfg.MaxRecordedPayload = -1 // a long-running device keeps no copy of what it streamed
 	log := newLogger(*verbose)
 	cfg.Logger = log
 	if *treeGroups > 0 {
@@ -240,10 +259,19 @@ func runUpper(ctx context.Context, args []string) error {
 	query := fs.String("query", "", "send one command of this CmdType (e.g. RecordInfo, DeviceInfo, PresetQuery), print the answers and exit")
 	root := fs.String("root", "Query", "--query: root element, Query or Control")
 	device := fs.String("device", "", "--query: DeviceID the command is about (default: the lower)")
-	lower := fs.String("lower", "", "--query: lower to send it to (default: the first that registers)")
+	lower := fs.String("lower", "", "--query, --play: lower to send it to (default: the first that registers)")
+	play := fs.String("play", "", "play this channel's live video (INVITE s=Play), write the stream to --out and exit")
+	var playOpts sim.PlayOptions
+	fs.StringVar(&playOpts.Transport, "transport", "udp", "--play: media transport: udp, tcp-passive (the upper listens) or tcp-active (the upper dials)")
+	out := fs.String("out", "", "--play: write the received PS stream (RTP payloads) to this file")
+	duration := fs.Duration("duration", 10*time.Second, "--play: how long to receive before hanging up")
+	fs.StringVar(&playOpts.SSRC, "ssrc", "", "--play: y= SSRC offered, 10 digits (default: generated)")
+	fs.BoolVar(&playOpts.NoSSRC, "no-ssrc", false, "--play: offer no y= line")
+	fs.DurationVar(&playOpts.ListenLate, "listen-late", 0, "--play tcp-passive: open the media listener only this long after the 200 OK")
+	fs.BoolVar(&playOpts.RetransmitInvite, "retransmit-invite", false, "--play: ignore the first 200 OK and send the same INVITE again")
 	var fields fieldFlag
 	fs.Var(&fields, "field", "--query: extra element Name=Value, repeatable; a Value starting with < is sent as raw XML\n(RecordInfo gets today's StartTime and EndTime unless given)")
-	timeout := fs.Duration("timeout", 30*time.Second, "--query: how long to wait for a lower and its answers")
+	timeout := fs.Duration("timeout", 30*time.Second, "--query, --play: how long to wait for a lower and its answers")
 	verbose := fs.Bool("v", false, "debug logs, SIP stack included")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -260,6 +288,9 @@ func runUpper(ctx context.Context, args []string) error {
 	defer u.Close()
 	if *query != "" {
 		return runQuery(ctx, u, *timeout, *lower, *root, *query, *device, fields)
+	}
+	if *play != "" {
+		return runPlay(ctx, u, *timeout, *lower, *play, playOpts, *duration, *out)
 	}
 	var catalogTick <-chan time.Time
 	if *queryEvery > 0 {
@@ -340,6 +371,70 @@ func runQuery(ctx context.Context, u *sim.Upper, timeout time.Duration, lowerID,
 		fmt.Printf("--- Response %d: DeviceID %s Result %q SumNum %d items %d\n%s\n", i+1, b.DeviceID, b.Result, b.SumNum, b.Items, b.Raw)
 	}
 	return err
+}
+
+// runPlay waits for the lower, plays the channel for duration (or until the lower hangs up or
+// Ctrl-C), hangs up and writes the received program stream to out.
+func runPlay(ctx context.Context, u *sim.Upper, timeout time.Duration, lowerID, channelID string, opts sim.PlayOptions, duration time.Duration, out string) error {
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	lowerID, err := waitLower(wctx, u, lowerID)
+	if err != nil {
+		return err
+	}
+	p, err := u.Play(wctx, lowerID, channelID, opts)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	fmt.Printf("playing %s at %s (Call-ID %s): %s, SSRC offered %q answered %q, media %s setup %q\n",
+		channelID, lowerID, p.CallID(), opts.Transport, p.SSRC, p.Answer.SSRC, p.Answer.Addr(), p.Answer.Setup)
+	timer := time.NewTimer(duration)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+	case <-ctx.Done():
+	case <-p.Ended():
+		fmt.Println("the lower hung up")
+	}
+	select {
+	case <-p.Ended():
+	default:
+		bctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := p.Bye(bctx); err != nil {
+			fmt.Fprintln(os.Stderr, "gbsim: BYE:", err)
+		}
+		cancel()
+	}
+	st := p.Receiver().Stats()
+	payload := p.Payload()
+	fmt.Printf("received %d RTP packets, %d payload bytes from %v\n", st.Packets, st.Bytes, st.Sources)
+	if pk := p.Packets(); len(pk) > 0 {
+		fmt.Printf("RTP SSRC %d (%010d), payload type %d\n", pk[0].SSRC, pk[0].SSRC, pk[0].PayloadType)
+	}
+	if dm, err := media.Demux(payload); err != nil {
+		fmt.Printf("PS check failed: %v\n", err)
+	} else {
+		var types []string
+		for id, typ := range dm.StreamTypes {
+			types = append(types, fmt.Sprintf("0x%02X=0x%02X", id, typ))
+		}
+		fmt.Printf("PS: %d pack headers, %d system headers, %d PSMs (stream_id=stream_type %s), %d video bytes\n",
+			dm.Packs, dm.SystemHeaders, dm.PSMs, strings.Join(types, " "), len(dm.Video))
+	}
+	if st.Err != nil {
+		fmt.Fprintln(os.Stderr, "gbsim: media:", st.Err)
+	}
+	if out != "" {
+		if err := os.WriteFile(out, payload, 0o644); err != nil {
+			return err
+		}
+		fmt.Printf("wrote %s (try: ffprobe %s)\n", out, out)
+	}
+	if st.Packets == 0 {
+		return errors.New("no media received")
+	}
+	return nil
 }
 
 func hasField(fields []sim.Field, name string) bool {

@@ -98,7 +98,7 @@ type DeviceConfig struct {
 	TCPMaxRTPPacket int
 	// MediaConnectRetry is how long the device retries dialling a TCP-passive peer; default 5 s.
 	MediaConnectRetry time.Duration
-	// MaxRecordedPayload caps the bytes SentPayload keeps per call; default 32 MiB.
+	// MaxRecordedPayload caps the bytes SentPayload keeps per call; default 32 MiB, negative keeps none.
 	MaxRecordedPayload int
 }
 
@@ -230,7 +230,7 @@ func NewDevice(cfg DeviceConfig) (*Device, error) {
 	if cfg.MediaIP != "" && net.ParseIP(cfg.MediaIP) == nil {
 		return nil, fmt.Errorf("device %s: MediaIP %q is not an IP address", cfg.ID, cfg.MediaIP)
 	}
-	if cfg.MaxRecordedPayload <= 0 {
+	if cfg.MaxRecordedPayload == 0 {
 		cfg.MaxRecordedPayload = defaultMaxRecorded
 	}
 	log := cfg.Logger

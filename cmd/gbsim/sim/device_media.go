@@ -124,7 +124,7 @@ func (d *Device) WaitStream(ctx context.Context, cond func(StreamInfo) bool) (St
 }
 
 // SentPayload returns the RTP payloads sent in a call, concatenated: the program stream, to compare
-// byte for byte with what a receiver got. At most MaxRecordedPayload bytes are kept.
+// byte for byte with what a receiver got. Recording stops before MaxRecordedPayload bytes.
 func (d *Device) SentPayload(callID string) []byte {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -152,16 +152,13 @@ func (d *Device) StopMedia(callID string) error {
 func (d *Device) HangUp(ctx context.Context, callID string) error {
 	d.mu.Lock()
 	c, ok := d.calls[callID]
-	var ended bool
-	if ok {
-		ended = c.info.Ended
-		if !ended {
-			c.info.Ended, c.info.EndReason = true, EndHangUp
-		}
+	up := ok && !c.info.Ended && c.info.Status == sip.StatusOK
+	if up {
+		c.info.Ended, c.info.EndReason = true, EndHangUp
 	}
 	d.mu.Unlock()
-	if !ok || ended {
-		return fmt.Errorf("device %s: no call %s in progress", d.cfg.ID, callID)
+	if !up {
+		return fmt.Errorf("device %s: no answered call %s in progress", d.cfg.ID, callID)
 	}
 	d.streamChange.notify()
 	d.stopMedia(c)
@@ -417,16 +414,18 @@ func (d *Device) answerInvite(req *sip.Request, c *deviceCall, offer SDP) (*sip.
 	if ct := req.Contact(); ct != nil {
 		target = ct.Address
 	}
+	dest := d.notifyDest(req)
 	d.mu.Lock()
+	// Set before Status: HangUp reads the dialog only once it sees the 200.
+	c.dlg = dialog{callID: c.info.CallID, local: req.To().Address, remote: req.From().Address,
+		localTag: localTag, remoteTag: fromTag(req), target: target}
+	c.dest = dest
 	c.ok = res
 	c.info.Transport, c.info.SSRC, c.info.Answer = transport, ssrc, answer
 	c.info.LocalAddr = net.JoinHostPort(ip, strconv.Itoa(port))
 	c.info.Remote = offer.Addr()
 	c.info.Status = sip.StatusOK
 	d.mu.Unlock()
-	c.dlg = dialog{callID: c.info.CallID, local: req.To().Address, remote: req.From().Address,
-		localTag: localTag, remoteTag: fromTag(req), target: target}
-	c.dest = d.notifyDest(req)
 	d.streamChange.notify()
 	return res, nil
 }
@@ -662,7 +661,7 @@ func (d *Device) runMedia(ctx context.Context, c *deviceCall) error {
 		d.mu.Lock()
 		c.info.Packets++
 		c.info.Bytes += len(payload)
-		if len(c.payload)+len(payload) <= d.cfg.MaxRecordedPayload {
+		if len(c.payload)+len(payload) <= d.cfg.MaxRecordedPayload && d.cfg.MaxRecordedPayload > 0 {
 			c.payload = append(c.payload, payload...)
 		}
 		d.mu.Unlock()

@@ -1,7 +1,10 @@
 // Package sim holds GB/T 28181 simulators used to test gbproxy over real sockets: Device (an IPC/NVR,
 // or a lower platform with a catalog tree, that registers to the proxy, answers queries and controls,
 // raises alarms and serves subscriptions) and Upper (an upper platform the proxy registers to, which
-// sends any query or control, acknowledges alarms and subscribes). They are written from the standard
+// sends any query or control, acknowledges alarms and subscribes). Both do live video (INVITE s=Play):
+// Device answers and streams an H.264 clip as a GB program stream over RTP (UDP, TCP active or passive),
+// Upper.Play asks for it and records what arrives; package media holds the codec and transport
+// pieces. They are written from the standard
 // on purpose, sharing no code with the proxy, so they do not share its mistakes.
 package sim
 
