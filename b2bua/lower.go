@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
-	"strconv"
 	"sync"
 	"time"
 
@@ -196,7 +194,7 @@ func (b *B2BUA) callDevice(st *stream, upperOffer *sdp.Session) {
 	st.log.Info().Str("transport", mode).Str("ssrc_lower", st.ssrcLower).Stringer("media", st.src.LocalAddr()).Msg("device stream answered")
 	close(st.ready)
 	b.wg.Add(1)
-	go b.watchSource(st)
+	go b.endOnFailure(&st.src.Leg, func(err error) { b.endStream(st, "device media leg failed: "+err.Error(), true) })
 }
 
 // deviceInvite is our INVITE to the device: our Call-ID and tags, Subject
@@ -227,7 +225,7 @@ func (b *B2BUA) deviceInvite(st *stream, upperOffer *sdp.Session, mode string) *
 		SSRC:   st.ssrcLower,
 		Format: upperOffer.Format,
 	}
-	host, port := hostPort(st.peer.Addr)
+	host, port := endpoint.SplitHostPort(st.peer.Addr)
 	req := b.lower.NewRequest(sip.INVITE,
 		sip.Uri{Scheme: "sip", User: st.channelID, Host: host, Port: port},
 		st.peer,
@@ -237,15 +235,6 @@ func (b *B2BUA) deviceInvite(st *stream, upperOffer *sdp.Session, mode string) *
 	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	req.SetBody(offer.Marshal())
 	return req
-}
-
-func hostPort(addr string) (string, int) {
-	host, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr, 0
-	}
-	port, _ := strconv.Atoi(p)
-	return host, port
 }
 
 // inviteDevice runs the INVITE transaction: the final 2xx, or an error
@@ -415,19 +404,6 @@ func (b *B2BUA) handleLowerBye(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	b.lower.Respond(tx, req, sip.StatusOK, "OK", nil)
 	b.endStream(st, "BYE from the device", false)
-}
-
-// watchSource ends the stream when its media leg fails (the device closed
-// its TCP connection, or our connect to it gave up).
-func (b *B2BUA) watchSource(st *stream) {
-	defer b.wg.Done()
-	select {
-	case <-st.src.Done():
-		if err := st.src.Err(); err != nil {
-			b.endStream(st, "device media leg failed: "+err.Error(), true)
-		}
-	case <-b.ctx.Done():
-	}
 }
 
 // endStream ends the device call and every upper call on it. byeDevice is

@@ -266,7 +266,7 @@ func (b *B2BUA) setUp(ctx context.Context, c *call, req *sip.Request, tx sip.Ser
 		return nil, failWith(sip.StatusServiceUnavailable, "no media port: "+err.Error())
 	}
 	b.wg.Add(1)
-	go b.watchSink(c)
+	go b.endOnFailure(&c.sink.Leg, func(err error) { b.endCall(c, "upper media leg failed: "+err.Error(), true) })
 	return b.upperAnswer(c, offer, leg).Marshal(), nil
 }
 
@@ -358,14 +358,14 @@ func cmpOr(a, b string) string {
 	return b
 }
 
-// watchSink ends the call when its media leg fails (upper closed its TCP
-// connection, or never accepted ours).
-func (b *B2BUA) watchSink(c *call) {
+// endOnFailure runs end when leg fails on its own (the peer closed its TCP
+// media connection, a connect gave up), not when we close it.
+func (b *B2BUA) endOnFailure(leg *relay.Leg, end func(error)) {
 	defer b.wg.Done()
 	select {
-	case <-c.sink.Done():
-		if err := c.sink.Err(); err != nil {
-			b.endCall(c, "upper media leg failed: "+err.Error(), true)
+	case <-leg.Done():
+		if err := leg.Err(); err != nil {
+			end(err)
 		}
 	case <-b.ctx.Done():
 	}

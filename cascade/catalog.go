@@ -166,7 +166,7 @@ func (cc *catalogCollector) stop() {
 // replace the request's own of the same name.
 func (c *Cascade) sendToDevice(ctx context.Context, dev Device, method sip.RequestMethod, body []byte, headers ...sip.Header) (*sip.Response, error) {
 	peer := endpoint.Peer{Transport: dev.Transport, Addr: dev.Remote}
-	host, port := splitHostPort(dev.Remote)
+	host, port := endpoint.SplitHostPort(dev.Remote)
 	req := c.lower.NewRequest(method,
 		sip.Uri{Scheme: "sip", User: dev.ID, Host: host, Port: port},
 		peer,

@@ -560,7 +560,7 @@ func (s *subscriptions) subscribeDevice(ctx context.Context, key downKey, sub *d
 	if !ok {
 		return nil, fmt.Errorf("device %s unknown", key.deviceID)
 	}
-	host, port := splitHostPort(dev.Remote)
+	host, port := endpoint.SplitHostPort(dev.Remote)
 	peer := endpoint.Peer{Transport: dev.Transport, Addr: dev.Remote}
 	var req *sip.Request
 	if sub == nil {

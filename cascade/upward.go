@@ -255,7 +255,7 @@ func (u *upperClient) peer(ctx context.Context, t upperTarget) (endpoint.Peer, e
 
 // newRequest builds a request to the upper platform t.
 func (u *upperClient) newRequest(method sip.RequestMethod, t upperTarget, peer endpoint.Peer) *sip.Request {
-	host, port := splitHostPort(t.addr)
+	host, port := endpoint.SplitHostPort(t.addr)
 	domain := u.cfg.Domain
 	if t.id != u.cfg.ID && len(t.id) >= 10 {
 		domain = t.id[:10]
@@ -449,12 +449,3 @@ func (u *upperClient) unregister(ctx context.Context) {
 }
 
 func secondsDuration(n int) time.Duration { return time.Duration(n) * time.Second }
-
-func splitHostPort(addr string) (string, int) {
-	host, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr, 0
-	}
-	port, _ := strconv.Atoi(p)
-	return host, port
-}

@@ -261,6 +261,17 @@ func (e *Endpoint) RespondWith(tx sip.ServerTransaction, req *sip.Request, res *
 	}
 }
 
+// SplitHostPort splits a host:port into a SIP URI's host and port (0 when
+// addr has none).
+func SplitHostPort(addr string) (string, int) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr, 0
+	}
+	port, _ := strconv.Atoi(p)
+	return host, port
+}
+
 // Contact is our Contact URI toward dest: sip:id@host:port.
 func (e *Endpoint) Contact(id, dest string) sip.Uri {
 	return sip.Uri{Scheme: "sip", User: id, Host: e.HostFor(dest), Port: e.port}
