@@ -16,6 +16,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -307,3 +308,6 @@ var phrases = map[int]string{
 func failWith(code int, detail string) *statusError {
 	return &statusError{code: code, phrase: phrases[code], detail: detail}
 }
+
+// phraseSafe keeps a detail that goes into a reason phrase on one line.
+var phraseSafe = strings.NewReplacer("\r", " ", "\n", " ")

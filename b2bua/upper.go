@@ -135,7 +135,7 @@ func (b *B2BUA) answerNew(c *call, req *sip.Request, tx sip.ServerTransaction) {
 		}
 		c.log.Warn().Int("status", se.code).Str("reason", se.detail).Msg("live INVITE refused")
 		b.metrics.Inc("gbproxy_calls_total", "platform", c.upperID, "result", fmt.Sprint(se.code))
-		c.final = &finalAnswer{code: se.code, reason: cmpOr(se.phrase, "Error") + " (" + se.detail + ")"}
+		c.final = &finalAnswer{code: se.code, reason: cmpOr(se.phrase, "Error") + " (" + phraseSafe.Replace(se.detail) + ")"}
 		close(c.answered)
 		b.respond(c, req, tx)
 		b.endCall(c, "set-up failed", false)
