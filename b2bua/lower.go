@@ -33,16 +33,22 @@ type stream struct {
 	ready  chan struct{} // closed when answered or failed
 	err    error         // set before ready is closed when the device did not answer 2xx
 
-	// device dialog, once answered
+	// device dialog once answered, guarded by mu (teardown may race it)
 	invite   *sip.Request
 	response *sip.Response
-	answer   *sdp.Session
+	answer   *sdp.Session // set before ready is closed
 
 	refs    int // calls attached, guarded by B2BUA.mu
 	endOnce sync.Once
 
 	mu    sync.Mutex // guards ended against attach: teardown may race set-up
 	ended bool
+}
+
+func (st *stream) setDialog(inv *sip.Request, res *sip.Response) {
+	st.mu.Lock()
+	st.invite, st.response = inv, res
+	st.mu.Unlock()
 }
 
 // attach gives st its relay leg and SSRC unless it has ended meanwhile.
@@ -74,10 +80,12 @@ func (b *B2BUA) joinStream(ctx context.Context, c *call, callee Callee, offer *s
 	st := b.streams[callee.ChannelID]
 	fresh := st == nil
 	if fresh {
-		st = &stream{channelID: callee.ChannelID, deviceID: callee.DeviceID, peer: callee.Peer, ready: make(chan struct{})}
+		st = &stream{channelID: callee.ChannelID, deviceID: callee.DeviceID, peer: callee.Peer,
+			callID: sip.GenerateTagN(24), ready: make(chan struct{})}
 		st.ctx, st.cancel = context.WithCancel(b.ctx)
-		st.log = b.log.With().Str("channel_id", st.channelID).Str("device_id", st.deviceID).Logger()
+		st.log = b.log.With().Str("channel_id", st.channelID).Str("device_id", st.deviceID).Str("lower_call_id", st.callID).Logger()
 		b.streams[callee.ChannelID] = st
+		b.byLower[st.callID] = st
 	}
 	st.refs++
 	c.st = st
@@ -148,19 +156,12 @@ func (b *B2BUA) callDevice(st *stream, upperOffer *sdp.Session) {
 	}
 	st.ssrcLower = formatSSRC(ssrc)
 	req := b.deviceInvite(st, upperOffer, mode)
-	st.invite = req
-	st.callID = req.CallID().Value()
-	st.log = st.log.With().Str("lower_call_id", st.callID).Logger()
-	b.mu.Lock()
-	b.byLower[st.callID] = st
-	b.mu.Unlock()
-
 	res, err := b.inviteDevice(st, req)
 	if err != nil {
 		fail(err)
 		return
 	}
-	st.response = res
+	st.setDialog(req, res)
 	if err := b.ack(st, req, res); err != nil {
 		st.log.Warn().Err(err).Msg("ACK to the device failed to send")
 	}
@@ -231,6 +232,8 @@ func (b *B2BUA) deviceInvite(st *stream, upperOffer *sdp.Session, mode string) *
 		st.peer,
 		sip.Uri{Scheme: "sip", User: b.cfg.ID, Host: b.cfg.Domain},
 		sip.Uri{Scheme: "sip", User: st.channelID, Host: b.cfg.Domain})
+	cid := sip.CallIDHeader(st.callID)
+	req.ReplaceHeader(&cid)
 	req.AppendHeader(sip.NewHeader("Subject", st.channelID+":"+st.ssrcLower+","+b.cfg.ID+":0"))
 	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	req.SetBody(offer.Marshal())
@@ -302,7 +305,7 @@ func (b *B2BUA) cancelDevice(st *stream, req *sip.Request, tx sip.ClientTransact
 				continue
 			}
 			if res.IsSuccess() {
-				st.response = res
+				st.setDialog(req, res)
 				_ = b.ack(st, req, res)
 				b.byeDevice(st)
 			}
@@ -325,7 +328,7 @@ func (b *B2BUA) cancelDevice(st *stream, req *sip.Request, tx sip.ClientTransact
 				continue
 			}
 			if res.IsSuccess() {
-				st.response = res
+				st.setDialog(req, res)
 				_ = b.ack(st, req, res)
 				b.byeDevice(st)
 			}
@@ -382,15 +385,18 @@ func (b *B2BUA) deviceRequest(st *stream, method sip.RequestMethod, inv *sip.Req
 
 // byeDevice ends our call to the device, best effort.
 func (b *B2BUA) byeDevice(st *stream) {
-	if st.response == nil {
+	st.mu.Lock()
+	inv, res := st.invite, st.response
+	st.mu.Unlock()
+	if res == nil {
 		return
 	}
-	req := b.deviceRequest(st, sip.BYE, st.invite, st.response, st.invite.CSeq().SeqNo+1)
+	req := b.deviceRequest(st, sip.BYE, inv, res, inv.CSeq().SeqNo+1)
 	ctx, cancel := context.WithTimeout(context.Background(), byeTimeout)
 	defer cancel()
-	res, err := b.lower.Do(ctx, req)
-	if err != nil || !res.IsSuccess() {
-		st.log.Warn().Err(err).Int("status", statusOf(res)).Msg("device did not take our BYE; the stream is ended on our side")
+	ans, err := b.lower.Do(ctx, req)
+	if err != nil || !ans.IsSuccess() {
+		st.log.Warn().Err(err).Int("status", statusOf(ans)).Msg("device did not take our BYE; the stream is ended on our side")
 	}
 }
 
