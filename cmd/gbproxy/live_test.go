@@ -641,3 +641,58 @@ func TestLiveNetworkZones(t *testing.T) {
 	play.Close()
 	requireClean(t, rig.p)
 }
+
+// TestLiveThreeLevels: upper platform ← top proxy ← middle proxy ← camera.
+// Each level has its own SSRC toward the next; the upper still gets the one
+// it asked for, the camera's bytes unchanged, and BYE clears both proxies.
+func TestLiveThreeLevels(t *testing.T) {
+	const midID, camID = "34020100002000000001", "34020100001320000001"
+	up := newUpper(t, "127.0.0.1:0", nil)
+	top := startProxy(t, "", upperPlatformYAML(up.Addr(), "udp")+refreshYAML+"  stream_mode: tcp-passive\n")
+	mid := startProxy(t, "", proxyAsUpperYAML(midID, proxyID, top.lowerAddr()))
+	cam := newDevice(t, mid, camID, "udp", 1, func(c *sim.DeviceConfig) { c.ServerID, c.Domain = midID, midID[:10] })
+	ctx := ctxTimeout(t, 30*time.Second)
+	if err := cam.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ch := sim.MakeChannels(camID, 1)[0].ID
+	eventually(t, 8*time.Second, "the camera's channel reaches the top proxy", func() bool { return len(top.channels(midID)) == 1 })
+	if _, err := up.WaitRegistered(ctx, proxyID); err != nil {
+		t.Fatal(err)
+	}
+	const ssrc = "0440100005"
+	play, err := up.Play(ctx, proxyID, ch, sim.PlayOptions{Transport: "tcp-active", SSRC: ssrc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := play.WaitBytes(ctx, clipBytes(t)); err != nil {
+		t.Fatal(err)
+	}
+	for _, pk := range play.Packets() {
+		if fmt.Sprintf("%010d", pk.SSRC) != ssrc {
+			t.Fatalf("SSRC %010d three levels up, want %s", pk.SSRC, ssrc)
+		}
+	}
+	got := play.Payload()
+	st := cam.Streams()[0]
+	var sent []byte
+	eventually(t, time.Second, "camera's record to catch up", func() bool { sent = cam.SentPayload(st.CallID); return len(sent) >= len(got) })
+	if !bytes.Equal(got, sent[:len(got)]) {
+		t.Fatal("PS payload changed on its way through two proxies")
+	}
+	topS, midS := top.sessions(), mid.sessions()
+	if len(topS) != 1 || len(midS) != 1 || topS[0].LowerTransport != "tcp-passive" || midS[0].UpperTransport != "tcp-active" {
+		t.Fatalf("sessions: top %+v, middle %+v", topS, midS)
+	}
+	if topS[0].SSRCLower != midS[0].SSRCUpper || midS[0].SSRCLower == topS[0].SSRCLower {
+		t.Errorf("SSRCs per level: top→middle %s (middle sees %s), middle→camera %s", topS[0].SSRCLower, midS[0].SSRCUpper, midS[0].SSRCLower)
+	}
+	if err := play.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cam.WaitStream(ctx, func(s sim.StreamInfo) bool { return s.Ended && s.EndReason == sim.EndBye }); err != nil {
+		t.Fatal("camera call not ended three levels down: ", err)
+	}
+	requireClean(t, top)
+	requireClean(t, mid)
+}
