@@ -107,8 +107,8 @@ func readFrames(conn *net.TCPConn, in *inbound, deliver func(*scratch, []pkt, in
 					sc.pkts = sc.pkts[:0]
 				}
 			}
+			in.commit(now) // counts first, as for UDP: a reader of Stats never lags what was forwarded
 			deliver(sc, sc.pkts, now)
-			in.commit(now)
 			putScratch(sc)
 			if ferr != nil {
 				return ferr
