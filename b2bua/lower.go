@@ -392,7 +392,7 @@ func (b *B2BUA) byeDevice(st *stream) {
 		return
 	}
 	req := b.deviceRequest(st, sip.BYE, inv, res, inv.CSeq().SeqNo+1)
-	ctx, cancel := context.WithTimeout(context.Background(), byeTimeout)
+	ctx, cancel := context.WithTimeout(b.ctx, byeTimeout)
 	defer cancel()
 	ans, err := b.lower.Do(ctx, req)
 	if err != nil || !ans.IsSuccess() {
@@ -430,10 +430,11 @@ func (b *B2BUA) endStream(st *stream, reason string, byeDevice bool) {
 		b.mu.Unlock()
 		st.cancel()               // a pending device INVITE is cancelled
 		for _, c := range calls { // calls still setting up fail on their own
-			go b.endCall(c, reason, true)
-		}
-		if byeDevice {
-			b.byeDevice(st)
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				b.endCall(c, reason, true)
+			}()
 		}
 		st.mu.Lock()
 		st.ended = true
@@ -446,5 +447,9 @@ func (b *B2BUA) endStream(st *stream, reason string, byeDevice bool) {
 			b.ssrc.release(ssrc)
 		}
 		st.log.Info().Str("reason", reason).Msg("device stream ended")
+		// Last: a device that is gone must not hold the ports for byeTimeout.
+		if byeDevice {
+			b.byeDevice(st)
+		}
 	})
 }
