@@ -205,7 +205,7 @@ func (b *B2BUA) deviceInvite(st *stream, upperOffer *sdp.Session, mode string) *
 	um := upperOffer.FirstMedia("video")
 	m := sdp.Media{Kind: "video", Port: int(st.src.LocalAddr().Port()), Proto: "RTP/AVP", Formats: um.Formats}
 	m.Attributes = codecAttributes(um)
-	m.SetAttr("recvonly", "")
+	m.SetAttr(deviceDirection(um), "")
 	switch mode {
 	case "tcp-passive":
 		m.Proto = "TCP/RTP/AVP"

@@ -34,6 +34,7 @@ type call struct {
 	sink     *relay.Sink
 	ssrc     uint32
 	ssrcHeld bool // ssrc is in the pool on this call's behalf
+	talkBack bool // the upper's media on its leg goes to the device
 
 	final    *finalAnswer  // what every copy of the INVITE is answered
 	answered chan struct{} // closed once final is set
@@ -256,9 +257,17 @@ func (b *B2BUA) setUp(ctx context.Context, c *call, req *sip.Request, tx sip.Ser
 	if err != nil {
 		return nil, err
 	}
-	c.sink, err = st.src.AddSink(b.upperBind, leg.transport, leg.dest, c.ssrc, relay.SinkOptions{
-		ID: c.callID, AllowedDest: b.allow[c.upperID],
-	})
+	// Two-way audio when both ends send (a=sendrecv): what the upper sends on
+	// its leg goes to the device. One viewer of a stream at a time.
+	opts := relay.SinkOptions{ID: c.callID, AllowedDest: b.allow[c.upperID], ReverseSSRC: st.ssrc,
+		Reverse: m.Direction() == "sendrecv" && st.answer.FirstMedia("video").Direction() == "sendrecv"}
+	c.sink, err = st.src.AddSink(b.upperBind, leg.transport, leg.dest, c.ssrc, opts)
+	if errors.Is(err, relay.ErrReverseTaken) {
+		c.log.Info().Msg("another viewer already talks back to this device; this one only receives")
+		opts.Reverse = false
+		c.sink, err = st.src.AddSink(b.upperBind, leg.transport, leg.dest, c.ssrc, opts)
+	}
+	c.talkBack = opts.Reverse
 	switch {
 	case errors.Is(err, relay.ErrDestNotAllowed):
 		return nil, failWith(sip.StatusForbidden, "media destination "+leg.dest.String()+" not in this platform's media_allow")
@@ -321,7 +330,11 @@ func (b *B2BUA) upperAnswer(c *call, offer *sdp.Session, leg legSpec) *sdp.Sessi
 		m.Proto = "TCP/RTP/AVP"
 	}
 	m.Attributes = codecAttributes(dm)
-	m.SetAttr("sendonly", "")
+	if c.talkBack {
+		m.SetAttr("sendrecv", "")
+	} else {
+		m.SetAttr("sendonly", "")
+	}
 	if leg.setup != "" {
 		m.SetAttr("setup", leg.setup)
 		m.SetAttr("connection", "new")
@@ -335,6 +348,15 @@ func (b *B2BUA) upperAnswer(c *call, offer *sdp.Session, leg legSpec) *sdp.Sessi
 		SSRC:   formatSSRC(c.ssrc),
 		Format: cmpOr(dev.Format, offer.Format),
 	}
+}
+
+// deviceDirection is our a= toward the device: sendrecv when the upper
+// wants to send back too (two-way audio), else recvonly.
+func deviceDirection(upper *sdp.Media) string {
+	if upper.Direction() == "sendrecv" {
+		return "sendrecv"
+	}
+	return "recvonly"
 }
 
 // codecAttributes keeps a media's attributes that describe the stream

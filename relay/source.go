@@ -29,6 +29,9 @@ type SourceOptions struct {
 	OnIdle func()
 }
 
+// ErrReverseTaken: a Source carries reverse media from one Sink only.
+var ErrReverseTaken = errors.New("relay: source already has a sink carrying reverse media; remove it first")
+
 // Source is a receive leg on a local port, feeding any number of Sinks.
 // A UDP Source latches on the first sender (from ExpectIP if set): the
 // address announced in SDP is often wrong behind NAT.
@@ -374,7 +377,7 @@ func (s *Source) addSink(k *Sink) error {
 	}
 	if k.reverse {
 		if s.hasReverse {
-			return errors.New("relay: source already has a sink carrying reverse media; remove it first")
+			return ErrReverseTaken
 		}
 		s.hasReverse = true
 	}

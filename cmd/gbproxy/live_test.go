@@ -696,3 +696,40 @@ func TestLiveThreeLevels(t *testing.T) {
 	requireClean(t, top)
 	requireClean(t, mid)
 }
+
+// TestLiveTalkBack: an upper offering a=sendrecv gets it when the device
+// answers sendrecv, and what it sends on its leg reaches the device; a
+// second viewer of the same stream only receives.
+func TestLiveTalkBack(t *testing.T) {
+	rig := newLiveRig(t, rigOptions{})
+	ctx := ctxTimeout(t, 20*time.Second)
+	play := rig.startPlay(t, ctx, rig.upper, sim.PlayOptions{Transport: "udp", TalkBack: true})
+	if play.Answer.Direction != "sendrecv" {
+		t.Fatalf("answer a=%s to a sendrecv offer, want sendrecv", play.Answer.Direction)
+	}
+	if st := rig.dev.Streams()[0]; st.Offer.Direction != "sendrecv" {
+		t.Fatalf("device offered a=%s, want sendrecv", st.Offer.Direction)
+	}
+	other := rig.startPlay(t, ctx, rig.upper, sim.PlayOptions{Transport: "udp", TalkBack: true})
+	if other.Answer.Direction != "sendonly" {
+		t.Errorf("second viewer answered a=%s, want sendonly (one talks back at a time)", other.Answer.Direction)
+	}
+	conn, err := net.Dial("udp", play.Answer.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const n = 20
+	for i := range n {
+		pkt := []byte{0x80, 8, 0, byte(i), 0, 0, 0, byte(i), 0, 0, 0, 7} // PCMA, SSRC 7
+		if _, err := conn.Write(append(pkt, make([]byte, 160)...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := rig.dev.WaitStream(ctx, func(s sim.StreamInfo) bool { return s.Received >= n }); err != nil {
+		t.Fatalf("device got %d of the %d packets the upper sent back: %v", rig.dev.Streams()[0].Received, n, err)
+	}
+	other.Close()
+	play.Close()
+	requireClean(t, rig.p)
+}

@@ -57,11 +57,14 @@ type StreamInfo struct {
 	Acked           bool
 	Streaming       bool // the media loop is running (a TCP connection may still be pending)
 	Packets, Bytes  int  // RTP packets and payload bytes sent
-	Ended           bool
-	EndReason       string // EndBye, EndHangUp, EndCancel, EndReject, EndNoAck, EndClose; "" while up
-	MediaErr        string // why the media stopped early: connect or send failure
-	Offer, Answer   SDP    // Answer is zero unless the INVITE was answered 200
-	Started         time.Time
+	// Received counts RTP packets the peer sent back on a UDP media leg answered a=sendrecv
+	// (two-way audio: the offer said sendrecv).
+	Received      int
+	Ended         bool
+	EndReason     string // EndBye, EndHangUp, EndCancel, EndReject, EndNoAck, EndClose; "" while up
+	MediaErr      string // why the media stopped early: connect or send failure
+	Offer, Answer SDP    // Answer is zero unless the INVITE was answered 200
+	Started       time.Time
 }
 
 // deviceCall is one INVITE dialog on the device side.
@@ -388,7 +391,7 @@ func (d *Device) answerInvite(req *sip.Request, c *deviceCall, offer SDP) (*sip.
 		"c=IN IP4 " + ip,
 		"t=0 0",
 		"m=video " + strconv.Itoa(port) + " " + proto + " 96",
-		"a=sendonly",
+		"a=" + answerDirection(offer.Direction),
 		"a=rtpmap:96 PS/90000",
 	}
 	if setup != "" {
@@ -629,6 +632,8 @@ func (d *Device) runMedia(ctx context.Context, c *deviceCall) error {
 		s, err = media.NewUDPSender(conn, remote)
 		if err != nil {
 			_ = conn.Close()
+		} else if answerDirection(c.info.Offer.Direction) == "sendrecv" {
+			go d.countReverse(c, conn)
 		}
 	case "tcp-active":
 		s, err = media.DialTCPSender(ctx, local, remote, d.cfg.MediaConnectRetry)
@@ -684,5 +689,32 @@ func (d *Device) closeCalls() {
 	for _, c := range calls {
 		d.endCall(c, EndClose, 0)
 		d.releaseMedia(c)
+	}
+}
+
+// answerDirection is the device's a= direction for an offer's: a camera sends, and also takes
+// media back (two-way audio) when the offer sends too.
+func answerDirection(offered string) string {
+	if offered == "sendrecv" {
+		return "sendrecv"
+	}
+	return "sendonly"
+}
+
+// countReverse counts the RTP packets arriving on a UDP media socket until it is closed.
+func (d *Device) countReverse(c *deviceCall, conn *net.UDPConn) {
+	buf := make([]byte, 65536)
+	for {
+		n, err := conn.Read(buf)
+		if err != nil {
+			return
+		}
+		if _, _, err := media.ParseRTP(buf[:n]); err != nil {
+			continue
+		}
+		d.mu.Lock()
+		c.info.Received++
+		d.mu.Unlock()
+		d.streamChange.notify()
 	}
 }

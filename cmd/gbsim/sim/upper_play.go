@@ -49,6 +49,9 @@ type PlayOptions struct {
 	RetransmitInvite bool
 	// ConnectRetry (tcp-active) is how long the upper retries connecting; default 5 s.
 	ConnectRetry time.Duration
+	// TalkBack offers a=sendrecv instead of recvonly: the upper will send media (two-way audio) back
+	// on the same leg.
+	TalkBack bool
 }
 
 // Play is a live-video call the upper made to a lower, and the media it receives.
@@ -247,7 +250,7 @@ func (u *Upper) Play(ctx context.Context, lowerID, channelID string, opts PlayOp
 		"c=IN IP4 " + ip,
 		"t=0 0",
 		"m=video " + strconv.Itoa(port) + " " + proto + " 96 97 98",
-		"a=recvonly",
+		"a=" + map[bool]string{false: "recvonly", true: "sendrecv"}[opts.TalkBack],
 		"a=rtpmap:96 PS/90000",
 		"a=rtpmap:97 MPEG4/90000",
 		"a=rtpmap:98 H264/90000",
