@@ -28,8 +28,8 @@ func checkGoroutines(t *testing.T) {
 	t.Helper()
 	before := runtime.NumGoroutine()
 	t.Cleanup(func() {
-		// Generous: under a loaded -race run, sipgo's goroutines of a closed
-		// stack took more than 3 s to wind down once; a real leak never does.
+		// Generous: once, under a loaded -race run of every package, 3 s was
+		// not enough for a closed stack to wind down; a real leak never does.
 		deadline := time.Now().Add(10 * time.Second)
 		for runtime.NumGoroutine() > before {
 			if time.Now().After(deadline) {
