@@ -170,10 +170,17 @@ func (r *Relay) pool(ip netip.Addr) *portPool {
 // checkDest refuses an unusable destination, and one outside the relay's
 // allowed list or the leg's own (both apply when both are set).
 func (r *Relay) checkDest(dest netip.AddrPort, legAllowed []netip.Prefix) error {
+	return CheckDest(dest, r.cfg.AllowedDest, legAllowed)
+}
+
+// CheckDest refuses an unusable media destination, and one outside any of
+// the non-empty allowed lists (wrapping ErrDestNotAllowed), so that a caller
+// can refuse a forged SDP before setting anything up.
+func CheckDest(dest netip.AddrPort, allowedLists ...[]netip.Prefix) error {
 	if !dest.IsValid() || dest.Port() == 0 || dest.Addr().IsUnspecified() {
 		return fmt.Errorf("relay: destination %q is not a usable address:port; check the peer's SDP c= and m= lines", dest)
 	}
-	for _, allowed := range [][]netip.Prefix{r.cfg.AllowedDest, legAllowed} {
+	for _, allowed := range allowedLists {
 		if len(allowed) > 0 && !slices.ContainsFunc(allowed, func(p netip.Prefix) bool { return p.Contains(dest.Addr().Unmap()) }) {
 			return fmt.Errorf("relay: refusing to send media to %s: %w; add its network to the allowed list if it is a real peer", dest, ErrDestNotAllowed)
 		}

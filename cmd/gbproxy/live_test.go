@@ -455,6 +455,9 @@ func TestLiveRefusals(t *testing.T) {
 		if statusOf(err) != 403 {
 			t.Errorf("media to 127.0.0.1 outside media_allow: %v, want 403", err)
 		}
+		if n := len(rig.dev.Streams()); n != 0 {
+			t.Errorf("device was called %d times for INVITEs refused before any set-up", n)
+		}
 		requireClean(t, rig.p)
 	})
 	t.Run("device busy", func(t *testing.T) {
