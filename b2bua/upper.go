@@ -233,11 +233,6 @@ func (b *B2BUA) setUp(ctx context.Context, c *call, req *sip.Request, tx sip.Ser
 	if err != nil {
 		return nil, failWith(sip.StatusNotAcceptableHere, err.Error())
 	}
-	if leg.transport != relay.TCPPassive { // checked before the device is called
-		if err := relay.CheckDest(leg.dest, b.allow[c.upperID]); err != nil {
-			return nil, failWith(sip.StatusForbidden, "media destination "+leg.dest.String()+" not in this platform's media_allow")
-		}
-	}
 	callee, err := b.dir.Callee(c.upperID, c.targetID)
 	switch {
 	case errors.Is(err, ErrUnknownUpper):
@@ -251,6 +246,11 @@ func (b *B2BUA) setUp(ctx context.Context, c *call, req *sip.Request, tx sip.Ser
 	}
 	if mf := req.MaxForwards(); mf != nil && mf.Val() <= 1 {
 		return nil, failWith(sip.StatusTooManyHops, "too many hops (cascade loop?)")
+	}
+	if leg.transport != relay.TCPPassive { // checked before the device is called
+		if err := relay.CheckDest(leg.dest, b.allow[c.upperID]); err != nil {
+			return nil, failWith(sip.StatusForbidden, "media destination "+leg.dest.String()+" not in this platform's media_allow")
+		}
 	}
 	c.ssrc, c.ssrcHeld, err = b.upperSSRC(offer.SSRC)
 	if err != nil {
