@@ -99,18 +99,11 @@ type fakeBridgedCall struct {
 }
 
 func startFakeB2BUA(t *testing.T, upperAddr string) *fakeB2BUA {
-	open := func() *net.UDPConn {
-		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
 	ua, err := net.ResolveUDPAddr("udp", upperAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeB2BUA{t: t, lower: open(), upper: open(), upperAddr: ua, items: map[string]bool{},
+	f := &fakeB2BUA{t: t, lower: loopbackUDP(t), upper: loopbackUDP(t), upperAddr: ua, items: map[string]bool{},
 		calls: map[string]*fakeBridgedCall{}, byLower: map[string]*fakeBridgedCall{}, acks: map[string]int{}}
 	var wg sync.WaitGroup
 	for _, c := range []*net.UDPConn{f.lower, f.upper} {

@@ -60,18 +60,11 @@ type fakeRelay struct {
 }
 
 func startFakeRelay(t *testing.T, upperAddr string) *fakeRelay {
-	open := func() *net.UDPConn {
-		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
 	ua, err := net.ResolveUDPAddr("udp", upperAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeRelay{t: t, lower: open(), upper: open(), upperAddr: ua, upperSN: map[int64][]byte{}, relayed: map[string]bool{}}
+	f := &fakeRelay{t: t, lower: loopbackUDP(t), upper: loopbackUDP(t), upperAddr: ua, upperSN: map[int64][]byte{}, relayed: map[string]bool{}}
 	f.down = newTemplate(testServerID, testDomain, testDeviceID, testDomain, f.lower.LocalAddr().String(), "relay-down-")
 	f.up = newTemplate(testServerID, testDomain, testUpperID, testUpperID[:10], f.upper.LocalAddr().String(), "relay-up-")
 	var wg sync.WaitGroup
@@ -393,4 +386,14 @@ func FuzzScan(f *testing.F) {
 			t.Fatalf("reply to an accepted request does not scan: %v", err)
 		}
 	})
+}
+
+// loopbackUDP opens a UDP socket on 127.0.0.1 for a fake peer.
+func loopbackUDP(t *testing.T) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
