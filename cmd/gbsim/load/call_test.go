@@ -105,33 +105,7 @@ func startFakeB2BUA(t *testing.T, upperAddr string) *fakeB2BUA {
 	}
 	f := &fakeB2BUA{t: t, lower: loopbackUDP(t), upper: loopbackUDP(t), upperAddr: ua, items: map[string]bool{},
 		calls: map[string]*fakeBridgedCall{}, byLower: map[string]*fakeBridgedCall{}, acks: map[string]int{}}
-	var wg sync.WaitGroup
-	for _, c := range []*net.UDPConn{f.lower, f.upper} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 65536)
-			for {
-				n, from, err := c.ReadFromUDP(buf)
-				if err != nil {
-					return
-				}
-				msg, err := parse(bytes.Clone(buf[:n]))
-				if err != nil {
-					t.Errorf("load generator sent an unparsable message: %v\n%s", err, buf[:n])
-					continue
-				}
-				f.mu.Lock()
-				if c == f.lower {
-					f.fromDevice(msg, from)
-				} else {
-					f.fromUpper(msg, from)
-				}
-				f.mu.Unlock()
-			}
-		}()
-	}
-	t.Cleanup(func() { f.lower.Close(); f.upper.Close(); wg.Wait() })
+	serveFake(t, &f.mu, f.lower, f.upper, f.fromDevice, f.fromUpper)
 	(&fakeRelay{upper: f.upper, upperAddr: ua}).register("")
 	return f
 }

@@ -67,33 +67,7 @@ func startFakeRelay(t *testing.T, upperAddr string) *fakeRelay {
 	f := &fakeRelay{t: t, lower: loopbackUDP(t), upper: loopbackUDP(t), upperAddr: ua, upperSN: map[int64][]byte{}, relayed: map[string]bool{}}
 	f.down = newTemplate(testServerID, testDomain, testDeviceID, testDomain, f.lower.LocalAddr().String(), "relay-down-")
 	f.up = newTemplate(testServerID, testDomain, testUpperID, testUpperID[:10], f.upper.LocalAddr().String(), "relay-up-")
-	var wg sync.WaitGroup
-	for _, c := range []*net.UDPConn{f.lower, f.upper} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 65536)
-			for {
-				n, from, err := c.ReadFromUDP(buf)
-				if err != nil {
-					return
-				}
-				msg, err := parse(buf[:n])
-				if err != nil {
-					t.Errorf("load generator sent an unparsable message: %v\n%s", err, buf[:n])
-					continue
-				}
-				f.mu.Lock()
-				if c == f.lower {
-					f.fromDevice(msg, from)
-				} else {
-					f.fromUpper(msg, from)
-				}
-				f.mu.Unlock()
-			}
-		}()
-	}
-	t.Cleanup(func() { f.lower.Close(); f.upper.Close(); wg.Wait() })
+	serveFake(t, &f.mu, f.lower, f.upper, f.fromDevice, f.fromUpper)
 	f.register("")
 	return f
 }
@@ -396,4 +370,37 @@ func loopbackUDP(t *testing.T) *net.UDPConn {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// serveFake reads both sockets of a fake middle box (device side, upper
+// side) until the test ends, and hands each parsed message to that side's
+// handler under mu.
+func serveFake(t *testing.T, mu *sync.Mutex, lower, upper *net.UDPConn, fromDevice, fromUpper func(message, *net.UDPAddr)) {
+	var wg sync.WaitGroup
+	for _, c := range []*net.UDPConn{lower, upper} {
+		handle := fromDevice
+		if c == upper {
+			handle = fromUpper
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 65536)
+			for {
+				n, from, err := c.ReadFromUDP(buf)
+				if err != nil {
+					return
+				}
+				msg, err := parse(bytes.Clone(buf[:n]))
+				if err != nil {
+					t.Errorf("load generator sent an unparsable message: %v\n%s", err, buf[:n])
+					continue
+				}
+				mu.Lock()
+				handle(msg, from)
+				mu.Unlock()
+			}
+		}()
+	}
+	t.Cleanup(func() { lower.Close(); upper.Close(); wg.Wait() })
 }
