@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"sync"
@@ -231,33 +232,9 @@ func (l *CallLoad) SetProxy(lower, upper string) error {
 func (l *CallLoad) start() {
 	ctx := l.device.r.ctx
 	for range socketReaders {
-		l.wg.Add(2)
-		go func() {
-			defer l.wg.Done()
-			buf, reply := make([]byte, 65536), make([]byte, 0, 1024)
-			for {
-				n, from, err := l.upper.conn.ReadFromUDPAddrPort(buf)
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				if err == nil {
-					reply = l.upper.handle(buf[:n], from, reply)
-				}
-			}
-		}()
-		go func() {
-			defer l.wg.Done()
-			buf, reply := make([]byte, 65536), make([]byte, 0, 1024)
-			for {
-				n, from, err := l.device.ep.conn.ReadFromUDPAddrPort(buf)
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				if err == nil {
-					reply = l.device.handle(buf[:n], from, reply)
-				}
-			}
-		}()
+		upReply, devReply := make([]byte, 0, 1024), make([]byte, 0, 1024)
+		readDatagrams(&l.wg, l.upper.conn, func(b []byte, from netip.AddrPort) { upReply = l.upper.handle(b, from, upReply) })
+		readDatagrams(&l.wg, l.device.ep.conn, func(b []byte, from netip.AddrPort) { devReply = l.device.handle(b, from, devReply) })
 	}
 	l.upper.conn.SetReadBuffer(socketBuffer)
 	l.device.ep.conn.SetReadBuffer(socketBuffer)

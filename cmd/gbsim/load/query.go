@@ -233,33 +233,9 @@ func (q *QueryLoad) SetProxy(lower, upper string) error {
 func (q *QueryLoad) start() {
 	ctx := q.device.r.ctx
 	for range socketReaders {
-		q.wg.Add(2)
-		go func() {
-			defer q.wg.Done()
-			buf, reply := make([]byte, 65536), make([]byte, 0, 1024)
-			for {
-				n, from, err := q.upper.conn.ReadFromUDPAddrPort(buf)
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				if err == nil {
-					reply = q.upper.handle(buf[:n], from, reply)
-				}
-			}
-		}()
-		go func() {
-			defer q.wg.Done()
-			buf, rd := make([]byte, 65536), newDeviceReader()
-			for {
-				n, from, err := q.device.ep.conn.ReadFromUDPAddrPort(buf)
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				if err == nil {
-					q.device.handle(buf[:n], from, rd)
-				}
-			}
-		}()
+		reply, rd := make([]byte, 0, 1024), newDeviceReader()
+		readDatagrams(&q.wg, q.upper.conn, func(b []byte, from netip.AddrPort) { reply = q.upper.handle(b, from, reply) })
+		readDatagrams(&q.wg, q.device.ep.conn, func(b []byte, from netip.AddrPort) { q.device.handle(b, from, rd) })
 	}
 	q.upper.conn.SetReadBuffer(socketBuffer)
 	q.device.ep.conn.SetReadBuffer(socketBuffer)
@@ -394,4 +370,23 @@ func (q *QueryLoad) Close() {
 	q.upper.conn.Close()
 	q.device.ep.conn.Close()
 	q.wg.Wait()
+}
+
+// readDatagrams reads conn on a goroutine of wg until it is closed, handing
+// each datagram to handle (which may keep no reference to it).
+func readDatagrams(wg *sync.WaitGroup, conn *net.UDPConn, handle func(b []byte, from netip.AddrPort)) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 65536)
+		for {
+			n, from, err := conn.ReadFromUDPAddrPort(buf)
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if err == nil {
+				handle(buf[:n], from)
+			}
+		}
+	}()
 }
