@@ -149,14 +149,12 @@ func (b *B2BUA) describeMetrics() {
 	m.Describe("gbproxy_calls_total", "Live INVITEs from upper platforms by platform and result.")
 	m.Describe("gbproxy_call_ends_total", "Live calls ended, by reason.")
 	m.Gauge("gbproxy_sessions", "Live sessions (upper platform legs) now.", func() float64 {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return float64(len(b.calls))
+		sessions, _, _ := b.Counts()
+		return float64(sessions)
 	})
 	m.Gauge("gbproxy_device_streams", "Device streams (device legs) now; several sessions may share one.", func() float64 {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return float64(len(b.streams))
+		_, streams, _ := b.Counts()
+		return float64(streams)
 	})
 	m.Gauge("gbproxy_relay_ports_in_use", "RTP relay ports taken.", func() float64 { return float64(b.relay.PortsInUse()) })
 }
@@ -281,7 +279,7 @@ func (b *B2BUA) Close(ctx context.Context) {
 	b.wg.Wait()
 }
 
-// Counts reports sessions, device streams and SSRCs in use (tests, metrics).
+// Counts reports sessions, device streams and SSRCs in use.
 func (b *B2BUA) Counts() (sessions, streams, ssrcs int) {
 	b.mu.Lock()
 	sessions, streams = len(b.calls), len(b.streams)
