@@ -6,7 +6,9 @@ package configs
 
 import (
 	"bytes"
+	"cmp"
 	_ "embed"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/netip"
@@ -30,20 +32,129 @@ var Default []byte
 const EnvPrefix = "GBPROXY"
 
 type Config struct {
-	ID     string      `mapstructure:"id"`
-	Domain string      `mapstructure:"domain"`
-	Lower  LowerConfig `mapstructure:"lower"`
-	Upper  UpperConfig `mapstructure:"upper"`
-	Media  MediaConfig `mapstructure:"media"`
-	Store  StoreConfig `mapstructure:"store"`
-	HTTP   HTTPConfig  `mapstructure:"http"`
-	Log    LogConfig   `mapstructure:"log"`
+	ID       string         `mapstructure:"id"`
+	Domain   string         `mapstructure:"domain"`
+	Lower    LowerConfig    `mapstructure:"lower"`
+	Upper    UpperConfig    `mapstructure:"upper"`
+	Media    MediaConfig    `mapstructure:"media"`
+	Store    StoreConfig    `mapstructure:"store"`
+	HTTP     HTTPConfig     `mapstructure:"http"`
+	Log      LogConfig      `mapstructure:"log"`
+	Security SecurityConfig `mapstructure:"security"`
+}
+
+// SignallingConfig is the per-message signalling digest (GB/T 28181 SIP信令认证)
+// toward one peer: every request we send it except REGISTER carries Date and
+// Note; with require, its requests must carry a valid one.
+type SignallingConfig struct {
+	// SignallingDigest: off | send | require.
+	SignallingDigest string `mapstructure:"signalling_digest" json:"signalling_digest,omitempty"`
+	NoteSeed         string `mapstructure:"note_seed" json:"-"`
+	// NoteAlgorithm: MD5 | SHA-256 | SM3.
+	NoteAlgorithm string `mapstructure:"note_algorithm" json:"note_algorithm,omitempty"`
+	// NoteEncoding: base64 (the standard) | hex (some vendors).
+	NoteEncoding string `mapstructure:"note_encoding" json:"note_encoding,omitempty"`
+}
+
+// Signalling digest modes.
+const (
+	DigestOff     = "off"
+	DigestSend    = "send"
+	DigestRequire = "require"
+)
+
+// Sends reports whether requests to the peer are signed.
+func (s SignallingConfig) Sends() bool {
+	return s.SignallingDigest == DigestSend || s.SignallingDigest == DigestRequire
+}
+
+// Requires reports whether the peer's requests must carry a valid Note.
+func (s SignallingConfig) Requires() bool { return s.SignallingDigest == DigestRequire }
+
+// inherit fills empty fields from def (a device inherits lower's defaults).
+func (s SignallingConfig) inherit(def SignallingConfig) SignallingConfig {
+	if s.SignallingDigest == "" {
+		s.SignallingDigest = def.SignallingDigest
+	}
+	if s.NoteSeed == "" {
+		s.NoteSeed = def.NoteSeed
+	}
+	if s.NoteAlgorithm == "" {
+		s.NoteAlgorithm = def.NoteAlgorithm
+	}
+	if s.NoteEncoding == "" {
+		s.NoteEncoding = def.NoteEncoding
+	}
+	return s
+}
+
+// TLSServerConfig is a TLS listener's certificate and, for mutual TLS, the
+// CA that signs client certificates.
+type TLSServerConfig struct {
+	Cert              string `mapstructure:"cert"`
+	Key               string `mapstructure:"key"`
+	ClientCA          string `mapstructure:"client_ca"`
+	RequireClientCert bool   `mapstructure:"require_client_cert"`
+}
+
+// TLSClientConfig is how we connect to an upper platform over TLS: the CA
+// that signs its certificate, our client certificate if it asks for one,
+// and the name to verify (default: the address's host).
+type TLSClientConfig struct {
+	CA         string `mapstructure:"ca"`
+	Cert       string `mapstructure:"cert"`
+	Key        string `mapstructure:"key"`
+	ServerName string `mapstructure:"server_name"`
+}
+
+// SecurityConfig holds the border-gateway settings shared by both sides.
+type SecurityConfig struct {
+	// GatewayID is our segment in Monitor-User-Identity ("" = id).
+	GatewayID string `mapstructure:"gateway_id"`
+	// MaxHops refuses (483) a request whose Monitor-User-Identity already
+	// holds this many segments.
+	MaxHops int `mapstructure:"max_hops"`
+	// DateWindow is how far a signed request's Date may be from our clock.
+	DateWindow time.Duration `mapstructure:"date_window"`
+	// UnauthenticatedRate and UnauthenticatedBurst limit requests per source
+	// IP that is neither a registered device nor a configured upper.
+	UnauthenticatedRate  float64 `mapstructure:"unauthenticated_rate"`
+	UnauthenticatedBurst int     `mapstructure:"unauthenticated_burst"`
+	// TCPIdleTimeout closes TCP/TLS connections that have not authenticated
+	// (REGISTER, or a configured upper) within it.
+	TCPIdleTimeout time.Duration `mapstructure:"tcp_idle_timeout"`
+	MaxConnsPerIP  int           `mapstructure:"max_conns_per_ip"`
+	// MaxConns caps TCP/TLS connections per SIP zone; 0 = derived from the
+	// process's file limit, leaving room for media and the API.
+	MaxConns int           `mapstructure:"max_conns"`
+	Lockout  LockoutConfig `mapstructure:"lockout"`
+}
+
+// LockoutConfig bounds digest guessing: per (ID, source IP), per source IP
+// whatever the ID, and per ID across addresses, failures within Window lock
+// for LockFor.
+type LockoutConfig struct {
+	MaxFailures      int           `mapstructure:"max_failures"`
+	MaxFailuresPerIP int           `mapstructure:"max_failures_per_ip"`
+	MaxFailuresPerID int           `mapstructure:"max_failures_per_id"`
+	Window           time.Duration `mapstructure:"window"`
+	LockFor          time.Duration `mapstructure:"lock_for"`
 }
 
 type LowerConfig struct {
-	Listen                string         `mapstructure:"listen"`
-	MediaIP               string         `mapstructure:"media_ip"`
-	Password              string         `mapstructure:"password"`
+	Listen   string `mapstructure:"listen"`
+	MediaIP  string `mapstructure:"media_ip"`
+	Password string `mapstructure:"password"`
+	// PasswordHA1 replaces Password: the hex HA1 (MD5 or SHA-256 of
+	// id:realm:password, matching auth_algorithm) so no plain secret is stored.
+	PasswordHA1 string `mapstructure:"password_ha1"`
+	// BindSource ties a registered device's requests to where it registered
+	// from: ip (any port), ip-port, or off. TCP/TLS: always its connection.
+	BindSource string `mapstructure:"bind_source"`
+	// TLSListen ("" = none) accepts SIP over TLS with TLS.
+	TLSListen             string          `mapstructure:"tls_listen"`
+	TLS                   TLSServerConfig `mapstructure:"tls"`
+	SignallingConfig      `mapstructure:",squash"`
 	AllowUnknown          bool           `mapstructure:"allow_unknown"`
 	Devices               []DeviceConfig `mapstructure:"devices"`
 	AuthAlgorithm         string         `mapstructure:"auth_algorithm"`
@@ -73,10 +184,13 @@ type LowerConfig struct {
 // DeviceConfig lists a device allowed to register, with its own password
 // (empty: lower.password).
 type DeviceConfig struct {
-	ID       string `mapstructure:"id"`
-	Password string `mapstructure:"password"`
+	ID          string `mapstructure:"id"`
+	Password    string `mapstructure:"password"`
+	PasswordHA1 string `mapstructure:"password_ha1"`
 	// StreamMode overrides lower.stream_mode for this device ("" = inherit).
 	StreamMode string `mapstructure:"stream_mode"`
+	// Signalling digest settings; empty fields inherit lower's.
+	SignallingConfig `mapstructure:",squash"`
 }
 
 type UpperConfig struct {
@@ -86,16 +200,26 @@ type UpperConfig struct {
 	// the bind address (NAT); "" announces media_ip.
 	MediaExternalIP string           `mapstructure:"media_external_ip"`
 	Platforms       []PlatformConfig `mapstructure:"platforms"`
+	// SubscribeExpiresMax caps the Expires an upper's SUBSCRIBE is granted.
+	SubscribeExpiresMax int `mapstructure:"subscribe_expires_max"`
+	// MaxSubscriptions caps subscriptions from all uppers together.
+	MaxSubscriptions int `mapstructure:"max_subscriptions"`
 }
 
 // PlatformConfig is one upper platform gbproxy registers to as a lower platform.
 type PlatformConfig struct {
-	ID                    string        `mapstructure:"id"`
-	Domain                string        `mapstructure:"domain"`
-	Address               string        `mapstructure:"address"`
-	Transport             string        `mapstructure:"transport"`
-	Username              string        `mapstructure:"username"`
-	Password              string        `mapstructure:"password"`
+	ID      string `mapstructure:"id"`
+	Domain  string `mapstructure:"domain"`
+	Address string `mapstructure:"address"`
+	// Transport: udp | tcp | tls (tcp and tls keep one connection that
+	// carries requests both ways).
+	Transport string          `mapstructure:"transport"`
+	TLS       TLSClientConfig `mapstructure:"tls"`
+	Username  string          `mapstructure:"username"`
+	Password  string          `mapstructure:"password"`
+	// PasswordHA1 replaces Password when the platform's challenge uses the
+	// same realm and algorithm the HA1 was made for.
+	PasswordHA1           string        `mapstructure:"password_ha1"`
 	Expires               int           `mapstructure:"expires"`
 	KeepaliveInterval     time.Duration `mapstructure:"keepalive_interval"`
 	KeepaliveTimeoutCount int           `mapstructure:"keepalive_timeout_count"`
@@ -113,6 +237,10 @@ type PlatformConfig struct {
 	// SDP may send our media to; anything else is refused so that a forged
 	// INVITE can't turn the proxy into a traffic reflector.
 	MediaAllow []string `mapstructure:"media_allow"`
+	// AllowFrom lists networks (CIDR) besides the address's host that this
+	// platform's requests may come from (several signalling nodes).
+	AllowFrom        []string `mapstructure:"allow_from"`
+	SignallingConfig `mapstructure:",squash"`
 }
 
 // ShareConfig says what one upper platform sees and under which IDs.
@@ -203,7 +331,24 @@ type StoreConfig struct {
 
 type HTTPConfig struct {
 	Listen string `mapstructure:"listen"`
+	// Token is the bearer token the admin API requires; mandatory when
+	// Listen is not a loopback address.
+	Token string `mapstructure:"token"`
 }
+
+// DeviceSignalling is the signalling digest toward device id: its own
+// settings over lower's.
+func (c *Config) DeviceSignalling(id string) SignallingConfig {
+	for _, d := range c.Lower.Devices {
+		if d.ID == id {
+			return d.SignallingConfig.inherit(c.Lower.SignallingConfig)
+		}
+	}
+	return c.Lower.SignallingConfig
+}
+
+// GatewayID is our Monitor-User-Identity segment.
+func (c *Config) GatewayID() string { return cmp.Or(c.Security.GatewayID, c.ID) }
 
 type LogConfig struct {
 	Level  string `mapstructure:"level"`
@@ -289,12 +434,98 @@ func (c *Config) applyDefaults() {
 		if p.Charset == "" {
 			p.Charset = "gb2312"
 		}
+		p.SignallingConfig = p.SignallingConfig.normalize().inherit(SignallingConfig{
+			SignallingDigest: DigestOff, NoteAlgorithm: "MD5", NoteEncoding: "base64"})
 	}
 	c.Lower.AuthAlgorithm = strings.ToUpper(c.Lower.AuthAlgorithm)
 	c.Lower.StreamMode = strings.ToLower(c.Lower.StreamMode)
+	c.Lower.BindSource = strings.ToLower(c.Lower.BindSource)
+	c.Lower.SignallingConfig = c.Lower.SignallingConfig.normalize()
 	for i := range c.Lower.Devices {
 		c.Lower.Devices[i].StreamMode = strings.ToLower(c.Lower.Devices[i].StreamMode)
+		c.Lower.Devices[i].SignallingConfig = c.Lower.Devices[i].SignallingConfig.normalize()
 	}
+}
+
+// normalize spells modes in lower case and algorithms in upper case.
+func (s SignallingConfig) normalize() SignallingConfig {
+	s.SignallingDigest = strings.ToLower(s.SignallingDigest)
+	s.NoteAlgorithm = strings.ToUpper(s.NoteAlgorithm)
+	s.NoteEncoding = strings.ToLower(s.NoteEncoding)
+	return s
+}
+
+// validate checks one peer's effective signalling settings.
+func (s SignallingConfig) validate(bad func(string, string, ...any), key string) {
+	switch s.SignallingDigest {
+	case DigestOff, DigestSend, DigestRequire:
+	default:
+		bad(key+".signalling_digest", "%q is not off, send or require", s.SignallingDigest)
+	}
+	if !slices.Contains(NoteAlgorithms, s.NoteAlgorithm) {
+		bad(key+".note_algorithm", "%q is not one of %s", s.NoteAlgorithm, strings.Join(NoteAlgorithms, ", "))
+	}
+	if s.NoteEncoding != "base64" && s.NoteEncoding != "hex" {
+		bad(key+".note_encoding", "%q is not base64 or hex", s.NoteEncoding)
+	}
+	if s.Sends() && s.NoteSeed == "" {
+		bad(key+".note_seed", "must be set when signalling_digest is %s (both sides need the same seed)", s.SignallingDigest)
+	}
+}
+
+// NoteAlgorithms are the Note digest algorithms gbproxy computes.
+var NoteAlgorithms = []string{"MD5", "SHA-256", "SM3"}
+
+// BindSources are the values of lower.bind_source.
+var BindSources = []string{"ip", "ip-port", "off"}
+
+// checkHA1 accepts an HA1 of the length auth_algorithm produces.
+func checkHA1(bad func(string, string, ...any), key, ha1, algorithm string) {
+	if ha1 == "" {
+		return
+	}
+	want := 32
+	if algorithm == "SHA-256" {
+		want = 64
+	}
+	if _, err := hex.DecodeString(ha1); err != nil || len(ha1) != want {
+		bad(key, "must be the %d hex digits of the %s HA1 of id:realm:password (auth_algorithm is %s)", want, algorithm, algorithm)
+	}
+}
+
+// checkCIDRs validates a list of networks.
+func checkCIDRs(bad func(string, string, ...any), key string, list []string) {
+	for j, cidr := range list {
+		if _, err := netip.ParsePrefix(cidr); err != nil {
+			bad(fmt.Sprintf("%s[%d]", key, j), "%q is not a CIDR network (e.g. 10.1.0.0/16)", cidr)
+		}
+	}
+}
+
+// IsLoopback reports whether a host:port listens on loopback only.
+func IsLoopback(hostPort string) bool {
+	host, _, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// DefaultPassword is the embedded default's lower.password.
+const DefaultPassword = "12345678"
+
+// Warnings lists the open doors of a valid configuration, for the log at
+// start-up: runnable, but not for a border.
+func (c *Config) Warnings() []string {
+	var w []string
+	if c.Lower.AllowUnknown && c.Lower.Password == DefaultPassword && c.Lower.PasswordHA1 == "" {
+		w = append(w, "lower.allow_unknown is true with the default lower.password: any device that knows the default can register; list devices in lower.devices and set allow_unknown: false")
+	}
+	if !IsLoopback(c.HTTP.Listen) {
+		w = append(w, "admin API listens on "+c.HTTP.Listen+", beyond loopback: keep http.token secret and firewall the port to the operators' network")
+	}
+	return w
 }
 
 var gbID = regexp.MustCompile(`^[0-9]{20}$`)
@@ -327,6 +558,20 @@ func (c *Config) Validate() error {
 	if c.Media.NoMediaTimeout <= 0 {
 		bad("media.no_media_timeout", "must be positive")
 	}
+	if !slices.Contains(BindSources, c.Lower.BindSource) {
+		bad("lower.bind_source", "%q is not one of %s", c.Lower.BindSource, strings.Join(BindSources, ", "))
+	}
+	checkHA1(bad, "lower.password_ha1", c.Lower.PasswordHA1, c.Lower.AuthAlgorithm)
+	c.Lower.SignallingConfig.validate(bad, "lower")
+	if c.Lower.TLSListen != "" {
+		checkHostPort(bad, "lower.tls_listen", c.Lower.TLSListen)
+		if c.Lower.TLS.Cert == "" || c.Lower.TLS.Key == "" {
+			bad("lower.tls", "cert and key are required with lower.tls_listen")
+		}
+		if c.Lower.TLS.RequireClientCert && c.Lower.TLS.ClientCA == "" {
+			bad("lower.tls.client_ca", "is required with require_client_cert")
+		}
+	}
 	seen := map[string]bool{}
 	for i, d := range c.Lower.Devices {
 		key := fmt.Sprintf("lower.devices[%d].id", i)
@@ -338,6 +583,8 @@ func (c *Config) Validate() error {
 		}
 		seen[d.ID] = true
 		checkStreamMode(bad, fmt.Sprintf("lower.devices[%d].stream_mode", i), d.StreamMode, true)
+		checkHA1(bad, fmt.Sprintf("lower.devices[%d].password_ha1", i), d.PasswordHA1, c.Lower.AuthAlgorithm)
+		c.DeviceSignalling(d.ID).validate(bad, fmt.Sprintf("lower.devices[%d]", i))
 	}
 	if c.Lower.AuthAlgorithm != "MD5" && c.Lower.AuthAlgorithm != "SHA-256" {
 		bad("lower.auth_algorithm", "%q is not MD5 or SHA-256", c.Lower.AuthAlgorithm)
@@ -382,9 +629,19 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(p.Address); err != nil {
 			bad(key+".address", "%q is not host:port", p.Address)
 		}
-		if p.Transport != "udp" && p.Transport != "tcp" {
-			bad(key+".transport", "%q is not udp or tcp", p.Transport)
+		if p.Transport != "udp" && p.Transport != "tcp" && p.Transport != "tls" {
+			bad(key+".transport", "%q is not udp, tcp or tls", p.Transport)
 		}
+		if (p.TLS.Cert == "") != (p.TLS.Key == "") {
+			bad(key+".tls", "cert and key go together")
+		}
+		if p.PasswordHA1 != "" {
+			if _, err := hex.DecodeString(p.PasswordHA1); err != nil || (len(p.PasswordHA1) != 32 && len(p.PasswordHA1) != 64) {
+				bad(key+".password_ha1", "must be 32 (MD5) or 64 (SHA-256) hex digits")
+			}
+		}
+		checkCIDRs(bad, key+".allow_from", p.AllowFrom)
+		p.SignallingConfig.validate(bad, key)
 		if p.Expires < 60 {
 			bad(key+".expires", "%d is below 60 seconds", p.Expires)
 		}
@@ -403,11 +660,7 @@ func (c *Config) Validate() error {
 		if p.CatalogRate < 0 {
 			bad(key+".catalog_rate", "must not be negative")
 		}
-		for j, cidr := range p.MediaAllow {
-			if _, err := netip.ParsePrefix(cidr); err != nil {
-				bad(fmt.Sprintf("%s.media_allow[%d]", key, j), "%q is not a CIDR network (e.g. 10.1.0.0/16)", cidr)
-			}
-		}
+		checkCIDRs(bad, key+".media_allow", p.MediaAllow)
 		errs = append(errs, p.Share.Validate(key+".share", c.ID)...)
 	}
 	if c.Media.PortMin < 1024 || c.Media.PortMax > 65535 || c.Media.PortMin > c.Media.PortMax {
@@ -416,7 +669,17 @@ func (c *Config) Validate() error {
 	if c.Store.Path == "" {
 		bad("store.path", "must not be empty")
 	}
+	if c.Upper.SubscribeExpiresMax < 60 {
+		bad("upper.subscribe_expires_max", "%d is below 60 seconds", c.Upper.SubscribeExpiresMax)
+	}
+	if c.Upper.MaxSubscriptions < 1 {
+		bad("upper.max_subscriptions", "must be at least 1")
+	}
 	checkHostPort(bad, "http.listen", c.HTTP.Listen)
+	if c.HTTP.Token == "" && !IsLoopback(c.HTTP.Listen) {
+		bad("http.token", "is required when http.listen (%s) is not a loopback address: the admin API can end sessions and change shares", c.HTTP.Listen)
+	}
+	c.Security.validate(bad)
 	switch c.Log.Format {
 	case "console", "json":
 	default:
@@ -431,6 +694,31 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("invalid config: %s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+func (s SecurityConfig) validate(bad func(string, string, ...any)) {
+	if s.GatewayID != "" && !ValidID(s.GatewayID) {
+		bad("security.gateway_id", "%q is not a 20-digit ID", s.GatewayID)
+	}
+	if s.MaxHops < 1 {
+		bad("security.max_hops", "must be at least 1")
+	}
+	if s.DateWindow <= 0 {
+		bad("security.date_window", "must be positive")
+	}
+	if s.UnauthenticatedRate <= 0 || s.UnauthenticatedBurst < 1 {
+		bad("security.unauthenticated_rate", "rate must be positive and unauthenticated_burst at least 1")
+	}
+	if s.TCPIdleTimeout <= 0 {
+		bad("security.tcp_idle_timeout", "must be positive")
+	}
+	if s.MaxConnsPerIP < 1 || s.MaxConns < 0 {
+		bad("security.max_conns_per_ip", "must be at least 1 (and max_conns not negative)")
+	}
+	l := s.Lockout
+	if l.MaxFailures < 1 || l.MaxFailuresPerIP < 1 || l.MaxFailuresPerID < 1 || l.Window <= 0 || l.LockFor <= 0 {
+		bad("security.lockout", "max_failures, max_failures_per_ip, max_failures_per_id, window and lock_for must be positive")
+	}
 }
 
 // checkLongNumbers refuses unquoted 18-20 digit numbers: YAML reads them as

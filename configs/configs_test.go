@@ -114,3 +114,82 @@ func TestShareValidation(t *testing.T) {
 		}
 	}
 }
+
+func TestSecurityKeys(t *testing.T) {
+	cfg, err := Parse([]byte(`
+lower:
+  signalling_digest: require
+  note_seed: "lower-seed"
+  devices:
+    - {id: "34020000001320000001", note_algorithm: sm3}
+    - {id: "34020000001320000002", signalling_digest: "off"}
+upper:
+  platforms:
+    - id: "44010000002000000001"
+      address: "127.0.0.1:5070"
+      transport: TLS
+      tls: {ca: "ca.pem", server_name: "upper.example"}
+      allow_from: ["10.0.0.0/8"]
+      signalling_digest: send
+      note_seed: "s"
+      note_algorithm: sha-256
+security:
+  gateway_id: "34020000002000000099"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cfg.DeviceSignalling("34020000001320000001"); !d.Requires() || d.NoteSeed != "lower-seed" || d.NoteAlgorithm != "SM3" || d.NoteEncoding != "base64" {
+		t.Fatalf("device inherits lower's signalling: %+v", d)
+	}
+	if d := cfg.DeviceSignalling("34020000001320000002"); d.Sends() {
+		t.Fatalf("device's own off wins: %+v", d)
+	}
+	p := cfg.Upper.Platforms[0]
+	if p.Transport != "tls" || p.TLS.ServerName != "upper.example" || p.NoteAlgorithm != "SHA-256" || !p.Sends() || p.Requires() {
+		t.Fatalf("platform: %+v", p)
+	}
+	if cfg.GatewayID() != "34020000002000000099" || cfg.Security.MaxHops != 8 || cfg.Security.DateWindow != 10*time.Minute ||
+		cfg.Security.Lockout.MaxFailuresPerID != 20 || cfg.Upper.SubscribeExpiresMax != 3600 || cfg.Lower.BindSource != "ip" {
+		t.Fatalf("security defaults: %+v", cfg.Security)
+	}
+}
+
+func TestSecurityValidation(t *testing.T) {
+	cases := map[string]string{
+		"lower:\n  signalling_digest: require":     "lower.note_seed",
+		"lower:\n  bind_source: mac":               "lower.bind_source",
+		"lower:\n  password_ha1: \"abc\"":          "lower.password_ha1",
+		"lower:\n  tls_listen: \"127.0.0.1:5062\"": "lower.tls",
+		"http:\n  listen: \"0.0.0.0:8780\"":        "http.token",
+		"security:\n  max_hops: 0":                 "security.max_hops",
+		"lower:\n  note_algorithm: SHA-1":          "lower.note_algorithm",
+		"upper:\n  platforms:\n    - id: \"44010000002000000001\"\n      address: \"1.2.3.4:5060\"\n      allow_from: [\"nope\"]": "upper.platforms[0].allow_from[0]",
+	}
+	for yaml, key := range cases {
+		_, err := Parse([]byte(yaml))
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%q: error %v does not name %s", yaml, err, key)
+		}
+	}
+	if _, err := Parse([]byte("http:\n  listen: \"0.0.0.0:8780\"\n  token: \"t0k3n\"")); err != nil {
+		t.Errorf("a token makes a non-loopback API valid: %v", err)
+	}
+}
+
+func TestWarningsForOpenDoors(t *testing.T) {
+	cfg, err := Parse(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := cfg.Warnings(); len(w) != 1 || !strings.Contains(w[0], "allow_unknown") {
+		t.Fatalf("default config warnings: %q", w)
+	}
+	cfg, err = Parse([]byte("lower:\n  allow_unknown: false\nhttp:\n  listen: \"0.0.0.0:8780\"\n  token: \"t\""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := cfg.Warnings(); len(w) != 1 || !strings.Contains(w[0], "admin API") {
+		t.Fatalf("warnings: %q", w)
+	}
+}

@@ -57,6 +57,11 @@ type Options struct {
 	Logger       zerolog.Logger
 	Metrics      *metrics.Registry
 	OnConnClosed func(remote string) // a TCP connection ended (remote ip:port)
+	// Guard admits incoming requests (nil: all pass).
+	Guard Guard
+	// Outgoing, when set, sees every request just before it is sent
+	// (signing: Date and Note; Monitor-User-Identity).
+	Outgoing func(req *sip.Request)
 }
 
 // Handler serves one request. It must send a final response.
