@@ -1,9 +1,11 @@
 package main
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gbproxy/gbproxy/b2bua"
@@ -98,7 +100,27 @@ func (a *app) routes() http.Handler {
 		upper, lower := a.cascade.Subscriptions()
 		writeJSON(w, map[string]any{"upper": upper, "lower": lower})
 	})
-	return mux
+	return requireToken(a.cfg.HTTP.Token, mux)
+}
+
+// requireToken answers 401 to requests without `Authorization: Bearer
+// <token>` (compared in constant time); /healthz stays open for load
+// balancers. An empty token leaves the API open (loopback only: the config
+// refuses an empty token elsewhere).
+func requireToken(token string, next http.Handler) http.Handler {
+	if token == "" {
+		return next
+	}
+	want := []byte(token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if r.URL.Path != "/healthz" && (!ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) != 1) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="gbproxy"`)
+			http.Error(w, "401 unauthorized: send the http.token of the config as Authorization: Bearer <token>", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // setShare applies sharing for one platform (nil: back to the config file)

@@ -87,6 +87,9 @@ func start(cfg *configs.Config, log zerolog.Logger) (*app, error) {
 		}
 	}()
 	a.cascade.Start()
+	for _, w := range cfg.Warnings() {
+		log.Warn().Msg(w)
+	}
 	log.Info().Str("id", cfg.ID).Str("lower", a.cascade.LowerAddr()).Str("upper", a.cascade.UpperAddr()).
 		Str("api", a.httpLn.Addr().String()).Str("store", cfg.Store.Path).Msg("gbproxy started")
 	return a, nil
