@@ -27,18 +27,33 @@ bench:
 # (about 75 s; -relay.window sets each throughput measurement, default 2s).
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 10m ./relay/
 
-# Each fuzz target runs FUZZTIME (go test allows one -fuzz target per run).
+# Every fuzz target in the repository, as package:Target. `make lint` fails
+# when a Fuzz function is missing here. Each runs FUZZTIME (go test allows
+# one -fuzz target per run).
+FUZZ_TARGETS := \
+	./security:FuzzVerify \
+	./cascade/manscdp:FuzzPeek \
+	./cascade/manscdp:FuzzDecode \
+	./cascade/manscdp:FuzzRewrite \
+	./cascade/manscdp:FuzzParsePTZCmd \
+	./b2bua/sdp:FuzzParse \
+	./relay:FuzzRTPInput \
+	./cmd/gbsim/load:FuzzScan \
+	./cmd/gbsim/sim:FuzzBodyDecoding
+
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./security/
-	$(GO) test -run '^$$' -fuzz '^FuzzPeek$$' -fuzztime $(FUZZTIME) ./cascade/manscdp/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./cascade/manscdp/
-	$(GO) test -run '^$$' -fuzz '^FuzzRewrite$$' -fuzztime $(FUZZTIME) ./cascade/manscdp/
-	$(GO) test -run '^$$' -fuzz '^FuzzParsePTZCmd$$' -fuzztime $(FUZZTIME) ./cascade/manscdp/
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./b2bua/sdp/
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  echo "== $$t"; \
+	  $(GO) test -run '^$$' -fuzz "^$${t##*:}\$$" -fuzztime $(FUZZTIME) "$${t%%:*}/"; \
+	done
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet ./...
+	@missing=$$(git grep -o '^func Fuzz[A-Za-z0-9_]*' -- '*_test.go' | \
+	  sed -E 's|^(.*)/[^/]*:func (Fuzz.*)$$|./\1:\2|' | \
+	  while read t; do case " $(FUZZ_TARGETS) " in *" $$t "*) ;; *) echo "$$t";; esac; done); \
+	  test -z "$$missing" || { echo "fuzz targets missing from FUZZ_TARGETS in the Makefile: $$missing"; exit 1; }
 
 clean:
 	rm -rf $(BIN)
