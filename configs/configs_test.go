@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -191,5 +192,18 @@ func TestWarningsForOpenDoors(t *testing.T) {
 	}
 	if w := cfg.Warnings(); len(w) != 1 || !strings.Contains(w[0], "admin API") {
 		t.Fatalf("warnings: %q", w)
+	}
+}
+
+// Every shipped example must pass `gbproxy --check-config`.
+func TestExamplesAreValid(t *testing.T) {
+	files, err := filepath.Glob("examples/*.yaml")
+	if err != nil || len(files) < 3 {
+		t.Fatalf("examples: %v %v", files, err)
+	}
+	for _, f := range files {
+		if _, err := Load(f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
 	}
 }
