@@ -35,7 +35,7 @@ func startRegistrar(t *testing.T, s *DigestServer, algorithm string) string {
 			tx.Respond(challenge(false))
 			return
 		}
-		_, err := s.Verify(req.Method.String(), auth.Value(), req.Source(), lookup)
+		err := s.Verify(attempt(req.Method.String(), auth.Value(), req.Source(), req.From().Address.User))
 		switch {
 		case err == nil:
 			tx.Respond(sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil))
