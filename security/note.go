@@ -204,9 +204,8 @@ type Notary struct {
 	mu        sync.Mutex
 	max       int
 	seen      map[string]noteSeen // raw digest -> first sighting
-	queue     []noteQueued        // insertion order; live entries are queue[head:]
-	head      int
-	watermark time.Time // unseen messages dated at or before this are refused
+	queue     fifo[noteQueued]    // insertion order
+	watermark time.Time           // unseen messages dated at or before this are refused
 }
 
 type noteSeen struct {
@@ -356,13 +355,13 @@ func decodeNote(dst []byte, nonce string, isHex bool) ([]byte, error) {
 func (n *Notary) remember(sum []byte, branch string, date, now time.Time) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	for n.head < len(n.queue) {
-		front := n.queue[n.head]
+	for n.queue.len() > 0 {
+		front := n.queue.front()
 		if e, ok := n.seen[front.key]; ok && now.Before(e.expires) {
 			break
 		}
 		delete(n.seen, front.key)
-		n.popFront()
+		n.queue.pop()
 	}
 	if e, ok := n.seen[string(sum)]; ok {
 		if branch == "" || e.branch != branch {
@@ -370,33 +369,18 @@ func (n *Notary) remember(sum []byte, branch string, date, now time.Time) error 
 		}
 		return nil // a retransmission
 	}
-	if !date.After(n.watermark) {
-		return fmt.Errorf("%w: Date %s is older than the replay cache covers after an overflow", ErrNoteReplay, GBDate(date))
-	}
 	if len(n.seen) >= n.max {
-		oldest := n.popFront()
+		oldest := n.queue.pop()
 		delete(n.seen, oldest.key)
 		if oldest.date.After(n.watermark) {
 			n.watermark = oldest.date
 		}
-		if !date.After(n.watermark) {
-			return fmt.Errorf("%w: Date %s is older than the replay cache covers after an overflow", ErrNoteReplay, GBDate(date))
-		}
+	}
+	if !date.After(n.watermark) {
+		return fmt.Errorf("%w: Date %s is older than the replay cache covers after an overflow", ErrNoteReplay, GBDate(date))
 	}
 	key := string(sum)
 	n.seen[key] = noteSeen{branch: strings.Clone(branch), expires: date.Add(n.window)}
-	n.queue = append(n.queue, noteQueued{key: key, date: date})
+	n.queue.push(noteQueued{key: key, date: date})
 	return nil
-}
-
-func (n *Notary) popFront() noteQueued {
-	e := n.queue[n.head]
-	n.queue[n.head] = noteQueued{}
-	n.head++
-	// Compact once the dead prefix dominates, keeping pops amortised O(1).
-	if n.head > len(n.queue)/2 {
-		n.queue = n.queue[:copy(n.queue, n.queue[n.head:])]
-		n.head = 0
-	}
-	return e
 }
