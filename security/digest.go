@@ -1,6 +1,3 @@
-// Package security implements the server side of SIP digest authentication
-// (RFC 2617, RFC 7616, RFC 3261 §22, GB/T 28181 §9.1) for gbproxy's registrar:
-// cameras, NVRs and lower platforms REGISTER to us and we challenge them.
 package security
 
 import (
@@ -24,9 +21,10 @@ var (
 	ErrMalformed = errors.New("malformed digest Authorization")
 	// ErrStaleNonce: answer 401 with a fresh challenge and stale=true.
 	ErrStaleNonce = errors.New("digest nonce unknown, expired or already used")
-	// ErrBadCredentials: answer 403 (wrong response, unknown user, realm mismatch).
+	// ErrBadCredentials: answer 403 (wrong response, unknown ID, username that
+	// is not the From ID, realm mismatch, HA1 unusable with the algorithm).
 	ErrBadCredentials = errors.New("digest credentials rejected")
-	// ErrLockedOut: answer 403 (too many failures from this username and source IP).
+	// ErrLockedOut: answer 403 (too many failures from this source or for this ID).
 	ErrLockedOut = errors.New("digest authentication locked out")
 )
 
@@ -40,12 +38,10 @@ const (
 
 // DigestConfig configures a DigestServer. Zero fields take the documented defaults.
 type DigestConfig struct {
-	Realm       string        // our SIP domain, e.g. "3402000000"; must be set
-	NonceTTL    time.Duration // default 60s: a nonce older than this is stale (second resolution)
-	MaxFailures int           // default 5 failed attempts ...
-	FailWindow  time.Duration // default 5m ... within this window ...
-	LockoutFor  time.Duration // default 10m ... lock out that (username, source IP) pair
-	Now         func() time.Time
+	Realm    string        // our SIP domain, e.g. "3402000000"; must be set
+	NonceTTL time.Duration // default 60s: a nonce older than this is stale (second resolution)
+	Lockout  LockoutConfig
+	Now      func() time.Time
 
 	// OfferQOP adds qop="auth" to challenges. Off by default: many GB devices
 	// answer without qop. Credentials with qop=auth are accepted either way.
@@ -53,9 +49,24 @@ type DigestConfig struct {
 	// MaxTrackedNonces bounds the set of used nonces kept for replay protection
 	// (default 1<<18, about 15 MB when full).
 	MaxTrackedNonces int
-	// MaxTrackedFailures bounds the (username, source IP) failure records
-	// (default 1<<16).
+	// MaxTrackedFailures bounds each of the three failure tables: per (ID,
+	// source IP), per source IP and per ID (default 1<<16 records each).
 	MaxTrackedFailures int
+}
+
+// Secret is what a peer authenticates with: a plain password, or the hex HA1
+// (H(id:realm:password)); 32 hex digits = MD5 HA1, 64 = SHA-256 HA1. The
+// password is used when both are set, as it works with every algorithm. The
+// zero Secret means the ID is unknown.
+type Secret struct{ Password, HA1 string }
+
+// Attempt is one authenticated request to verify.
+type Attempt struct {
+	Method, Authorization string
+	ID                    string // the From user: the digest username must equal it (else ErrBadCredentials, counted)
+	Source                string // "ip:port" (or ip) of the request
+	RegisteredIP          string // IP the ID is registered from now, "" if none
+	Secret                Secret
 }
 
 // DigestServer issues challenges and verifies digest credentials. It is safe
@@ -67,7 +78,7 @@ type DigestServer struct {
 	now      func() time.Time
 	nonces   *nonceCodec
 	used     *usedNonces
-	failures *failureTracker
+	lockout  *lockout
 }
 
 // NewDigestServer returns a server with a fresh random nonce key: nonces issued
@@ -75,15 +86,6 @@ type DigestServer struct {
 func NewDigestServer(cfg DigestConfig) *DigestServer {
 	if cfg.NonceTTL <= 0 {
 		cfg.NonceTTL = 60 * time.Second
-	}
-	if cfg.MaxFailures <= 0 {
-		cfg.MaxFailures = 5
-	}
-	if cfg.FailWindow <= 0 {
-		cfg.FailWindow = 5 * time.Minute
-	}
-	if cfg.LockoutFor <= 0 {
-		cfg.LockoutFor = 10 * time.Minute
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -103,7 +105,7 @@ func NewDigestServer(cfg DigestConfig) *DigestServer {
 		now:      cfg.Now,
 		nonces:   newNonceCodec(),
 		used:     newUsedNonces(cfg.NonceTTL, cfg.MaxTrackedNonces),
-		failures: newFailureTracker(cfg.MaxFailures, cfg.FailWindow, cfg.LockoutFor, cfg.MaxTrackedFailures),
+		lockout:  newLockout(cfg.Lockout, cfg.MaxTrackedFailures),
 	}
 }
 
@@ -126,29 +128,37 @@ func (s *DigestServer) Challenge(algorithm string, stale bool) string {
 	return ch.String()
 }
 
-// Verify checks an Authorization header value for a request with the given
-// SIP method. password returns the secret for a username (ok=false: unknown
-// user). source is the peer IP (an "ip:port" is reduced to the IP); together
-// with the username it keys the lockout. On success it returns the username.
+// Verify checks the Authorization value of a request from a.Source claiming
+// to be a.ID. Lockouts are checked first and refuse without counting; every
+// other failure except a malformed header, a stale nonce or an HA1 that
+// cannot serve the algorithm (a configuration error, not a guess) counts
+// towards all three lockouts (see LockoutConfig).
 //
 // As RFC 2617 §3.2.1 asks, ErrStaleNonce is returned only when the response is
 // right for a nonce that is not (or no longer) valid; a wrong response is
-// ErrBadCredentials whatever the nonce, and counts towards the lockout.
-func (s *DigestServer) Verify(method, authorization, source string, password func(username string) (string, bool)) (string, error) {
-	cred, alg, err := parseCredentials(authorization)
-	if err != nil {
-		return "", err
-	}
+// ErrBadCredentials whatever the nonce.
+func (s *DigestServer) Verify(a Attempt) error {
 	now := s.now()
-	who := failureKey{user: cred.Username, source: sourceIP(source)}
-	if until, locked := s.failures.lockedUntil(who, now); locked {
-		return "", fmt.Errorf("%w: user %q from %s until %s after repeated failures",
-			ErrLockedOut, who.user, who.source, until.Format(time.RFC3339))
+	ip := sourceIP(a.Source)
+	if err := s.lockout.check(a.ID, ip, a.RegisteredIP, now); err != nil {
+		return err
+	}
+	cred, alg, err := parseCredentials(a.Authorization)
+	if err != nil {
+		return err
+	}
+	id := clip(a.ID)
+	fail := func(err error) error {
+		s.lockout.fail(a.ID, ip, now)
+		return err
+	}
+	if cred.Username != a.ID {
+		return fail(fmt.Errorf("%w: digest username %q is not the From ID %q (from %s): set the device's SIP user name to its ID",
+			ErrBadCredentials, clip(cred.Username), id, ip))
 	}
 	if cred.Realm != s.realm {
-		s.failures.fail(who, now)
-		return "", fmt.Errorf("%w: realm %q is not ours (%q): set the device's SIP server domain to %q",
-			ErrBadCredentials, cred.Realm, s.realm, s.realm)
+		return fail(fmt.Errorf("%w: realm %q is not ours (%q): set the device's SIP server domain to %q",
+			ErrBadCredentials, clip(cred.Realm), s.realm, s.realm))
 	}
 
 	// Consume the nonce before checking the response so that every attempt,
@@ -160,21 +170,80 @@ func (s *DigestServer) Verify(method, authorization, source string, password fun
 		}
 	}
 
-	secret, known := password(cred.Username)
-	if !known {
-		s.failures.fail(who, now)
-		return "", fmt.Errorf("%w: unknown user %q", ErrBadCredentials, cred.Username)
+	if a.Secret == (Secret{}) {
+		return fail(fmt.Errorf("%w: unknown ID %q (from %s)", ErrBadCredentials, id, ip))
 	}
-	if !responseMatches(alg.response(cred, method, secret), cred.Response) {
-		s.failures.fail(who, now)
-		return "", fmt.Errorf("%w: wrong response for user %q from %s: check the password configured for it on both sides",
-			ErrBadCredentials, cred.Username, who.source)
+	ha1, err := ha1For(alg, cred.Username, cred.Realm, a.Secret)
+	if err != nil {
+		return fmt.Errorf("%w: ID %q: %v", ErrBadCredentials, id, err)
+	}
+	if !responseMatches(alg.response(cred, a.Method, ha1), cred.Response) {
+		return fail(fmt.Errorf("%w: wrong response for ID %q from %s: check the password configured for it on both sides",
+			ErrBadCredentials, id, ip))
 	}
 	if !fresh {
-		return "", fmt.Errorf("%w: user %q", ErrStaleNonce, cred.Username)
+		return fmt.Errorf("%w: ID %q", ErrStaleNonce, id)
 	}
-	s.failures.reset(who)
-	return cred.Username, nil
+	s.lockout.succeed(a.ID, ip)
+	return nil
+}
+
+// HA1 computes the hex HA1, H(username:realm:password), for an algorithm name
+// ("MD5", "SHA-256"; the -sess variants use the same HA1), for configuration
+// tooling and tests. It returns "" for an unsupported algorithm.
+func HA1(algorithm, username, realm, password string) string {
+	alg, ok := parseAlgorithm(algorithm)
+	if !ok {
+		return ""
+	}
+	return alg.hashHex(username, realm, password)
+}
+
+// CheckHA1 reports whether ha1 has the form of an MD5 or SHA-256 HA1, so
+// configuration can be checked at start-up.
+func CheckHA1(ha1 string) error {
+	if _, err := ha1Hash(ha1); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ha1Hash tells which hash an HA1 was computed with from its length.
+func ha1Hash(ha1 string) (algorithm, error) {
+	var alg algorithm
+	switch len(ha1) {
+	case 2 * md5.Size:
+		alg = algMD5
+	case 2 * sha256.Size:
+		alg = algSHA256
+	default:
+		return 0, fmt.Errorf("HA1 has %d characters: want 32 (MD5) or 64 (SHA-256) hex digits", len(ha1))
+	}
+	for _, c := range []byte(ha1) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return 0, errors.New("HA1 is not hexadecimal")
+		}
+	}
+	return alg, nil
+}
+
+// ha1For returns the lower-case hex HA1 to use with alg.
+func ha1For(alg algorithm, username, realm string, secret Secret) (string, error) {
+	if secret.Password != "" {
+		return alg.hashHex(username, realm, secret.Password), nil
+	}
+	if secret.HA1 == "" {
+		return "", errors.New("no password or HA1 configured")
+	}
+	h, err := ha1Hash(secret.HA1)
+	if err != nil {
+		return "", err
+	}
+	if h.sha256() != alg.sha256() {
+		return "", fmt.Errorf("the configured HA1 is a %s HA1 but the algorithm is %s: configure a %s HA1 (or the plain password), or use %s",
+			h, alg, alg.base(), h)
+	}
+	return strings.ToLower(secret.HA1), nil
 }
 
 // SupportedAlgorithm reports whether name is a digest algorithm this package
@@ -229,6 +298,16 @@ func responseMatches(expected, got string) bool {
 	return subtle.ConstantTimeCompare([]byte(expected), []byte(strings.ToLower(got))) == 1
 }
 
+// clip shortens a value taken from the wire for an error message or log line.
+func clip(s string) string { return clipN(64, s) }
+
+func clipN(n int, s string) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
 // sourceIP reduces "ip:port" to the IP so that a device changing its source
 // port does not escape the lockout.
 func sourceIP(source string) string {
@@ -272,10 +351,19 @@ func (a algorithm) String() string {
 
 func (a algorithm) sess() bool { return a == algMD5Sess || a == algSHA256Sess }
 
+func (a algorithm) sha256() bool { return a == algSHA256 || a == algSHA256Sess }
+
+// base is the algorithm without -sess: the one its HA1 is computed with.
+func (a algorithm) base() algorithm {
+	if a.sha256() {
+		return algSHA256
+	}
+	return algMD5
+}
+
 // response computes the expected response (RFC 2617 §3.2.2, RFC 7616 §3.4.1)
-// with the uri, cnonce, nc and qop the client used.
-func (a algorithm) response(c *digest.Credentials, method, password string) string {
-	ha1 := a.hashHex(c.Username, c.Realm, password)
+// from the hex HA1 with the uri, cnonce, nc and qop the client used.
+func (a algorithm) response(c *digest.Credentials, method, ha1 string) string {
 	if a.sess() {
 		ha1 = a.hashHex(ha1, c.Nonce, c.Cnonce)
 	}
@@ -296,7 +384,7 @@ func (a algorithm) hashHex(parts ...string) string {
 		}
 		in = append(in, p...)
 	}
-	if a == algSHA256 || a == algSHA256Sess {
+	if a.sha256() {
 		sum := sha256.Sum256(in)
 		return hex.EncodeToString(sum[:])
 	}

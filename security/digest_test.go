@@ -26,9 +26,10 @@ const (
 
 var testUsers = map[string]string{testDevice: testPassword, "admin": "12345"}
 
-func lookup(user string) (string, bool) {
-	p, ok := testUsers[user]
-	return p, ok
+// attempt is a request from id at source, with the secret testUsers holds
+// for id (none for an unknown id).
+func attempt(method, header, source, id string) Attempt {
+	return Attempt{Method: method, Authorization: header, ID: id, Source: source, Secret: Secret{Password: testUsers[id]}}
 }
 
 type fakeClock struct {
@@ -142,18 +143,18 @@ func TestSeedSampleHikvision(t *testing.T) {
 		if err != nil {
 			t.Fatalf("sample header rejected: %v", err)
 		}
-		if got := alg.response(c, "REGISTER", "12345"); got != sample.response {
+		if got := alg.response(c, "REGISTER", HA1("MD5", "admin", "hik", "12345")); got != sample.response {
 			t.Errorf("package computes %s for the sample, want %s", got, sample.response)
 		}
 
 		// Through Verify the sample's nonce is not ours: with the right password
 		// that is stale (the device retries), with a wrong one it is a failure.
 		s := NewDigestServer(DigestConfig{Realm: "hik", Now: newFakeClock().Now})
-		if _, err := s.Verify("REGISTER", header, testSource, lookup); !errors.Is(err, ErrStaleNonce) {
+		if err := s.Verify(attempt("REGISTER", header, testSource, "admin")); !errors.Is(err, ErrStaleNonce) {
 			t.Errorf("sample with right password: got %v, want ErrStaleNonce", err)
 		}
-		wrong := func(string) (string, bool) { return "12345678", true }
-		if _, err := s.Verify("REGISTER", header, testSource, wrong); !errors.Is(err, ErrBadCredentials) {
+		wrong := Attempt{Method: "REGISTER", Authorization: header, ID: "admin", Source: testSource, Secret: Secret{Password: "12345678"}}
+		if err := s.Verify(wrong); !errors.Is(err, ErrBadCredentials) {
 			t.Errorf("sample with wrong password: got %v, want ErrBadCredentials", err)
 		}
 	}
@@ -223,7 +224,6 @@ func TestVerifyValid(t *testing.T) {
 		}},
 		{"sha-256-sess qop=auth", "SHA-256-sess", func(a *answer) { a.qop, a.nc, a.cnonce = "auth", "00000001", "abc" }},
 		{"uri differs from request-uri", "MD5", func(a *answer) { a.uri = "sip:3402000000@192.0.2.1:5060;transport=udp" }},
-		{"username is not the device id", "MD5", func(a *answer) { a.user, a.password = "admin", "12345" }},
 		{"non-register method", "MD5", func(a *answer) { a.method = "MESSAGE" }},
 	}
 	for _, c := range cases {
@@ -232,9 +232,8 @@ func TestVerifyValid(t *testing.T) {
 			a := deviceAnswer()
 			c.mod(&a)
 			header := respond(t, s.Challenge(c.challenge, false), a)
-			user, err := s.Verify(a.method, header, testSource, lookup)
-			if err != nil || user != a.user {
-				t.Fatalf("Verify(%s) = %q, %v; want %q, nil", header, user, err, a.user)
+			if err := s.Verify(attempt(a.method, header, testSource, a.user)); err != nil {
+				t.Fatalf("Verify(%s) = %v", header, err)
 			}
 		})
 	}
@@ -246,7 +245,7 @@ func TestVerifyUpperCaseResponse(t *testing.T) {
 	ch, _ := digest.ParseChallenge(s.Challenge("MD5", false))
 	a.alg, a.realm, a.nonce, a.opaque = "MD5", ch.Realm, ch.Nonce, ch.Opaque
 	header := a.header(strings.ToUpper(rfcResponse(a)))
-	if _, err := s.Verify("REGISTER", header, testSource, lookup); err != nil {
+	if err := s.Verify(attempt("REGISTER", header, testSource, testDevice)); err != nil {
 		t.Fatalf("upper-case hex response rejected: %v", err)
 	}
 }
@@ -268,7 +267,7 @@ func TestVerifyIcholyClient(t *testing.T) {
 			if offerQOP != (cred.QOP == "auth") {
 				t.Fatalf("%s offerQOP=%v: client used qop %q", alg, offerQOP, cred.QOP)
 			}
-			if _, err := s.Verify("REGISTER", cred.String(), testSource, lookup); err != nil {
+			if err := s.Verify(attempt("REGISTER", cred.String(), testSource, testDevice)); err != nil {
 				t.Errorf("%s offerQOP=%v: %v (header %s)", alg, offerQOP, err, cred.String())
 			}
 		}
@@ -289,9 +288,9 @@ func TestVerifyRejects(t *testing.T) {
 			a.password = "wrong"
 			return respond(t, s.Challenge("MD5", false), a)
 		}, ErrBadCredentials},
-		{"unknown user", func() string {
+		{"another account's valid credentials", func() string {
 			a := deviceAnswer()
-			a.user = "34020000001320009999"
+			a.user, a.password = "admin", "12345"
 			return respond(t, s.Challenge("MD5", false), a)
 		}, ErrBadCredentials},
 		{"realm mismatch", func() string {
@@ -332,7 +331,7 @@ func TestVerifyRejects(t *testing.T) {
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			source := fmt.Sprintf("192.0.2.%d", i+1) // keep the cases clear of the lockout
-			_, err := s.Verify("REGISTER", c.header(), source, lookup)
+			err := s.Verify(attempt("REGISTER", c.header(), source, testDevice))
 			if !errors.Is(err, c.want) {
 				t.Fatalf("got %v, want %v", err, c.want)
 			}
@@ -366,7 +365,7 @@ func TestVerifyMalformed(t *testing.T) {
 		"Digest " + full + ", userhash=true",
 	}
 	for _, header := range cases {
-		if _, err := s.Verify("REGISTER", header, testSource, lookup); !errors.Is(err, ErrMalformed) {
+		if err := s.Verify(attempt("REGISTER", header, testSource, testDevice)); !errors.Is(err, ErrMalformed) {
 			t.Errorf("Verify(%q) = %v, want ErrMalformed", header, err)
 		}
 	}
@@ -375,15 +374,15 @@ func TestVerifyMalformed(t *testing.T) {
 func TestReplay(t *testing.T) {
 	s := newTestServer(newFakeClock())
 	header := respond(t, s.Challenge("MD5", false), deviceAnswer())
-	if _, err := s.Verify("REGISTER", header, testSource, lookup); err != nil {
+	if err := s.Verify(attempt("REGISTER", header, testSource, testDevice)); err != nil {
 		t.Fatalf("first use: %v", err)
 	}
 	for range 10 { // replays are stale, not failures: they must not lock the device out
-		if _, err := s.Verify("REGISTER", header, testSource, lookup); !errors.Is(err, ErrStaleNonce) {
+		if err := s.Verify(attempt("REGISTER", header, testSource, testDevice)); !errors.Is(err, ErrStaleNonce) {
 			t.Fatalf("replay: got %v, want ErrStaleNonce", err)
 		}
 	}
-	if _, err := s.Verify("REGISTER", respond(t, s.Challenge("MD5", false), deviceAnswer()), testSource, lookup); err != nil {
+	if err := s.Verify(attempt("REGISTER", respond(t, s.Challenge("MD5", false), deviceAnswer()), testSource, testDevice)); err != nil {
 		t.Fatalf("fresh nonce after replays: %v", err)
 	}
 }
@@ -393,10 +392,10 @@ func TestWrongAttemptUsesUpNonce(t *testing.T) {
 	ch := s.Challenge("MD5", false)
 	bad := deviceAnswer()
 	bad.password = "guess"
-	if _, err := s.Verify("REGISTER", respond(t, ch, bad), testSource, lookup); !errors.Is(err, ErrBadCredentials) {
+	if err := s.Verify(attempt("REGISTER", respond(t, ch, bad), testSource, testDevice)); !errors.Is(err, ErrBadCredentials) {
 		t.Fatalf("wrong password: %v", err)
 	}
-	if _, err := s.Verify("REGISTER", respond(t, ch, deviceAnswer()), testSource, lookup); !errors.Is(err, ErrStaleNonce) {
+	if err := s.Verify(attempt("REGISTER", respond(t, ch, deviceAnswer()), testSource, testDevice)); !errors.Is(err, ErrStaleNonce) {
 		t.Fatalf("right password on a used nonce: got %v, want ErrStaleNonce", err)
 	}
 }
@@ -408,11 +407,11 @@ func TestNonceExpiry(t *testing.T) {
 	onTime := respond(t, s.Challenge("MD5", false), deviceAnswer())
 	late := respond(t, s.Challenge("MD5", false), deviceAnswer())
 	clock.Advance(30 * time.Second)
-	if _, err := s.Verify("REGISTER", onTime, testSource, lookup); err != nil {
+	if err := s.Verify(attempt("REGISTER", onTime, testSource, testDevice)); err != nil {
 		t.Fatalf("nonce exactly NonceTTL old: %v", err)
 	}
 	clock.Advance(time.Second)
-	if _, err := s.Verify("REGISTER", late, testSource, lookup); !errors.Is(err, ErrStaleNonce) {
+	if err := s.Verify(attempt("REGISTER", late, testSource, testDevice)); !errors.Is(err, ErrStaleNonce) {
 		t.Fatalf("nonce older than NonceTTL: got %v, want ErrStaleNonce", err)
 	}
 }
@@ -427,7 +426,7 @@ func TestUsedNoncesBounded(t *testing.T) {
 		clock.Advance(time.Second)
 	}
 	for i, h := range headers {
-		if _, err := s.Verify("REGISTER", h, testSource, lookup); err != nil {
+		if err := s.Verify(attempt("REGISTER", h, testSource, testDevice)); err != nil {
 			t.Fatalf("header %d: %v", i, err)
 		}
 	}
@@ -436,13 +435,13 @@ func TestUsedNoncesBounded(t *testing.T) {
 	}
 	// Evicted nonces must not become replayable.
 	for i, h := range headers {
-		if _, err := s.Verify("REGISTER", h, testSource, lookup); !errors.Is(err, ErrStaleNonce) {
+		if err := s.Verify(attempt("REGISTER", h, testSource, testDevice)); !errors.Is(err, ErrStaleNonce) {
 			t.Fatalf("replay of header %d: got %v, want ErrStaleNonce", i, err)
 		}
 	}
 	// Expired entries are dropped on the next Verify.
 	clock.Advance(2 * time.Minute)
-	if _, err := s.Verify("REGISTER", respond(t, s.Challenge("MD5", false), deviceAnswer()), testSource, lookup); err != nil {
+	if err := s.Verify(attempt("REGISTER", respond(t, s.Challenge("MD5", false), deviceAnswer()), testSource, testDevice)); err != nil {
 		t.Fatal(err)
 	}
 	if n := usedCount(s); n != 1 {
@@ -462,8 +461,7 @@ func TestLockout(t *testing.T) {
 	bad := deviceAnswer()
 	bad.password = "guess"
 	try := func(a answer, source string) error {
-		_, err := s.Verify("REGISTER", respond(t, s.Challenge("MD5", false), a), source, lookup)
-		return err
+		return s.Verify(attempt("REGISTER", respond(t, s.Challenge("MD5", false), a), source, a.user))
 	}
 
 	for i := range 5 {
@@ -494,8 +492,7 @@ func TestLockoutResetAndWindow(t *testing.T) {
 	bad := deviceAnswer()
 	bad.password = "guess"
 	try := func(a answer) error {
-		_, err := s.Verify("REGISTER", respond(t, s.Challenge("MD5", false), a), testSource, lookup)
-		return err
+		return s.Verify(attempt("REGISTER", respond(t, s.Challenge("MD5", false), a), testSource, a.user))
 	}
 	fail := func(n int) {
 		t.Helper()
@@ -541,28 +538,34 @@ func TestFailureRecordsBounded(t *testing.T) {
 	bad := deviceAnswer()
 	bad.password = "guess"
 	try := func(a answer, source string) error {
-		_, err := s.Verify("REGISTER", respond(t, s.Challenge("MD5", false), a), source, lookup)
-		return err
+		return s.Verify(attempt("REGISTER", respond(t, s.Challenge("MD5", false), a), source, a.user))
 	}
 	for range 5 {
 		try(bad, testSource)
 	}
-	// A flood of single failures from other sources must neither grow memory
-	// nor lift the lockout.
+	// A flood of single failures for other IDs from other sources must
+	// neither grow memory nor lift the lockout.
 	for i := range 200 {
-		if err := try(bad, fmt.Sprintf("198.51.100.%d", i)); !errors.Is(err, ErrBadCredentials) {
+		a := bad
+		a.user = fmt.Sprintf("340200000013200%05d", i)
+		if err := try(a, fmt.Sprintf("198.51.%d.%d", i/250, i%250)); !errors.Is(err, ErrBadCredentials) {
 			t.Fatal(err)
 		}
 	}
-	s.failures.mu.Lock()
-	n := len(s.failures.records)
-	s.failures.mu.Unlock()
-	if n > 8 {
-		t.Fatalf("%d failure records, cap is 8", n)
+	for name, n := range map[string]int{"pair": size(s.lockout.pair), "ip": size(s.lockout.ip), "id": size(s.lockout.id)} {
+		if n > 8 {
+			t.Fatalf("%d %s failure records, cap is 8", n, name)
+		}
 	}
 	if err := try(deviceAnswer(), testSource); !errors.Is(err, ErrLockedOut) {
 		t.Fatalf("lockout lifted by a flood of other sources: %v", err)
 	}
+}
+
+func size[K comparable](t *failureTracker[K]) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.records)
 }
 
 func TestConcurrentVerify(t *testing.T) {
@@ -575,7 +578,7 @@ func TestConcurrentVerify(t *testing.T) {
 			for range rounds {
 				header, err := answerChallenge(s.Challenge("MD5", false), deviceAnswer())
 				if err == nil {
-					_, err = s.Verify("REGISTER", header, testSource, lookup)
+					err = s.Verify(attempt("REGISTER", header, testSource, testDevice))
 				}
 				if err != nil {
 					failures.Add(1)
@@ -593,7 +596,7 @@ func TestConcurrentVerify(t *testing.T) {
 	var ok atomic.Int64
 	for range workers {
 		wg.Go(func() {
-			if _, err := s.Verify("REGISTER", header, testSource, lookup); err == nil {
+			if err := s.Verify(attempt("REGISTER", header, testSource, testDevice)); err == nil {
 				ok.Add(1)
 			}
 		})
@@ -622,10 +625,10 @@ func FuzzVerify(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, header string) {
-		user, err := s.Verify("REGISTER", header, testSource, lookup)
+		err := s.Verify(attempt("REGISTER", header, testSource, testDevice))
 		if err == nil {
-			if _, known := testUsers[user]; !known {
-				t.Fatalf("accepted unknown user %q", user)
+			if !strings.Contains(header, testDevice) {
+				t.Fatalf("accepted credentials without the ID %s: %q", testDevice, header)
 			}
 			return
 		}
@@ -648,7 +651,7 @@ func BenchmarkChallengeVerify(b *testing.B) {
 	b.Run("serial", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := s.Verify("REGISTER", cred(s.Challenge("MD5", false)), testSource, lookup); err != nil {
+			if err := s.Verify(attempt("REGISTER", cred(s.Challenge("MD5", false)), testSource, testDevice)); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -657,7 +660,7 @@ func BenchmarkChallengeVerify(b *testing.B) {
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				if _, err := s.Verify("REGISTER", cred(s.Challenge("MD5", false)), testSource, lookup); err != nil {
+				if err := s.Verify(attempt("REGISTER", cred(s.Challenge("MD5", false)), testSource, testDevice)); err != nil {
 					b.Error(err)
 					return
 				}

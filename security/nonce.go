@@ -79,9 +79,8 @@ type usedNonces struct {
 	ttl       int64 // seconds
 	max       int
 	set       map[nonceKey]struct{}
-	queue     []usedNonce // arrival order; live entries are queue[head:]
-	head      int
-	watermark int64 // nonces issued at or before this Unix second are stale
+	queue     fifo[usedNonce] // arrival order
+	watermark int64           // nonces issued at or before this Unix second are stale
 }
 
 type usedNonce struct {
@@ -104,8 +103,8 @@ func (u *usedNonces) consume(key nonceKey, issued int64, now time.Time) bool {
 	nowSec := now.Unix()
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	for u.head < len(u.queue) && nowSec-u.queue[u.head].issued > u.ttl {
-		delete(u.set, u.popFront().key)
+	for u.queue.len() > 0 && nowSec-u.queue.front().issued > u.ttl {
+		delete(u.set, u.queue.pop().key)
 	}
 	if nowSec-issued > u.ttl || issued <= u.watermark {
 		return false
@@ -114,7 +113,7 @@ func (u *usedNonces) consume(key nonceKey, issued int64, now time.Time) bool {
 		return false
 	}
 	if len(u.set) >= u.max {
-		oldest := u.popFront()
+		oldest := u.queue.pop()
 		delete(u.set, oldest.key)
 		u.watermark = max(u.watermark, oldest.issued)
 		if issued <= u.watermark {
@@ -122,17 +121,29 @@ func (u *usedNonces) consume(key nonceKey, issued int64, now time.Time) bool {
 		}
 	}
 	u.set[key] = struct{}{}
-	u.queue = append(u.queue, usedNonce{key: key, issued: issued})
+	u.queue.push(usedNonce{key: key, issued: issued})
 	return true
 }
 
-func (u *usedNonces) popFront() usedNonce {
-	e := u.queue[u.head]
-	u.head++
-	// Compact once the dead prefix dominates, keeping pops amortised O(1).
-	if u.head > len(u.queue)/2 {
-		u.queue = u.queue[:copy(u.queue, u.queue[u.head:])]
-		u.head = 0
+// fifo is a queue with amortised O(1) pops.
+type fifo[T any] struct {
+	items []T // live entries are items[head:]
+	head  int
+}
+
+func (q *fifo[T]) len() int { return len(q.items) - q.head }
+func (q *fifo[T]) front() T { return q.items[q.head] }
+func (q *fifo[T]) push(v T) { q.items = append(q.items, v) }
+
+func (q *fifo[T]) pop() T {
+	v := q.items[q.head]
+	var zero T
+	q.items[q.head] = zero // let go of what the entry references
+	q.head++
+	// Compact once the dead prefix dominates.
+	if q.head > len(q.items)/2 {
+		q.items = q.items[:copy(q.items, q.items[q.head:])]
+		q.head = 0
 	}
-	return e
+	return v
 }
