@@ -33,7 +33,7 @@ type Cascade struct {
 
 	registry  *Registry
 	digest    *security.DigestServer
-	passwords map[string]string // configured devices -> password ("" = lower.password)
+	secrets   map[string]security.Secret // configured devices -> secret (empty: lower's)
 	catalogs  *catalogCollector
 	routes    *routeTable
 	subs      *subscriptions
@@ -53,14 +53,14 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 	c := &Cascade{
 		cfg: cfg, log: log, metrics: m, store: st,
 		registry:  newRegistry(st, log, cfg.ID),
-		digest:    security.NewDigestServer(security.DigestConfig{Realm: cfg.Domain}),
-		passwords: map[string]string{},
+		digest:    security.NewDigestServer(security.DigestConfig{Realm: cfg.Domain, Lockout: lockoutConfig(cfg.Security.Lockout)}),
+		secrets:   map[string]security.Secret{},
 		now:       time.Now,
 		ctx:       ctx,
 		cancel:    cancel,
 	}
 	for _, d := range cfg.Lower.Devices {
-		c.passwords[d.ID] = d.Password
+		c.secrets[d.ID] = security.Secret{Password: d.Password, HA1: d.PasswordHA1}
 	}
 	c.catalogs = newCatalogCollector(c)
 	c.routes = newRouteTable(c)
@@ -294,6 +294,11 @@ func (c *Cascade) upperConnClosed(remote string) {
 	for _, u := range c.uppers {
 		u.connClosed(remote)
 	}
+}
+
+func lockoutConfig(l configs.LockoutConfig) security.LockoutConfig {
+	return security.LockoutConfig{MaxFailures: l.MaxFailures, Window: l.Window, LockFor: l.LockFor,
+		MaxFailuresPerIP: l.MaxFailuresPerIP, MaxFailuresPerID: l.MaxFailuresPerID}
 }
 
 // Date header value for time sync: yyyy-MM-ddTHH:mm:ss.SSS, local time.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/gbproxy/gbproxy/cascade/endpoint"
 	"github.com/gbproxy/gbproxy/cascade/manscdp"
 	"github.com/gbproxy/gbproxy/security"
 )
@@ -38,7 +39,7 @@ func (c *Cascade) handleRegister(req *sip.Request, tx sip.ServerTransaction) {
 		ep.Respond(tx, req, sip.StatusForbidden, "Forbidden (not this SIP server)", nil)
 		return
 	}
-	password, known := c.devicePassword(id)
+	secret, known := c.deviceSecret(id)
 	if !known {
 		c.registerResult("unknown_device")
 		log.Warn().Msg("REGISTER from a device not in lower.devices refused (allow_unknown is false)")
@@ -50,7 +51,8 @@ func (c *Cascade) handleRegister(req *sip.Request, tx sip.ServerTransaction) {
 		c.challenge(tx, req, false)
 		return
 	}
-	_, err := c.digest.Verify(string(req.Method), auth.Value(), req.Source(), func(string) (string, bool) { return password, true })
+	err := c.digest.Verify(security.Attempt{Method: string(req.Method), Authorization: auth.Value(),
+		ID: id, Source: req.Source(), RegisteredIP: c.registeredIP(id), Secret: secret})
 	switch {
 	case errors.Is(err, security.ErrStaleNonce):
 		c.challenge(tx, req, true)
@@ -140,17 +142,28 @@ func (c *Cascade) isOurTarget(u sip.Uri) bool {
 	return u.Host == c.cfg.Domain || net.ParseIP(u.Host) != nil
 }
 
-// devicePassword returns the digest password for id and whether id may
+// deviceSecret returns the digest secret for id and whether id may
 // register at all.
-func (c *Cascade) devicePassword(id string) (string, bool) {
-	p, listed := c.passwords[id]
+func (c *Cascade) deviceSecret(id string) (security.Secret, bool) {
+	s, listed := c.secrets[id]
 	if !listed && !c.cfg.Lower.AllowUnknown {
-		return "", false
+		return security.Secret{}, false
 	}
-	if p == "" {
-		p = c.cfg.Lower.Password
+	if s == (security.Secret{}) {
+		s = security.Secret{Password: c.cfg.Lower.Password, HA1: c.cfg.Lower.PasswordHA1}
 	}
-	return p, true
+	return s, true
+}
+
+// registeredIP is the IP an online device is registered from ("" if none):
+// the lockout never refuses it for failures from elsewhere.
+func (c *Cascade) registeredIP(id string) string {
+	d, ok := c.registry.Device(id)
+	if !ok || !d.Online {
+		return ""
+	}
+	host, _ := endpoint.SplitHostPort(d.Remote)
+	return host
 }
 
 // requestedExpires reads Expires, then the Contact's expires parameter;

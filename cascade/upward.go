@@ -352,7 +352,7 @@ func (u *upperClient) doWithAuth(ctx context.Context, req *sip.Request) (*sip.Re
 	if ch == nil {
 		return nil, fmt.Errorf("%d without %s", res.StatusCode, chHeader)
 	}
-	auth, err := security.Authorize(ch.Value(), string(req.Method), req.Recipient.String(), u.cfg.Username, u.cfg.Password)
+	auth, err := security.Authorize(ch.Value(), string(req.Method), req.Recipient.String(), u.cfg.Username, security.Secret{Password: u.cfg.Password, HA1: u.cfg.PasswordHA1})
 	if err != nil {
 		return nil, fmt.Errorf("answer digest challenge: %w", err)
 	}
