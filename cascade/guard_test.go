@@ -1,9 +1,12 @@
 package cascade
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,6 +44,7 @@ func guardCascade(t testing.TB, bindSource string) *Cascade {
 	c := &Cascade{
 		cfg:      &configs.Config{ID: selfID, Lower: configs.LowerConfig{BindSource: bindSource}},
 		log:      zerolog.Nop(),
+		store:    st,
 		registry: newRegistry(st, zerolog.Nop(), selfID),
 		now:      func() time.Time { return now },
 		ctx:      ctx,
@@ -230,5 +234,34 @@ func BenchmarkAdmit(b *testing.B) {
 				g.Admit(req)
 			}
 		})
+	}
+}
+
+// An upper registration lost and regained within a second is routine: one
+// info line, no error asking the operator to check passwords.
+func TestRegainedUpperRegistrationLogLevel(t *testing.T) {
+	for _, tc := range []struct {
+		gap   time.Duration
+		level string
+	}{{200 * time.Millisecond, `"level":"info"`}, {3 * time.Second, `"level":"warn"`}} {
+		c := guardCascade(t, "ip")
+		u := c.uppers[0]
+		u.remote = "" // no endpoint here to close a connection on
+		var buf bytes.Buffer
+		u.log = zerolog.New(&buf)
+		now := time.Now()
+		c.now = func() time.Time { return now }
+		u.registered(u.target(), 3600)
+		buf.Reset()
+		u.lost(u.target(), errors.New("TCP connection to upper platform closed"))
+		now = now.Add(tc.gap)
+		u.registered(u.target(), 3600)
+		out := buf.String()
+		if !strings.Contains(out, tc.level) || strings.Contains(out, `"level":"error"`) || strings.Contains(out, "password") {
+			t.Errorf("regained after %s: log %s, want one %s line and no error", tc.gap, out, tc.level)
+		}
+		if want := `"after":"` + tc.gap.String() + `"`; !strings.Contains(out, want) {
+			t.Errorf("regained after %s: log %s, want the gap as %s", tc.gap, out, want)
+		}
 	}
 }
