@@ -74,6 +74,7 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 	c.lower, err = endpoint.Listen(endpoint.Options{
 		Name: "lower", Listen: cfg.Lower.Listen, Logger: log, Metrics: m,
 		OnConnClosed: c.lowerConnClosed,
+		Guard:        &lowerGuard{c: c, mode: cfg.Lower.BindSource},
 	})
 	if err != nil {
 		cancel()
@@ -82,6 +83,7 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 	c.upper, err = endpoint.Listen(endpoint.Options{
 		Name: "upper", Listen: cfg.Upper.Listen, Logger: log, Metrics: m,
 		OnConnClosed: c.upperConnClosed,
+		Guard:        &upperGuard{c: c},
 	})
 	if err != nil {
 		c.lower.Close()

@@ -46,13 +46,11 @@ func (c *Cascade) handleRegister(req *sip.Request, tx sip.ServerTransaction) {
 		ep.Respond(tx, req, sip.StatusForbidden, "Forbidden (unknown device)", nil)
 		return
 	}
-	auth := req.GetHeader("Authorization")
-	if auth == nil {
+	if req.GetHeader("Authorization") == nil {
 		c.challenge(tx, req, false)
 		return
 	}
-	err := c.digest.Verify(security.Attempt{Method: string(req.Method), Authorization: auth.Value(),
-		ID: id, Source: req.Source(), RegisteredIP: c.registeredIP(id), Secret: secret})
+	err := c.verifyRegister(req, id, secret)
 	switch {
 	case errors.Is(err, security.ErrStaleNonce):
 		c.challenge(tx, req, true)
@@ -109,7 +107,23 @@ func (c *Cascade) handleRegister(req *sip.Request, tx sip.ServerTransaction) {
 		dev.UserAgent = h.Value()
 	}
 	dev.GBVersion = headerValue(req, "X-GB-Ver")
-	fresh := c.registry.register(dev)
+	old, moved := c.movedFrom(dev)
+	if moved {
+		// The old address's calls end there before the device's address
+		// changes; its other state (channels, subscriptions) carries over.
+		log.Warn().Str("from", strings.ToLower(old.Transport)+":"+old.Remote).Str("to", strings.ToLower(dev.Transport)+":"+dev.Remote).
+			Msg("device re-registered from another address; its calls at the old address end")
+		for _, f := range c.offlineHooks {
+			f(id, reasonMoved)
+		}
+	}
+	fresh := c.registry.register(dev) || moved
+	if moved && connOriented(old.Transport) {
+		c.lower.CloseConn(old.Remote)
+	}
+	if connOriented(dev.Transport) {
+		c.lower.Claim(dev.Remote)
+	}
 	c.registerResult("ok")
 	ep.Respond(tx, req, sip.StatusOK, "OK", nil,
 		sip.NewHeader("Date", gbDate(now)),
@@ -122,6 +136,29 @@ func (c *Cascade) handleRegister(req *sip.Request, tx sip.ServerTransaction) {
 		c.subs.deviceReset(id)
 		c.catalogs.query(dev)
 	}
+}
+
+// reasonMoved is the offline hooks' reason when a device registered again
+// from another address.
+const reasonMoved = "re-registered from another address"
+
+// verifyRegister checks the digest credentials of device id's REGISTER
+// against password: the one place the registrar calls the digest server
+// (whose next API also takes id, the ID the credentials must name).
+func (c *Cascade) verifyRegister(req *sip.Request, id string, secret security.Secret) error {
+	return c.digest.Verify(security.Attempt{Method: string(req.Method), Authorization: headerValue(req, "Authorization"),
+		ID: id, Source: req.Source(), RegisteredIP: c.registeredIP(id), Secret: secret})
+}
+
+// movedFrom reports an online device that dev's registration takes to
+// another address: another connection, another IP, or with bind_source
+// ip-port another port (off counts as ip here).
+func (c *Cascade) movedFrom(dev Device) (Device, bool) {
+	old, ok := c.registry.Device(dev.ID)
+	if !ok || !old.Online {
+		return old, false
+	}
+	return old, !boundSource(c.cfg.Lower.BindSource, old.Transport, old.Remote, dev.Transport, dev.Remote)
 }
 
 func (c *Cascade) challenge(tx sip.ServerTransaction, req *sip.Request, stale bool) {

@@ -25,7 +25,7 @@ const (
 // fields survive a restart; keepalive times change too often to persist.
 type Device struct {
 	ID           string    `json:"id"`
-	Transport    string    `json:"transport"` // UDP | TCP
+	Transport    string    `json:"transport"` // UDP | TCP | TLS
 	Remote       string    `json:"remote"`    // where requests go: received/rport, or the TCP peer
 	Contact      string    `json:"contact"`
 	UserAgent    string    `json:"user_agent,omitempty"`
@@ -76,7 +76,7 @@ type Registry struct {
 	devices  map[string]*Device
 	channels map[string]map[string]*Channel // device ID -> channel ID -> channel
 	owner    map[string]string              // channel ID -> device ID
-	byConn   map[string]string              // TCP remote -> device ID
+	byConn   map[string]string              // TCP/TLS remote -> device ID
 	self     string                         // the proxy's own ID, never a channel
 	store    *store.Store
 	log      zerolog.Logger
@@ -210,7 +210,7 @@ func (r *Registry) register(d Device) (fresh bool) {
 	old := r.devices[d.ID]
 	fresh = old == nil || !old.Online || old.CallID != d.CallID
 	wasOnline := old != nil && old.Online
-	if old != nil && old.Transport == "TCP" && old.Remote != d.Remote {
+	if old != nil && connOriented(old.Transport) && old.Remote != d.Remote {
 		delete(r.byConn, old.Remote)
 	}
 	if old != nil {
@@ -218,7 +218,7 @@ func (r *Registry) register(d Device) (fresh bool) {
 	}
 	d.Online = true
 	r.devices[d.ID] = &d
-	if d.Transport == "TCP" {
+	if connOriented(d.Transport) {
 		r.byConn[d.Remote] = d.ID
 	}
 	r.store.Put(bucketDevices, d.ID, &d)
@@ -253,7 +253,7 @@ func (r *Registry) offline(id string) bool {
 		return false
 	}
 	d.Online = false
-	if d.Transport == "TCP" {
+	if connOriented(d.Transport) {
 		delete(r.byConn, d.Remote)
 	}
 	evs := r.statusEventsLocked(id)
@@ -273,10 +273,11 @@ func (r *Registry) unregister(id string, now time.Time) {
 	}
 }
 
-// keepalive records a sign of life from a registered device, following it to
-// a new source address (NAT rebinding, new TCP connection). It reports
+// keepalive records a sign of life from a registered device. It reports
 // whether the device is known with an unexpired registration, and whether it
-// came back online.
+// came back online. It never moves a device to another address: only a
+// REGISTER does. A UDP port change from the same IP (NAT rebinding; the
+// lower guard lets it through with bind_source ip) is followed.
 func (r *Registry) keepalive(id, transport, remote string, now time.Time) (known, revived bool) {
 	r.mu.Lock()
 	var evs []ChannelEvent
@@ -289,14 +290,9 @@ func (r *Registry) keepalive(id, transport, remote string, now time.Time) (known
 		return false, false
 	}
 	d.LastKeepalive = now
-	if d.Remote != remote || d.Transport != transport {
-		if d.Transport == "TCP" {
-			delete(r.byConn, d.Remote)
-		}
-		d.Remote, d.Transport = remote, transport
-		if transport == "TCP" {
-			r.byConn[remote] = id
-		}
+	if d.Remote != remote && d.Transport == "UDP" && strings.EqualFold(transport, "UDP") && hostOf(d.Remote) == hostOf(remote) {
+		r.log.Info().Str("device_id", id).Str("from", d.Remote).Str("to", remote).Msg("device's UDP port changed (NAT rebinding?); requests to it now go to the new port")
+		d.Remote = remote
 		r.store.Put(bucketDevices, d.ID, d)
 	}
 	revived = !d.Online
@@ -305,6 +301,25 @@ func (r *Registry) keepalive(id, transport, remote string, now time.Time) (known
 		evs = r.statusEventsLocked(id)
 	}
 	return true, revived
+}
+
+// admit tells the lower guard whether id (a device, or a channel of one: a
+// device's in-dialog requests carry the channel ID) has an unexpired
+// registration, whether transport and source are where it registered from
+// (see boundSource), and where that is.
+func (r *Registry) admit(id, transport, source, mode string, now time.Time) (registered, bound bool, remote string) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	d := r.devices[id]
+	if d == nil {
+		if owner, ok := r.owner[id]; ok {
+			d = r.devices[owner]
+		}
+	}
+	if d == nil || !now.Before(d.ExpiresAt) {
+		return false, false, ""
+	}
+	return true, boundSource(mode, d.Transport, d.Remote, transport, source), d.Remote
 }
 
 // deviceOnConn names the device registered over the TCP connection remote.

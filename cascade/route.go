@@ -83,7 +83,7 @@ func (t *routeTable) expire(q *routedQuery) {
 		log.Warn().Int("items", items).Msg("device stopped answering part-way; the upper platform got what arrived")
 		return
 	}
-	log.Warn().Dur("query_timeout", c.cfg.Lower.QueryTimeout).Msg("device did not answer a routed request in time; the upper platform gets Result ERROR")
+	log.Warn().Stringer("query_timeout", c.cfg.Lower.QueryTimeout).Msg("device did not answer a routed request in time; the upper platform gets Result ERROR")
 	resp := &manscdp.ResultResponse{
 		Base:   manscdp.Base{CmdType: q.cmdType, SN: q.origSN, DeviceID: q.targetID},
 		Result: "ERROR",

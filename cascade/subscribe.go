@@ -21,7 +21,6 @@ import (
 var subscriptionKinds = map[string]bool{"Catalog": true, "Alarm": true, "MobilePosition": true, "PTZPosition": true}
 
 const (
-	maxSubscribeExpires = 86400
 	// notifyQueue bounds NOTIFYs waiting for one slow upper; past it we drop
 	// and log rather than hold memory for a platform that is not reading.
 	notifyQueue = 8192
@@ -79,12 +78,17 @@ type deviceSub struct {
 
 type downKey struct{ deviceID, kind string }
 
+// targetKey is what one upper subscription is about: a platform keeps at
+// most one per key, a new dialog replacing the old.
+type targetKey struct{ platform, kind, target string }
+
 // subscriptions keeps both sides: uppers subscribed to us, and the one
 // subscription per (device, kind) that serves all of them.
 type subscriptions struct {
 	c        *Cascade
 	mu       sync.Mutex
 	uppers   map[string]*upperSub // call ID + remote tag
+	byTarget map[targetKey]string // -> key in uppers
 	downs    map[downKey]*deviceSub
 	inFlight map[downKey]bool
 	backoff  map[downKey]time.Time
@@ -94,7 +98,7 @@ type subscriptions struct {
 
 func newSubscriptions(c *Cascade) *subscriptions {
 	return &subscriptions{
-		c: c, uppers: map[string]*upperSub{}, downs: map[downKey]*deviceSub{},
+		c: c, uppers: map[string]*upperSub{}, byTarget: map[targetKey]string{}, downs: map[downKey]*deviceSub{},
 		inFlight: map[downKey]bool{}, backoff: map[downKey]time.Time{},
 		kick: make(chan struct{}, 1),
 	}
@@ -117,9 +121,8 @@ func (s *subscriptions) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			s.mu.Lock()
-			for key, sub := range s.uppers {
-				close(sub.done)
-				delete(s.uppers, key)
+			for key := range s.uppers {
+				s.dropLocked(key)
 			}
 			s.mu.Unlock()
 			s.wg.Wait()
@@ -139,10 +142,28 @@ func (s *subscriptions) expireUppers() {
 	for key, sub := range s.uppers {
 		if now.After(sub.expiresAt) {
 			sub.upper.log.Info().Str("kind", sub.kind).Str("call_id", sub.callID).Msg("upper platform subscription expired without refresh")
-			close(sub.done)
-			delete(s.uppers, key)
+			s.dropLocked(key)
 		}
 	}
+}
+
+// dropLocked ends the upper subscription under key: its notifier stops and
+// its state goes.
+func (s *subscriptions) dropLocked(key string) {
+	sub := s.uppers[key]
+	if sub == nil {
+		return
+	}
+	close(sub.done)
+	delete(s.uppers, key)
+	tk := sub.targetKey()
+	if s.byTarget[tk] == key {
+		delete(s.byTarget, tk)
+	}
+}
+
+func (sub *upperSub) targetKey() targetKey {
+	return targetKey{sub.upper.cfg.ID, sub.kind, sub.targetID}
 }
 
 // deviceReset forgets our subscriptions to a device that registered anew:
@@ -172,7 +193,7 @@ func (c *Cascade) handleUpperSubscribe(req *sip.Request, tx sip.ServerTransactio
 		c.upper.Respond(tx, req, 489, "Bad Event", nil)
 		return
 	}
-	expires := min(requestedExpires(req), maxSubscribeExpires)
+	expires := min(requestedExpires(req), c.cfg.Upper.SubscribeExpiresMax)
 	s := c.subs
 	key := callIDOf(req) + "/" + req.From().Params.GetOr("tag", "")
 	log := u.log.With().Str("kind", hdr.CmdType).Str("target_id", hdr.DeviceID).Str("call_id", callIDOf(req)).Logger()
@@ -186,8 +207,7 @@ func (c *Cascade) handleUpperSubscribe(req *sip.Request, tx sip.ServerTransactio
 		c.upper.Respond(tx, req, sip.StatusCallTransactionDoesNotExists, "Subscription Does Not Exist", nil)
 		return
 	case sub != nil && expires == 0:
-		close(sub.done)
-		delete(s.uppers, key)
+		s.dropLocked(key)
 		s.mu.Unlock()
 		log.Info().Msg("upper platform unsubscribed")
 		c.answerSubscribe(tx, req, sub, hdr, 0)
@@ -229,10 +249,23 @@ func (c *Cascade) handleUpperSubscribe(req *sip.Request, tx sip.ServerTransactio
 	}
 	sub.expiresAt = c.now().Add(secondsDuration(expires))
 	s.mu.Lock()
+	replaced, had := s.byTarget[sub.targetKey()]
+	if had {
+		// A platform that lost track of its subscription (restart) starts a
+		// new dialog: the old one ends quietly, nobody reads it any more.
+		s.dropLocked(replaced)
+	}
+	if len(s.uppers) >= c.cfg.Upper.MaxSubscriptions {
+		s.mu.Unlock()
+		log.Warn().Int("max_subscriptions", c.cfg.Upper.MaxSubscriptions).Msg("SUBSCRIBE refused: upper.max_subscriptions reached across all upper platforms")
+		c.upper.Respond(tx, req, sip.StatusServiceUnavailable, "Service Unavailable (subscription limit upper.max_subscriptions reached)", nil)
+		return
+	}
 	s.uppers[key] = sub
+	s.byTarget[sub.targetKey()] = key
 	s.mu.Unlock()
 	c.answerSubscribe(tx, req, sub, hdr, expires)
-	log.Info().Int("expires", expires).Msg("upper platform subscribed")
+	log.Info().Int("expires", expires).Bool("replaced", had).Msg("upper platform subscribed")
 	s.wg.Add(1)
 	go s.notifier(sub)
 	s.poke()
@@ -593,7 +626,7 @@ func (s *subscriptions) subscribeDevice(ctx context.Context, key downKey, sub *d
 	if err != nil {
 		c.metrics.Inc("gbproxy_device_subscriptions_total", "kind", key.kind, "result", "failed")
 		if expires > 0 {
-			log.Warn().Err(err).Dur("retry_in", subscribeBackoff).Msg("device refused or ignored our SUBSCRIBE; changes reach uppers only on catalog refresh")
+			log.Warn().Err(err).Stringer("retry_in", subscribeBackoff).Msg("device refused or ignored our SUBSCRIBE; changes reach uppers only on catalog refresh")
 		}
 		return nil, err
 	}

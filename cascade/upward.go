@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,12 +42,17 @@ type upperClient struct {
 	connLost chan struct{}
 
 	share atomic.Pointer[shareView]
+	// sources: where its requests may come from (the upper guard).
+	sources platformSources
 
 	mu       sync.Mutex
 	cseq     uint32
 	st       PlatformState
 	redirect *upperTarget
 	remote   string // TCP peer address of our connection
+	// lostAt/lostErr: a working registration was lost and not yet regained.
+	lostAt  time.Time
+	lostErr error
 }
 
 func (u *upperClient) view() *shareView { return u.share.Load() }
@@ -69,6 +75,12 @@ func newUpperClient(c *Cascade, p configs.PlatformConfig, share configs.ShareCon
 		st:       PlatformState{ID: p.ID, Address: p.Address, Transport: p.Transport, Charset: p.Charset},
 	}
 	u.share.Store(newShareView(share, p.ID))
+	for _, cidr := range p.AllowFrom {
+		if pfx, err := netip.ParsePrefix(cidr); err == nil { // validated with the config
+			u.sources.prefixes = append(u.sources.prefixes, pfx.Masked())
+		}
+	}
+	u.resolveSources(c.ctx)
 	return u
 }
 
@@ -91,7 +103,7 @@ func (u *upperClient) update(f func(*PlatformState)) {
 func (u *upperClient) run(ctx context.Context, wg *sync.WaitGroup) {
 	defer wg.Done()
 	if u.cfg.RetryInterval < time.Minute {
-		u.log.Warn().Dur("retry_interval", u.cfg.RetryInterval).Msg("retry_interval below the 60 s GB/T 28181 asks for; fine for tests, unkind to real platforms")
+		u.log.Warn().Stringer("retry_interval", u.cfg.RetryInterval).Msg("retry_interval below the 60 s GB/T 28181 asks for; fine for tests, unkind to real platforms")
 	}
 	immediate := true
 	for ctx.Err() == nil {
@@ -135,7 +147,7 @@ func (u *upperClient) session(ctx context.Context) bool {
 		case <-ctx.Done():
 			return true
 		case <-u.connLost:
-			u.failed(target, errors.New("TCP connection to upper platform closed"))
+			u.lost(target, errors.New("TCP connection to upper platform closed"))
 			return true
 		case <-refresh.C:
 			if expires, err = u.register(ctx, target, u.cfg.Expires); err != nil {
@@ -152,7 +164,7 @@ func (u *upperClient) session(ctx context.Context) bool {
 				misses = 0
 			case errors.As(err, &rejected):
 				// The upper no longer knows us (it restarted): register again now.
-				u.failed(target, fmt.Errorf("keepalive rejected: %w", err))
+				u.lost(target, fmt.Errorf("keepalive rejected: %w", err))
 				return true
 			default:
 				misses++
@@ -183,6 +195,10 @@ func (u *upperClient) target() upperTarget {
 	return upperTarget{id: u.cfg.ID, addr: u.cfg.Address}
 }
 
+// quickRecovery: a registration lost and regained within it is routine (the
+// upper restarted or dropped our connection), not an error to investigate.
+const quickRecovery = time.Second
+
 func (u *upperClient) registered(t upperTarget, expires int) {
 	now := u.c.now()
 	u.mu.Lock()
@@ -191,10 +207,21 @@ func (u *upperClient) registered(t upperTarget, expires int) {
 	u.st.Server = t.id + "@" + t.addr
 	u.st.ExpiresAt = now.Add(secondsDuration(expires))
 	u.st.Keepalive = now
+	lostAt, lostErr := u.lostAt, u.lostErr
+	u.lostAt, u.lostErr = time.Time{}, nil
 	u.mu.Unlock()
 	u.c.metrics.Inc("gbproxy_upper_registrations_total", "platform", u.cfg.ID, "result", "ok")
 	if !was {
-		u.log.Info().Str("server", t.id+"@"+t.addr).Int("expires", expires).Str("transport", u.cfg.Transport).Msg("registered to upper platform")
+		u.resolveSources(u.c.ctx)
+		log := u.log.With().Str("server", t.id+"@"+t.addr).Int("expires", expires).Str("transport", u.cfg.Transport).Logger()
+		switch gap := now.Sub(lostAt); {
+		case lostErr == nil:
+			log.Info().Msg("registered to upper platform")
+		case gap <= quickRecovery:
+			log.Info().AnErr("cause", lostErr).Stringer("after", gap).Msg("registration to upper platform lost and regained at once")
+		default:
+			log.Warn().AnErr("cause", lostErr).Stringer("after", gap).Msg("registration to upper platform regained")
+		}
 	}
 	u.c.store.Put(bucketPlatforms, u.cfg.ID, u.state())
 }
@@ -202,8 +229,39 @@ func (u *upperClient) registered(t upperTarget, expires int) {
 // failed records a lost or refused registration. A redirected target that
 // fails sends us back to the redirecting server (GB/T 28181-2022 §9.1.2.3).
 func (u *upperClient) failed(t upperTarget, err error) {
+	was := u.drop(err)
 	u.mu.Lock()
-	was := u.st.Registered
+	u.lostAt, u.lostErr = time.Time{}, nil // reported here
+	u.mu.Unlock()
+	u.c.metrics.Inc("gbproxy_upper_registrations_total", "platform", u.cfg.ID, "result", "failed")
+	ev := u.log.Warn()
+	if was {
+		ev = u.log.Error()
+	}
+	ev.Err(err).Str("server", t.id+"@"+t.addr).Bool("was_registered", was).
+		Stringer("retry_in", u.cfg.RetryInterval).Msg("upper platform registration lost or refused; check address, ID and password of this platform")
+	u.c.store.Put(bucketPlatforms, u.cfg.ID, u.state())
+}
+
+// lost records a working registration that ended (connection closed,
+// keepalive rejected after an upper restart); the caller registers again at
+// once. Only registered() or failed() logs it, knowing how that went.
+func (u *upperClient) lost(t upperTarget, err error) {
+	if u.drop(err) {
+		u.mu.Lock()
+		u.lostAt, u.lostErr = u.c.now(), err
+		u.mu.Unlock()
+	}
+	u.c.metrics.Inc("gbproxy_upper_registrations_total", "platform", u.cfg.ID, "result", "failed")
+	u.log.Debug().Err(err).Str("server", t.id+"@"+t.addr).Msg("upper platform registration lost; registering again")
+	u.c.store.Put(bucketPlatforms, u.cfg.ID, u.state())
+}
+
+// drop marks the registration gone and closes our connection; it reports
+// whether it was registered (or was lost a moment ago and not regained).
+func (u *upperClient) drop(err error) (was bool) {
+	u.mu.Lock()
+	was = u.st.Registered || u.lostErr != nil
 	u.st.Registered, u.st.LastError = false, err.Error()
 	u.redirect = nil
 	remote := u.remote
@@ -216,14 +274,7 @@ func (u *upperClient) failed(t upperTarget, err error) {
 	case <-u.connLost:
 	default:
 	}
-	u.c.metrics.Inc("gbproxy_upper_registrations_total", "platform", u.cfg.ID, "result", "failed")
-	ev := u.log.Warn()
-	if was {
-		ev = u.log.Error()
-	}
-	ev.Err(err).Str("server", t.id+"@"+t.addr).Bool("was_registered", was).
-		Dur("retry_in", u.cfg.RetryInterval).Msg("upper platform registration lost or refused; check address, ID and password of this platform")
-	u.c.store.Put(bucketPlatforms, u.cfg.ID, u.state())
+	return was
 }
 
 func (u *upperClient) connClosed(remote string) {

@@ -14,6 +14,8 @@ type Verdict struct {
 	Code    int
 	Reason  string
 	Headers []sip.Header
+	// Label names the refusal in metrics, from a fixed set.
+	Label string
 }
 
 // Guard decides which requests reach the handlers. Admit runs on the read
