@@ -32,6 +32,9 @@ bench:
 # one -fuzz target per run).
 FUZZ_TARGETS := \
 	./security:FuzzVerify \
+	./security:FuzzParseNote \
+	./security:FuzzNoteVerify \
+	./security:FuzzParseIdentity \
 	./cascade/manscdp:FuzzPeek \
 	./cascade/manscdp:FuzzDecode \
 	./cascade/manscdp:FuzzRewrite \

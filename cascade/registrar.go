@@ -143,8 +143,8 @@ func (c *Cascade) handleRegister(req *sip.Request, tx sip.ServerTransaction) {
 const reasonMoved = "re-registered from another address"
 
 // verifyRegister checks the digest credentials of device id's REGISTER
-// against password: the one place the registrar calls the digest server
-// (whose next API also takes id, the ID the credentials must name).
+// against its secret; the credentials must name id, and the address id is
+// registered from is never locked out by failures from elsewhere.
 func (c *Cascade) verifyRegister(req *sip.Request, id string, secret security.Secret) error {
 	return c.digest.Verify(security.Attempt{Method: string(req.Method), Authorization: headerValue(req, "Authorization"),
 		ID: id, Source: req.Source(), RegisteredIP: c.registeredIP(id), Secret: secret})
