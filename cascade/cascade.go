@@ -31,13 +31,13 @@ type Cascade struct {
 	lower *endpoint.Endpoint
 	upper *endpoint.Endpoint
 
-	registry  *Registry
-	digest    *security.DigestServer
-	secrets   map[string]security.Secret // configured devices -> secret (empty: lower's)
-	catalogs  *catalogCollector
-	routes    *routeTable
-	subs      *subscriptions
-	uppers    []*upperClient
+	registry *Registry
+	digest   *security.DigestServer
+	secrets  map[string]security.Secret // configured devices -> secret (empty: lower's)
+	catalogs *catalogCollector
+	routes   *routeTable
+	subs     *subscriptions
+	uppers   []*upperClient
 	// offlineHooks run when a device goes offline (the B2BUA ends its calls).
 	offlineHooks []func(deviceID, reason string)
 
@@ -52,12 +52,12 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Cascade{
 		cfg: cfg, log: log, metrics: m, store: st,
-		registry:  newRegistry(st, log, cfg.ID),
-		digest:    security.NewDigestServer(security.DigestConfig{Realm: cfg.Domain, Lockout: lockoutConfig(cfg.Security.Lockout)}),
-		secrets:   map[string]security.Secret{},
-		now:       time.Now,
-		ctx:       ctx,
-		cancel:    cancel,
+		registry: newRegistry(st, log, cfg.ID),
+		digest:   security.NewDigestServer(security.DigestConfig{Realm: cfg.Domain, Lockout: lockoutConfig(cfg.Security.Lockout)}),
+		secrets:  map[string]security.Secret{},
+		now:      time.Now,
+		ctx:      ctx,
+		cancel:   cancel,
 	}
 	for _, d := range cfg.Lower.Devices {
 		c.secrets[d.ID] = security.Secret{Password: d.Password, HA1: d.PasswordHA1}
