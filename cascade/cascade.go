@@ -34,6 +34,7 @@ type Cascade struct {
 	registry *Registry
 	digest   *security.DigestServer
 	secrets  map[string]security.Secret // configured devices -> secret (empty: lower's)
+	sig      *signalling
 	catalogs *catalogCollector
 	routes   *routeTable
 	subs     *subscriptions
@@ -62,6 +63,7 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 	for _, d := range cfg.Lower.Devices {
 		c.secrets[d.ID] = security.Secret{Password: d.Password, HA1: d.PasswordHA1}
 	}
+	c.sig = newSignalling(cfg)
 	c.catalogs = newCatalogCollector(c)
 	c.routes = newRouteTable(c)
 	c.subs = newSubscriptions(c)
@@ -75,6 +77,7 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 		Name: "lower", Listen: cfg.Lower.Listen, Logger: log, Metrics: m,
 		OnConnClosed: c.lowerConnClosed,
 		Guard:        &lowerGuard{c: c, mode: cfg.Lower.BindSource},
+		Outgoing:     c.toDevice,
 	})
 	if err != nil {
 		cancel()
@@ -84,6 +87,7 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 		Name: "upper", Listen: cfg.Upper.Listen, Logger: log, Metrics: m,
 		OnConnClosed: c.upperConnClosed,
 		Guard:        &upperGuard{c: c},
+		Outgoing:     c.toUpper,
 	})
 	if err != nil {
 		c.lower.Close()

@@ -54,7 +54,7 @@ func (g *lowerGuard) Admit(req *sip.Request) endpoint.Verdict {
 	if mode == "off" {
 		mode = "ip"
 	}
-	registered, bound, remote := g.c.registry.admit(id, req.Transport(), source, mode, g.c.now())
+	deviceID, registered, bound, remote := g.c.registry.admit(id, req.Transport(), source, mode, g.c.now())
 	if req.Method == sip.REGISTER || req.Method == sip.OPTIONS || (registered && g.mode == "off") {
 		return endpoint.Verdict{Known: bound}
 	}
@@ -66,7 +66,12 @@ func (g *lowerGuard) Admit(req *sip.Request) endpoint.Verdict {
 		g.logs.refused(g.c.log, req, refusedWrongSource, id, source, remote, "request with a registered device's ID from another address refused (spoofed, or the device moved without registering again)")
 		return refusal(sip.StatusForbidden, "Forbidden (not from the registered address)", refusedWrongSource)
 	}
-	return endpoint.Verdict{Known: true}
+	v := g.c.sig.check(req, g.c.sig.device(deviceID))
+	if v.Code != 0 {
+		g.logs.refused(g.c.log, req, v.Label, deviceID, source, "", "request from a device failed the signalling checks ("+v.Reason+"); check the device's note_seed/note_algorithm and clock, or a cascade loop")
+	}
+	v.Known = true
+	return v
 }
 
 // upperGuard binds requests from above to the configured upper platform
@@ -81,7 +86,12 @@ func (g *upperGuard) Admit(req *sip.Request) endpoint.Verdict {
 	source := req.Source()
 	u := g.c.upperOf(req)
 	if u != nil && u.sentFrom(req.Transport(), source) {
-		return endpoint.Verdict{Known: true}
+		v := g.c.sig.check(req, u.cfg.SignallingConfig)
+		if v.Code != 0 {
+			g.logs.refused(u.log, req, v.Label, u.cfg.ID, source, "", "request from the upper platform failed the signalling checks ("+v.Reason+"); check its note_seed/note_algorithm and clock, or a cascade loop")
+		}
+		v.Known = true
+		return v
 	}
 	if req.Method == sip.OPTIONS {
 		return endpoint.Verdict{}

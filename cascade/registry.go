@@ -303,11 +303,11 @@ func (r *Registry) keepalive(id, transport, remote string, now time.Time) (known
 	return true, revived
 }
 
-// admit tells the lower guard whether id (a device, or a channel of one: a
-// device's in-dialog requests carry the channel ID) has an unexpired
-// registration, whether transport and source are where it registered from
-// (see boundSource), and where that is.
-func (r *Registry) admit(id, transport, source, mode string, now time.Time) (registered, bound bool, remote string) {
+// admit tells the lower guard which device id names (the device itself, or
+// the owner of a channel: a device's in-dialog requests carry the channel
+// ID), whether it has an unexpired registration, whether transport and
+// source are where it registered from (see boundSource), and where that is.
+func (r *Registry) admit(id, transport, source, mode string, now time.Time) (deviceID string, registered, bound bool, remote string) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	d := r.devices[id]
@@ -317,9 +317,9 @@ func (r *Registry) admit(id, transport, source, mode string, now time.Time) (reg
 		}
 	}
 	if d == nil || !now.Before(d.ExpiresAt) {
-		return false, false, ""
+		return "", false, false, ""
 	}
-	return true, boundSource(mode, d.Transport, d.Remote, transport, source), d.Remote
+	return d.ID, true, boundSource(mode, d.Transport, d.Remote, transport, source), d.Remote
 }
 
 // deviceOnConn names the device registered over the TCP connection remote.

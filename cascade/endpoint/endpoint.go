@@ -94,6 +94,7 @@ type Endpoint struct {
 	port     int
 
 	onConnClosed func(string)
+	onOutgoing   func(*sip.Request)
 
 	hostMu    sync.Mutex
 	hostCache map[string]string
@@ -132,6 +133,7 @@ func Listen(opts Options) (*Endpoint, error) {
 		log:          opts.Logger.With().Str("side", opts.Name).Logger(),
 		metrics:      opts.Metrics,
 		onConnClosed: opts.OnConnClosed,
+		onOutgoing:   opts.Outgoing,
 		hostCache:    map[string]string{},
 		done:         make(chan struct{}),
 	}
@@ -377,6 +379,7 @@ func (e *Endpoint) Do(ctx context.Context, req *sip.Request) (*sip.Response, err
 // Transaction sends req as a new client transaction, for callers that also
 // need its provisional responses (INVITE); read them with NextResponse.
 func (e *Endpoint) Transaction(ctx context.Context, req *sip.Request) (sip.ClientTransaction, error) {
+	e.outgoing(req)
 	e.metrics.Inc("gbproxy_sip_messages_total", "side", e.name, "direction", "out", "method", string(req.Method), "status", "")
 	tx, err := e.client.TransactionRequest(ctx, req, noBuild)
 	if err != nil {
@@ -411,7 +414,15 @@ func (e *Endpoint) WriteResponse(res *sip.Response) error {
 
 // WriteRequest sends req without a transaction (ACK).
 func (e *Endpoint) WriteRequest(req *sip.Request) error {
+	e.outgoing(req)
 	return e.client.WriteRequest(req, noBuild)
+}
+
+// outgoing runs the Outgoing hook once the request is final.
+func (e *Endpoint) outgoing(req *sip.Request) {
+	if e.onOutgoing != nil {
+		e.onOutgoing(req)
+	}
 }
 
 // noBuild stops sipgo from adding headers: our requests are complete.
