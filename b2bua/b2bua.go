@@ -16,6 +16,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -73,6 +74,7 @@ type B2BUA struct {
 	lowerBind    string
 	upperBind    string
 	allow        map[string][]netip.Prefix // upper platform ID -> media_allow
+	platforms    map[string]bool           // configured upper platform IDs
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -96,10 +98,12 @@ func New(o Options) *B2BUA {
 		lowerBind: bindIP(o.Config.Lower.MediaIP, o.Lower.Addr()),
 		upperBind: bindIP(o.Config.Upper.MediaIP, o.Upper.Addr()),
 		allow:     map[string][]netip.Prefix{},
+		platforms: map[string]bool{},
 		ctx:       ctx, cancel: cancel,
 		calls: map[string]*call{}, streams: map[string]*stream{}, byLower: map[string]*stream{},
 	}
 	for _, p := range o.Config.Upper.Platforms {
+		b.platforms[p.ID] = true
 		for _, cidr := range p.MediaAllow {
 			b.allow[p.ID] = append(b.allow[p.ID], netip.MustParsePrefix(cidr)) // validated with the config
 		}
@@ -148,7 +152,8 @@ func (b *B2BUA) describeMetrics() {
 	m := b.metrics
 	m.Describe("gbproxy_calls_total", "Live INVITEs from upper platforms by platform and result.")
 	m.Describe("gbproxy_call_ends_total", "Live calls ended, by reason.")
-	m.Gauge("gbproxy_sessions", "Live sessions (upper platform legs) now.", func() float64 {
+	m.Describe("gbproxy_media_connections_refused_total", "TCP media connections refused on an upper's TCP-passive leg (not from the upper's address or outside media_allow), by platform.")
+	m.Gauge("gbproxy_sessions", "Established live sessions (upper platform legs answered 200) now, as /api/v1/sessions lists them.", func() float64 {
 		sessions, _, _ := b.Counts()
 		return float64(sessions)
 	})
@@ -185,7 +190,7 @@ func (b *B2BUA) Sessions() []Session {
 	b.mu.Lock()
 	calls := make([]*call, 0, len(b.calls))
 	for _, c := range b.calls {
-		if c.established {
+		if c.live() {
 			calls = append(calls, c)
 		}
 	}
@@ -214,7 +219,7 @@ func (b *B2BUA) Hangup(callID string) error {
 	b.mu.Lock()
 	var found *call
 	for _, c := range b.calls {
-		if c.callID == callID && c.established {
+		if c.callID == callID && c.live() {
 			found = c
 			break
 		}
@@ -279,12 +284,36 @@ func (b *B2BUA) Close(ctx context.Context) {
 	b.wg.Wait()
 }
 
-// Counts reports sessions, device streams and SSRCs in use.
+// Counts reports established sessions (those Sessions lists), device
+// streams and SSRCs in use.
 func (b *B2BUA) Counts() (sessions, streams, ssrcs int) {
 	b.mu.Lock()
-	sessions, streams = len(b.calls), len(b.streams)
+	for _, c := range b.calls {
+		if c.live() {
+			sessions++
+		}
+	}
+	streams = len(b.streams)
 	b.mu.Unlock()
 	return sessions, streams, b.ssrc.size()
+}
+
+// platformLabel is a metric label for an upper's claimed ID: the ID when
+// it is configured, else "unknown" (label values never come from the wire).
+func (b *B2BUA) platformLabel(id string) string {
+	if b.platforms[id] {
+		return id
+	}
+	return "unknown"
+}
+
+// resultLabel is a metric label for a final status: the codes we answer
+// with ourselves, else the class ("4xx") of a code relayed from a device.
+func resultLabel(code int) string {
+	if _, ok := phrases[code]; ok || code == sip.StatusRequestTerminated {
+		return strconv.Itoa(code)
+	}
+	return strconv.Itoa(min(max(code/100, 1), 6)) + "xx"
 }
 
 // statusError is a final answer for the upper: code, reason phrase, and

@@ -45,10 +45,14 @@ type stream struct {
 	ended bool
 }
 
-func (st *stream) setDialog(inv *sip.Request, res *sip.Response) {
+// setDialog records the device dialog once answered. It reports whether
+// the stream has ended meanwhile: endStream took no dialog to end then, so
+// the caller must send the BYE.
+func (st *stream) setDialog(inv *sip.Request, res *sip.Response) (ended bool) {
 	st.mu.Lock()
+	defer st.mu.Unlock()
 	st.invite, st.response = inv, res
-	st.mu.Unlock()
+	return st.ended
 }
 
 // attach gives st its relay leg and SSRC unless it has ended meanwhile.
@@ -125,11 +129,12 @@ func (b *B2BUA) release(st *stream, reason string) {
 // callDevice sends our INVITE to the device and completes st with its
 // answer or its failure.
 func (b *B2BUA) callDevice(st *stream, upperOffer *sdp.Session) {
+	// fail ends the stream: ports first, then a BYE if the device answered.
 	fail := func(err error) {
 		st.err = err
-		st.log.Warn().Err(err).Msg("device did not take our INVITE")
+		st.log.Warn().Err(err).Msg("device stream not set up")
 		close(st.ready)
-		b.endStream(st, "device INVITE failed", false)
+		b.endStream(st, "device stream not set up", true)
 	}
 	mode := b.cfg.DeviceStreamMode(st.deviceID)
 	ssrc, err := b.ssrc.take(false)
@@ -161,30 +166,31 @@ func (b *B2BUA) callDevice(st *stream, upperOffer *sdp.Session) {
 		fail(err)
 		return
 	}
-	st.setDialog(req, res)
+	ended := st.setDialog(req, res)
 	if err := b.ack(st, req, res); err != nil {
 		st.log.Warn().Err(err).Msg("ACK to the device failed to send")
 	}
-	if st.ctx.Err() != nil { // ended while the 200 OK was on its way
-		b.byeDevice(st)
+	if ended {
+		b.byeDevice(st, req, res)
+	}
+	if ended || st.ctx.Err() != nil { // ended while the 200 OK was on its way
 		fail(b.cancelled(false))
 		return
 	}
 	ans, err := sdp.Parse(res.Body())
 	var m *sdp.Media
+	var peer netip.AddrPort
 	if err == nil {
 		if m = ans.FirstMedia("video"); m == nil {
 			err = errors.New("no video media")
+		} else {
+			peer, err = answerAddr(ans, m)
 		}
 	}
 	if err == nil && st.src.Transport() == relay.TCPActive {
-		var peer netip.AddrPort
-		if peer, err = ans.Addr(m); err == nil {
-			err = st.src.Connect(peer)
-		}
+		err = st.src.Connect(peer)
 	}
 	if err != nil {
-		b.byeDevice(st)
 		fail(failWith(sip.StatusBadGateway, "device answered unusable SDP: "+err.Error()))
 		return
 	}
@@ -196,6 +202,29 @@ func (b *B2BUA) callDevice(st *stream, upperOffer *sdp.Session) {
 	close(st.ready)
 	b.wg.Add(1)
 	go b.endOnFailure(&st.src.Leg, func(err error) { b.endStream(st, "device media leg failed: "+err.Error(), true) })
+}
+
+// answerAddr is the device's media address from its answer, refused when
+// it cannot carry the stream: port 0 (the device declined it, RFC 3264
+// §6), or a c= that is missing, not an address, unspecified, multicast or
+// broadcast (we offered unicast). A 200 OK to the upper would carry no media.
+func answerAddr(ans *sdp.Session, m *sdp.Media) (netip.AddrPort, error) {
+	if m.Port == 0 {
+		return netip.AddrPort{}, errors.New("port 0 (the device declined the video stream)")
+	}
+	a, err := ans.Addr(m)
+	if err != nil {
+		return a, err
+	}
+	switch ip := a.Addr(); {
+	case ip.IsUnspecified():
+		return a, fmt.Errorf("c= address %s is unspecified", ip)
+	case ip.IsMulticast():
+		return a, fmt.Errorf("c= address %s is multicast; we asked for unicast", ip)
+	case ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return a, fmt.Errorf("c= address %s is broadcast", ip)
+	}
+	return a, nil
 }
 
 // deviceInvite is our INVITE to the device: our Call-ID and tags, Subject
@@ -305,9 +334,7 @@ func (b *B2BUA) cancelDevice(st *stream, req *sip.Request, tx sip.ClientTransact
 				continue
 			}
 			if res.IsSuccess() {
-				st.setDialog(req, res)
-				_ = b.ack(st, req, res)
-				b.byeDevice(st)
+				b.crossedCancel(st, req, res)
 			}
 			return nil, b.cancelled(timedOut)
 		}
@@ -328,14 +355,22 @@ func (b *B2BUA) cancelDevice(st *stream, req *sip.Request, tx sip.ClientTransact
 				continue
 			}
 			if res.IsSuccess() {
-				st.setDialog(req, res)
-				_ = b.ack(st, req, res)
-				b.byeDevice(st)
+				b.crossedCancel(st, req, res)
 			}
 			break
 		}
 	}
 	return nil, b.cancelled(timedOut)
+}
+
+// crossedCancel takes a 2xx that crossed our CANCEL: ACK, and BYE unless
+// the stream's teardown, still to come, sends it after freeing the ports.
+func (b *B2BUA) crossedCancel(st *stream, req *sip.Request, res *sip.Response) {
+	ended := st.setDialog(req, res)
+	_ = b.ack(st, req, res)
+	if ended {
+		b.byeDevice(st, req, res)
+	}
 }
 
 func (b *B2BUA) cancelled(timedOut bool) error {
@@ -383,14 +418,8 @@ func (b *B2BUA) deviceRequest(st *stream, method sip.RequestMethod, inv *sip.Req
 	return inDialog(b.lower, method, target, st.peer, from, to, inv.CallID().Value(), cseq)
 }
 
-// byeDevice ends our call to the device, best effort.
-func (b *B2BUA) byeDevice(st *stream) {
-	st.mu.Lock()
-	inv, res := st.invite, st.response
-	st.mu.Unlock()
-	if res == nil {
-		return
-	}
+// byeDevice ends our call to the device (dialog inv/res), best effort.
+func (b *B2BUA) byeDevice(st *stream, inv *sip.Request, res *sip.Response) {
 	req := b.deviceRequest(st, sip.BYE, inv, res, inv.CSeq().SeqNo+1)
 	ctx, cancel := context.WithTimeout(b.ctx, byeTimeout)
 	defer cancel()
@@ -423,7 +452,7 @@ func (b *B2BUA) endStream(st *stream, reason string, byeDevice bool) {
 		delete(b.byLower, st.callID)
 		var calls []*call
 		for _, c := range b.calls {
-			if c.st == st && c.established {
+			if c.st == st && c.live() {
 				calls = append(calls, c)
 			}
 		}
@@ -437,8 +466,9 @@ func (b *B2BUA) endStream(st *stream, reason string, byeDevice bool) {
 			}()
 		}
 		st.mu.Lock()
-		st.ended = true
+		st.ended = true // from here setDialog's caller ends a dialog we do not take
 		src, ssrc := st.src, st.ssrc
+		inv, res := st.invite, st.response
 		st.mu.Unlock()
 		if src != nil {
 			src.Close()
@@ -448,8 +478,8 @@ func (b *B2BUA) endStream(st *stream, reason string, byeDevice bool) {
 		}
 		st.log.Info().Str("reason", reason).Msg("device stream ended")
 		// Last: a device that is gone must not hold the ports for byeTimeout.
-		if byeDevice {
-			b.byeDevice(st)
+		if byeDevice && res != nil {
+			b.byeDevice(st, inv, res)
 		}
 	})
 }

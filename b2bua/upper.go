@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -41,11 +42,20 @@ type call struct {
 	// established is set, under B2BUA.mu, once the 200 OK is final: from
 	// then on other goroutines (API, teardown) may touch the call.
 	established bool
-	acked       chan struct{}
-	ackOnce     sync.Once
-	endOnce     sync.Once
-	log         zerolog.Logger
+	// detached is set, under B2BUA.mu, once the call's media is given back
+	// while its dialog waits for the upper's BYE.
+	detached  bool
+	acked     chan struct{}
+	ackOnce   sync.Once
+	ended     chan struct{} // closed when the dialog ends
+	endOnce   sync.Once
+	mediaOnce sync.Once
+	log       zerolog.Logger
 }
+
+// live: the call is a session as the API and metrics count it. Under
+// B2BUA.mu.
+func (c *call) live() bool { return c.established && !c.detached }
 
 // finalAnswer is kept so that a retransmitted INVITE (some uppers ignore the
 // first 200 OK, even over TCP) gets the identical answer.
@@ -76,7 +86,7 @@ func (b *B2BUA) handleInvite(req *sip.Request, tx sip.ServerTransaction) {
 			key: key, callID: callID, upperID: req.From().Address.User, invite: req,
 			peer:     endpoint.Peer{Transport: req.Transport(), Addr: req.Source()},
 			localTag: sip.GenerateTagN(16), started: time.Now(),
-			answered: make(chan struct{}), acked: make(chan struct{}),
+			answered: make(chan struct{}), acked: make(chan struct{}), ended: make(chan struct{}),
 		}
 		c.log = b.log.With().Str("call_id", callID).Str("upper_id", c.upperID).Logger()
 		b.calls[key] = c
@@ -120,7 +130,7 @@ func (b *B2BUA) answerNew(c *call, req *sip.Request, tx sip.ServerTransaction) {
 	if ctx.Err() != nil && b.ctx.Err() == nil {
 		// CANCEL: sipgo has answered it 200 and the INVITE 487.
 		c.log.Info().Msg("upper platform cancelled its INVITE")
-		b.metrics.Inc("gbproxy_calls_total", "platform", c.upperID, "result", "cancelled")
+		b.metrics.Inc("gbproxy_calls_total", "platform", b.platformLabel(c.upperID), "result", "cancelled")
 		c.final = &finalAnswer{code: sip.StatusRequestTerminated, reason: "Request Terminated"}
 		close(c.answered)
 		b.endCall(c, "cancelled by the upper platform", false)
@@ -135,7 +145,7 @@ func (b *B2BUA) answerNew(c *call, req *sip.Request, tx sip.ServerTransaction) {
 			se = failWith(sip.StatusInternalServerError, err.Error())
 		}
 		c.log.Warn().Int("status", se.code).Str("reason", se.detail).Msg("live INVITE refused")
-		b.metrics.Inc("gbproxy_calls_total", "platform", c.upperID, "result", fmt.Sprint(se.code))
+		b.metrics.Inc("gbproxy_calls_total", "platform", b.platformLabel(c.upperID), "result", resultLabel(se.code))
 		c.final = &finalAnswer{code: se.code, reason: cmpOr(se.phrase, "Error") + " (" + phraseSafe.Replace(se.detail) + ")"}
 		close(c.answered)
 		b.respond(c, req, tx)
@@ -153,7 +163,7 @@ func (b *B2BUA) answerNew(c *call, req *sip.Request, tx sip.ServerTransaction) {
 	b.mu.Unlock()
 	close(c.answered)
 	b.respond(c, req, tx)
-	b.metrics.Inc("gbproxy_calls_total", "platform", c.upperID, "result", "200")
+	b.metrics.Inc("gbproxy_calls_total", "platform", b.platformLabel(c.upperID), "result", "200")
 	c.log.Info().Str("channel_id", c.st.channelID).Str("device_id", c.st.deviceID).Str("lower_call_id", c.st.callID).
 		Str("upper_transport", c.sink.Transport().String()).Str("ssrc_upper", formatSSRC(c.ssrc)).
 		Stringer("media", c.sink.LocalAddr()).Msg("live session answered")
@@ -197,9 +207,14 @@ func (b *B2BUA) handleAck(req *sip.Request, _ sip.ServerTransaction) {
 	}
 }
 
+// handleUpperBye answers the upper's BYE and ends its leg without a BYE
+// back; a pending INVITE is ended with CANCEL, not BYE (RFC 3261 §15).
 func (b *B2BUA) handleUpperBye(req *sip.Request, tx sip.ServerTransaction) {
 	b.mu.Lock()
 	c := b.calls[dialogKey(req.CallID().Value(), tagOf(req.From().Params))]
+	if c != nil && !c.established {
+		c = nil
+	}
 	b.mu.Unlock()
 	if c == nil {
 		b.upper.Respond(tx, req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil)
@@ -207,8 +222,12 @@ func (b *B2BUA) handleUpperBye(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	b.upper.Respond(tx, req, sip.StatusOK, "OK", nil)
 	c.ackOnce.Do(func() { close(c.acked) })
-	b.endCall(c, "BYE from the upper platform", false)
+	b.endCall(c, reasonUpperBye, false)
 }
+
+// reasonUpperBye is the end reason (and metric label) of a call the upper
+// hung up.
+const reasonUpperBye = "upper BYE"
 
 // setUp checks the upper's offer, gets the device stream (shared or new),
 // adds this upper's relay leg and returns the SDP answer.
@@ -247,10 +266,14 @@ func (b *B2BUA) setUp(ctx context.Context, c *call, req *sip.Request, tx sip.Ser
 	if mf := req.MaxForwards(); mf != nil && mf.Val() <= 1 {
 		return nil, failWith(sip.StatusTooManyHops, "too many hops (cascade loop?)")
 	}
-	if leg.transport != relay.TCPPassive { // checked before the device is called
-		if err := relay.CheckDest(leg.dest, b.allow[c.upperID]); err != nil {
-			return nil, failWith(sip.StatusForbidden, "media destination "+leg.dest.String()+" not in this platform's media_allow")
+	// media_allow is checked before the device is called.
+	var acceptFrom []netip.Addr
+	if leg.transport == relay.TCPPassive {
+		if acceptFrom = b.mediaPeers(c, offer, m); len(acceptFrom) == 0 {
+			return nil, failWith(sip.StatusForbidden, "neither the SDP c= address nor the signalling address is in this platform's media_allow")
 		}
+	} else if err := relay.CheckDest(leg.dest, b.allow[c.upperID]); err != nil {
+		return nil, failWith(sip.StatusForbidden, "media destination "+leg.dest.String()+" not in this platform's media_allow")
 	}
 	c.ssrc, c.ssrcHeld, err = b.upperSSRC(offer.SSRC)
 	if err != nil {
@@ -265,7 +288,11 @@ func (b *B2BUA) setUp(ctx context.Context, c *call, req *sip.Request, tx sip.Ser
 	// Two-way audio when both ends send (a=sendrecv): what the upper sends on
 	// its leg goes to the device. One viewer of a stream at a time.
 	opts := relay.SinkOptions{ID: c.callID, AllowedDest: b.allow[c.upperID], ReverseSSRC: st.ssrc,
-		Reverse: m.Direction() == "sendrecv" && st.answer.FirstMedia("video").Direction() == "sendrecv"}
+		Reverse:    m.Direction() == "sendrecv" && st.answer.FirstMedia("video").Direction() == "sendrecv",
+		AcceptFrom: acceptFrom,
+		OnRefused: func(netip.AddrPort) {
+			b.metrics.Inc("gbproxy_media_connections_refused_total", "platform", c.upperID) // a configured ID: Callee passed
+		}}
 	c.sink, err = st.src.AddSink(b.upperBind, leg.transport, leg.dest, c.ssrc, opts)
 	if errors.Is(err, relay.ErrReverseTaken) {
 		c.log.Info().Msg("another viewer already talks back to this device; this one only receives")
@@ -280,8 +307,28 @@ func (b *B2BUA) setUp(ctx context.Context, c *call, req *sip.Request, tx sip.Ser
 		return nil, failWith(sip.StatusServiceUnavailable, "no media port: "+err.Error())
 	}
 	b.wg.Add(1)
-	go b.endOnFailure(&c.sink.Leg, func(err error) { b.endCall(c, "upper media leg failed: "+err.Error(), true) })
+	go b.endOnFailure(&c.sink.Leg, func(err error) { b.upperLegFailed(c, err) })
 	return b.upperAnswer(c, offer, leg).Marshal(), nil
+}
+
+// mediaPeers are the addresses an upper may connect TCP media from: its
+// SDP c= and its signalling address, those within its media_allow. Anyone
+// else could otherwise take the stream of a call they did not make.
+func (b *B2BUA) mediaPeers(c *call, offer *sdp.Session, m *sdp.Media) []netip.Addr {
+	var out []netip.Addr
+	add := func(ip netip.Addr) {
+		ip = ip.Unmap()
+		if ip.IsValid() && !ip.IsUnspecified() && !ip.IsMulticast() && !slices.Contains(out, ip) && relay.Allowed(ip, b.allow[c.upperID]) {
+			out = append(out, ip)
+		}
+	}
+	if a, err := offer.Addr(m); err == nil {
+		add(a.Addr())
+	}
+	if a, err := netip.ParseAddrPort(c.peer.Addr); err == nil {
+		add(a.Addr())
+	}
+	return out
 }
 
 // upperSSRC is the y= the upper asked for, or one of ours when it gave
@@ -398,8 +445,29 @@ func (b *B2BUA) endOnFailure(leg *relay.Leg, end func(error)) {
 	}
 }
 
-// endCall ends one upper dialog: BYE to the upper when it did not end it
-// itself, its relay leg and SSRC freed, and the device stream released.
+// upperByeGrace is how long a call whose upper media leg failed waits for
+// the upper's BYE before sending its own: an upper hanging up often closes
+// its TCP media just before its BYE arrives.
+const upperByeGrace = 2 * time.Second
+
+// upperLegFailed frees the call's media at once and ends its dialog with a
+// BYE to the upper unless the upper's own BYE comes within upperByeGrace.
+func (b *B2BUA) upperLegFailed(c *call, err error) {
+	reason := "upper media leg failed: " + err.Error()
+	b.freeMedia(c, reason)
+	select {
+	case <-c.ended:
+		return
+	case <-b.ctx.Done(): // Close ends the dialog
+		return
+	case <-time.After(upperByeGrace):
+	}
+	b.endCall(c, reason, true)
+}
+
+// endCall ends one upper dialog: its relay leg and SSRC freed and the
+// device stream released first, then a BYE to the upper when it did not
+// end the dialog itself.
 func (b *B2BUA) endCall(c *call, reason string, byeUpper bool) {
 	c.endOnce.Do(func() {
 		b.mu.Lock()
@@ -407,12 +475,29 @@ func (b *B2BUA) endCall(c *call, reason string, byeUpper bool) {
 			delete(b.calls, c.key)
 		}
 		b.mu.Unlock()
+		close(c.ended)
 		if c.cancel != nil {
 			c.cancel()
 		}
-		if byeUpper && c.final != nil && c.final.code/100 == 2 {
+		b.freeMedia(c, reason)
+		if c.final == nil || c.final.code/100 != 2 {
+			return
+		}
+		b.metrics.Inc("gbproxy_call_ends_total", "reason", reasonLabel(reason))
+		c.log.Info().Str("reason", reason).Msg("live session ended")
+		if byeUpper {
 			b.byeUpper(c)
 		}
+	})
+}
+
+// freeMedia gives back c's relay leg and SSRC and releases its device
+// stream, once; the dialog may outlive it.
+func (b *B2BUA) freeMedia(c *call, reason string) {
+	c.mediaOnce.Do(func() {
+		b.mu.Lock()
+		c.detached = true // the stream's teardown must not end this call again
+		b.mu.Unlock()
 		if c.st != nil {
 			if c.sink != nil {
 				c.st.src.RemoveSink(c.sink)
@@ -422,14 +507,11 @@ func (b *B2BUA) endCall(c *call, reason string, byeUpper bool) {
 		if c.ssrcHeld {
 			b.ssrc.release(c.ssrc)
 		}
-		if c.final != nil && c.final.code/100 == 2 {
-			b.metrics.Inc("gbproxy_call_ends_total", "reason", reasonLabel(reason))
-			c.log.Info().Str("reason", reason).Msg("live session ended")
-		}
 	})
 }
 
-// reasonLabel keeps metric labels few: the reason up to its first colon.
+// reasonLabel keeps metric labels few: the reason up to its first colon
+// (every reason is ours; what follows the colon may quote a peer).
 func reasonLabel(reason string) string {
 	if i := strings.IndexByte(reason, ':'); i > 0 {
 		return reason[:i]

@@ -31,6 +31,9 @@ type Counters struct {
 // upper and In the reverse media the upper sends.
 type Stats struct {
 	In, Out Counters
+	// Refused counts connections a TCP-passive leg closed because they came
+	// from an address it does not accept.
+	Refused uint64
 }
 
 type counters struct {
@@ -56,6 +59,7 @@ type Leg struct {
 	transport Transport
 	local     netip.AddrPort
 	in, out   counters
+	refused   atomic.Uint64
 	log       zerolog.Logger
 
 	ready     chan struct{}
@@ -84,7 +88,9 @@ func (l *Leg) LocalAddr() netip.AddrPort { return l.local }
 func (l *Leg) Transport() Transport { return l.transport }
 
 // Stats returns the leg's counters so far.
-func (l *Leg) Stats() Stats { return Stats{In: l.in.snapshot(), Out: l.out.snapshot()} }
+func (l *Leg) Stats() Stats {
+	return Stats{In: l.in.snapshot(), Out: l.out.snapshot(), Refused: l.refused.Load()}
+}
 
 // Ready is closed once the leg can carry media: at once for UDP, when the
 // connection is up for TCP.

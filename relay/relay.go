@@ -180,12 +180,21 @@ func CheckDest(dest netip.AddrPort, allowedLists ...[]netip.Prefix) error {
 	if !dest.IsValid() || dest.Port() == 0 || dest.Addr().IsUnspecified() {
 		return fmt.Errorf("relay: destination %q is not a usable address:port; check the peer's SDP c= and m= lines", dest)
 	}
-	for _, allowed := range allowedLists {
-		if len(allowed) > 0 && !slices.ContainsFunc(allowed, func(p netip.Prefix) bool { return p.Contains(dest.Addr().Unmap()) }) {
-			return fmt.Errorf("relay: refusing to send media to %s: %w; add its network to the allowed list if it is a real peer", dest, ErrDestNotAllowed)
-		}
+	if !Allowed(dest.Addr(), allowedLists...) {
+		return fmt.Errorf("relay: refusing to send media to %s: %w; add its network to the allowed list if it is a real peer", dest, ErrDestNotAllowed)
 	}
 	return nil
+}
+
+// Allowed says whether ip is in every non-empty list.
+func Allowed(ip netip.Addr, allowedLists ...[]netip.Prefix) bool {
+	ip = ip.Unmap()
+	for _, allowed := range allowedLists {
+		if len(allowed) > 0 && !slices.ContainsFunc(allowed, func(p netip.Prefix) bool { return p.Contains(ip) }) {
+			return false
+		}
+	}
+	return true
 }
 
 func parseBindIP(s string) (netip.Addr, error) {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -14,9 +15,14 @@ import (
 type SinkOptions struct {
 	// ID names the receiver in logs (e.g. the upper's call ID).
 	ID string
-	// ExpectIP, when valid, is the only IP whose connection a TCPPassive
-	// sink accepts.
-	ExpectIP netip.Addr
+	// AcceptFrom, when not empty, lists the only IPs whose connection a
+	// TCPPassive sink accepts (the upper's SDP c= and signalling address);
+	// AllowedDest and Config.AllowedDest apply as well. Other connections
+	// are reset and counted in Stats.Refused; the sink keeps waiting.
+	AcceptFrom []netip.Addr
+	// OnRefused, when set, runs on the sink's goroutine for each connection
+	// refused (for the owner's metrics).
+	OnRefused func(from netip.AddrPort)
 	// Reverse forwards the RTP the upper sends on this leg (two-way audio)
 	// to the device on the Source's leg, numbered continuously and with
 	// ReverseSSRC. On UDP only packets from the destination's IP are taken.
@@ -34,7 +40,9 @@ type Sink struct {
 	Leg
 	src     *Source
 	dest    netip.AddrPort
-	expect  netip.Addr
+	accept  []netip.Addr   // TCPPassive: who may connect (empty: any)
+	allowed []netip.Prefix // the sink's own allow-list
+	refused func(netip.AddrPort)
 	reverse bool
 	pool    *portPool
 	port    int
@@ -81,11 +89,15 @@ func (s *Source) AddSink(bindIP string, t Transport, dest netip.AddrPort, ssrc u
 		Leg:     newLeg(t, netip.AddrPortFrom(ip, uint16(port)), log),
 		src:     s,
 		dest:    dest,
-		expect:  opts.ExpectIP.Unmap(),
+		allowed: opts.AllowedDest,
+		refused: opts.OnRefused,
 		reverse: opts.Reverse,
 		pool:    s.r.pool(ip),
 		port:    port,
 		ln:      ln,
+	}
+	for _, ip := range opts.AcceptFrom {
+		k.accept = append(k.accept, ip.Unmap())
 	}
 	k.out = output{leg: &k.Leg, ssrc: ssrc, maxUDP: s.r.cfg.MaxUDPPayload}
 	k.in.leg = &k.Leg
@@ -115,6 +127,8 @@ func (s *Source) AddSink(bindIP string, t Transport, dest netip.AddrPort, ssrc u
 	ev := k.log.Info().Bool("reverse", k.reverse)
 	if t != TCPPassive {
 		ev = ev.Stringer("dest", dest)
+	} else if len(k.accept) > 0 {
+		ev = ev.Str("accept_from", fmt.Sprint(k.accept))
 	}
 	ev.Msg("media sink added")
 	return k, nil
@@ -127,13 +141,24 @@ func (k *Sink) run() {
 	case UDP:
 		err = readUDP(k.udp, &k.in, k.fromUpper, k.src.back.send)
 	case TCPPassive:
-		err = k.serveTCP(acceptFrom(k.ln, k.expect, &k.log))
+		err = k.serveTCP(k.acceptFrom(k.ln, k.admit, k.refused))
 	case TCPActive:
 		err = k.serveTCP(dialRetry(k.ctx, k.local, k.dest, k.src.r.cfg.ConnectTimeout, &k.log))
 	}
 	if k.ctx.Err() == nil {
 		k.fail(err)
 	}
+}
+
+// admit takes a TCP connection from an accepted IP within the allow-lists.
+func (k *Sink) admit(ip netip.Addr) error {
+	if len(k.accept) > 0 && !slices.Contains(k.accept, ip) {
+		return fmt.Errorf("not one of the peer's addresses %v", k.accept)
+	}
+	if !Allowed(ip, k.src.r.cfg.AllowedDest, k.allowed) {
+		return ErrDestNotAllowed
+	}
+	return nil
 }
 
 func (k *Sink) fromUpper(from netip.AddrPort, _ int64) bool {

@@ -201,13 +201,21 @@ func (s *Source) run() {
 	case UDP:
 		err = readUDP(s.udp, &s.in, s.latch, s.fanout)
 	case TCPPassive:
-		err = s.serveTCP(acceptFrom(s.ln, s.opts.ExpectIP, &s.log))
+		err = s.serveTCP(s.acceptFrom(s.ln, s.admit, nil))
 	case TCPActive:
 		err = s.serveTCP(s.dial())
 	}
 	if s.ctx.Err() == nil {
 		s.fail(err)
 	}
+}
+
+// admit takes a TCP connection from ExpectIP only, when it is set.
+func (s *Source) admit(ip netip.Addr) error {
+	if s.opts.ExpectIP.IsValid() && ip != s.opts.ExpectIP {
+		return fmt.Errorf("not the expected address %s", s.opts.ExpectIP)
+	}
+	return nil
 }
 
 func (s *Source) serveTCP(conn *net.TCPConn, err error) error {

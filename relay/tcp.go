@@ -20,10 +20,15 @@ const (
 	maxBadFrames = 16
 )
 
-// acceptFrom accepts the one media connection of a TCP-passive leg, from
-// expect only when it is valid, and closes the listener (the port stays
-// reserved in the pool until the leg closes).
-func acceptFrom(ln *net.TCPListener, expect netip.Addr, log *zerolog.Logger) (*net.TCPConn, error) {
+// maxRefusalLogs bounds the log lines about refused media connections per
+// leg; later ones are only counted (Stats.Refused).
+const maxRefusalLogs = 3
+
+// acceptFrom accepts the one media connection of a TCP-passive leg from an
+// address admit takes, and closes the listener (the port stays reserved in
+// the pool until the leg closes). Any other connection is reset at once,
+// counted and logged (the first few), and the leg keeps waiting.
+func (l *Leg) acceptFrom(ln *net.TCPListener, admit func(netip.Addr) error, onRefused func(netip.AddrPort)) (*net.TCPConn, error) {
 	defer ln.Close()
 	for {
 		c, err := ln.AcceptTCP()
@@ -31,12 +36,22 @@ func acceptFrom(ln *net.TCPListener, expect netip.Addr, log *zerolog.Logger) (*n
 			return nil, err
 		}
 		from := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-		if expect.IsValid() && from.Addr().Unmap() != expect {
-			log.Warn().Stringer("from", from).Stringer("expected", expect).Msg("refusing media connection from unexpected address")
+		if err := admit(from.Addr().Unmap()); err != nil {
+			_ = c.SetLinger(0) // reset: no byte for the stranger, no TIME_WAIT for us
 			c.Close()
+			if n := l.refused.Add(1); n <= maxRefusalLogs {
+				ev := l.log.Warn().Stringer("from", from).Str("reason", err.Error()).Uint64("refused", n)
+				if n == maxRefusalLogs {
+					ev = ev.Bool("further_refusals_only_counted", true)
+				}
+				ev.Msg("refused a media connection; still waiting for the peer")
+			}
+			if onRefused != nil {
+				onRefused(from)
+			}
 			continue
 		}
-		log.Info().Stringer("peer", from).Msg("media connection accepted")
+		l.log.Info().Stringer("peer", from).Msg("media connection accepted")
 		return c, nil
 	}
 }
