@@ -41,8 +41,10 @@ func guardCascade(t testing.TB, bindSource string) *Cascade {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	now := time.Now()
+	cfg := &configs.Config{ID: selfID, Lower: configs.LowerConfig{BindSource: bindSource}}
 	c := &Cascade{
-		cfg:      &configs.Config{ID: selfID, Lower: configs.LowerConfig{BindSource: bindSource}},
+		cfg:      cfg,
+		sig:      newSignalling(cfg),
 		log:      zerolog.Nop(),
 		store:    st,
 		registry: newRegistry(st, zerolog.Nop(), selfID),
