@@ -270,15 +270,15 @@ func (c *Cascade) fromDevice(req *sip.Request, tx sip.ServerTransaction, isMessa
 	case hdr.Root == manscdp.RootNotify && hdr.CmdType == "Keepalive":
 		c.metrics.Inc("gbproxy_keepalives_total", "side", "lower", "result", "ok")
 	case hdr.Root == manscdp.RootResponse:
-		if !c.routes.deliver(deviceID, hdr, body) && hdr.CmdType == "Catalog" {
+		if !c.routes.deliver(deviceID, hdr, body, c.sig.forwardIdentity(req, deviceID)) && hdr.CmdType == "Catalog" {
 			c.catalogs.receive(deviceID, body)
 		}
 	case hdr.Root == manscdp.RootNotify && hdr.CmdType == "Catalog":
 		c.catalogNotify(deviceID, body)
 	case hdr.Root == manscdp.RootNotify && hdr.CmdType == "Alarm":
-		c.alarmFromDevice(deviceID, hdr, body, isMessage)
+		c.alarmFromDevice(deviceID, hdr, body, isMessage, c.sig.forwardIdentity(req, deviceID))
 	case hdr.Root == manscdp.RootNotify && subscriptionKinds[hdr.CmdType]:
-		c.subs.forward(hdr.CmdType, deviceID, hdr.DeviceID, body)
+		c.subs.forward(hdr.CmdType, deviceID, hdr.DeviceID, body, c.sig.forwardIdentity(req, deviceID))
 	default:
 		c.log.Debug().Str("device_id", deviceID).Str("root", hdr.Root).Str("cmd_type", hdr.CmdType).Msg("request from device accepted; nothing routes it")
 	}
@@ -310,7 +310,7 @@ func (c *Cascade) logRefused(deviceID string, refused []string) {
 // alarmFromDevice acknowledges an alarm (GB/T 28181 §9.4: 200, then a
 // Response with Result OK) and forwards it to every upper that sees the
 // alarming channel, and to Alarm subscribers.
-func (c *Cascade) alarmFromDevice(deviceID string, hdr manscdp.Header, body []byte, isMessage bool) {
+func (c *Cascade) alarmFromDevice(deviceID string, hdr manscdp.Header, body []byte, isMessage bool, identity sip.Header) {
 	c.metrics.Inc("gbproxy_alarms_total", "direction", "in")
 	c.log.Info().Str("device_id", deviceID).Str("channel_id", hdr.DeviceID).Int64("sn", hdr.SN).Msg("alarm from device")
 	if isMessage {
@@ -346,14 +346,14 @@ func (c *Cascade) alarmFromDevice(deviceID string, hdr manscdp.Header, body []by
 			continue
 		}
 		go func() {
-			if err := u.message(out); err != nil {
+			if err := u.message(out, identity); err != nil {
 				u.log.Warn().Err(err).Str("device_id", deviceID).Str("channel_id", hdr.DeviceID).Msg("upper platform did not take the alarm")
 				return
 			}
 			c.metrics.Inc("gbproxy_alarms_total", "direction", "out")
 		}()
 	}
-	c.subs.forward("Alarm", deviceID, hdr.DeviceID, body)
+	c.subs.forward("Alarm", deviceID, hdr.DeviceID, body, identity)
 }
 
 func callIDOf(m sip.Message) string {

@@ -165,7 +165,7 @@ func (c *Cascade) route(u *upperClient, req *sip.Request, tx sip.ServerTransacti
 	ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
 	defer cancel()
 	mf := sip.MaxForwardsHeader(hops - 1)
-	res, err := c.sendToDevice(ctx, dev, sip.MESSAGE, body, &mf)
+	res, err := c.sendToDevice(ctx, dev, sip.MESSAGE, body, &mf, c.sig.forwardIdentity(req, u.cfg.ID))
 	switch {
 	case err != nil:
 		c.routes.remove(sn)
@@ -181,9 +181,10 @@ func (c *Cascade) route(u *upperClient, req *sip.Request, tx sip.ServerTransacti
 }
 
 // deliver forwards a device's Response to the upper that asked, with the
-// upper's SN and IDs. It reports false when no routed request has this SN
-// (then the message is ours: a catalog answer, or stray).
-func (t *routeTable) deliver(deviceID string, hdr manscdp.Header, body []byte) bool {
+// upper's SN and IDs and the Monitor-User-Identity it came with, extended.
+// It reports false when no routed request has this SN (then the message is
+// ours: a catalog answer, or stray).
+func (t *routeTable) deliver(deviceID string, hdr manscdp.Header, body []byte, identity sip.Header) bool {
 	t.mu.Lock()
 	q := t.pending[hdr.SN]
 	if q == nil || q.deviceID != deviceID {
@@ -213,7 +214,7 @@ func (t *routeTable) deliver(deviceID string, hdr manscdp.Header, body []byte) b
 		q.upper.log.Warn().Err(err).Str("device_id", deviceID).Int64("sn", hdr.SN).Msg("device answer could not be rewritten for the upper platform; dropped")
 		return true
 	}
-	if err := q.upper.message(out); err != nil {
+	if err := q.upper.message(out, identity); err != nil {
 		q.upper.log.Warn().Err(err).Str("device_id", deviceID).Str("cmd_type", hdr.CmdType).
 			Int64("sn", q.origSN).Msg("upper platform did not take a routed answer")
 	}

@@ -54,7 +54,7 @@ type upperSub struct {
 	peer      endpoint.Peer
 	expiresAt time.Time
 	cseq      atomic.Uint32
-	queue     chan []byte
+	queue     chan notifyBody
 	done      chan struct{}
 }
 
@@ -222,7 +222,7 @@ func (c *Cascade) handleUpperSubscribe(req *sip.Request, tx sip.ServerTransactio
 	s.mu.Unlock()
 
 	sub = &upperSub{upper: u, kind: hdr.CmdType, targetID: hdr.DeviceID, callID: callIDOf(req),
-		event: headerValue(req, "Event"), queue: make(chan []byte, notifyQueue), done: make(chan struct{})}
+		event: headerValue(req, "Event"), queue: make(chan notifyBody, notifyQueue), done: make(chan struct{})}
 	if hdr.DeviceID != c.cfg.ID {
 		local, dev, ok := c.registry.resolve(u.view(), hdr.DeviceID)
 		if !ok {
@@ -303,13 +303,21 @@ func (s *subscriptions) notifier(sub *upperSub) {
 		select {
 		case <-sub.done:
 			return
-		case body := <-sub.queue:
-			s.sendNotify(sub, body)
+		case n := <-sub.queue:
+			s.sendNotify(sub, n)
 		}
 	}
 }
 
-func (s *subscriptions) sendNotify(sub *upperSub, body []byte) {
+// notifyBody is one queued NOTIFY: a device's report forwarded carries the
+// Monitor-User-Identity it came with (extended); our own catalog changes
+// carry none (ours is added on the way out).
+type notifyBody struct {
+	body     []byte
+	identity sip.Header
+}
+
+func (s *subscriptions) sendNotify(sub *upperSub, n notifyBody) {
 	c := s.c
 	u := sub.upper
 	ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
@@ -330,7 +338,10 @@ func (s *subscriptions) sendNotify(sub *upperSub, body []byte) {
 	req.AppendHeader(sip.NewHeader("Event", cmp.Or(sub.event, eventHeader(sub.kind))))
 	req.AppendHeader(sip.NewHeader("Subscription-State", "active;expires="+strconv.Itoa(remaining)))
 	req.AppendHeader(sip.NewHeader("Content-Type", contentTypeMANSCDP))
-	req.SetBody(body)
+	req.SetBody(n.body)
+	if n.identity != nil {
+		req.AppendHeader(n.identity)
+	}
 	res, err := c.upper.Do(ctx, req)
 	if err != nil || !res.IsSuccess() {
 		c.metrics.Inc("gbproxy_notify_total", "platform", u.cfg.ID, "kind", sub.kind, "result", "failed")
@@ -406,7 +417,7 @@ func (s *subscriptions) enqueueCatalog(sub *upperSub, items []manscdp.CatalogIte
 		return
 	}
 	for _, b := range bodies {
-		s.enqueue(sub, b.body)
+		s.enqueue(sub, notifyBody{body: b.body})
 	}
 }
 
@@ -430,7 +441,7 @@ func (s *subscriptions) onlyTarget(sub *upperSub, evs []ChannelEvent, items []ma
 
 // forward sends a device's Alarm, MobilePosition or PTZPosition report to the
 // subscriptions of that kind that see id.
-func (s *subscriptions) forward(kind, deviceID, id string, body []byte) {
+func (s *subscriptions) forward(kind, deviceID, id string, body []byte, identity sip.Header) {
 	for _, sub := range s.active(kind) {
 		if sub.localID != "" && sub.localID != id && sub.localID != deviceID {
 			continue
@@ -444,13 +455,13 @@ func (s *subscriptions) forward(kind, deviceID, id string, body []byte) {
 			sub.upper.log.Warn().Err(err).Str("kind", kind).Str("device_id", deviceID).Msg("report could not be rewritten for the upper platform; dropped")
 			continue
 		}
-		s.enqueue(sub, out)
+		s.enqueue(sub, notifyBody{body: out, identity: identity})
 	}
 }
 
-func (s *subscriptions) enqueue(sub *upperSub, body []byte) {
+func (s *subscriptions) enqueue(sub *upperSub, n notifyBody) {
 	select {
-	case sub.queue <- body:
+	case sub.queue <- n:
 	case <-sub.done:
 	default:
 		s.c.metrics.Inc("gbproxy_notify_total", "platform", sub.upper.cfg.ID, "kind", sub.kind, "result", "dropped")

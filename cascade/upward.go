@@ -459,10 +459,10 @@ func (u *upperClient) keepalive(ctx context.Context, t upperTarget) error {
 
 // message sends one MANSCDP MESSAGE to the platform's current server within
 // requestTimeout; a non-2xx answer is an error.
-func (u *upperClient) message(body []byte) error {
+func (u *upperClient) message(body []byte, headers ...sip.Header) error {
 	ctx, cancel := context.WithTimeout(u.c.ctx, requestTimeout)
 	defer cancel()
-	res, err := u.send(ctx, u.target(), sip.MESSAGE, body)
+	res, err := u.send(ctx, u.target(), sip.MESSAGE, body, headers...)
 	if err == nil && !res.IsSuccess() {
 		err = &statusError{res}
 	}
@@ -470,7 +470,7 @@ func (u *upperClient) message(body []byte) error {
 }
 
 // send delivers a MANSCDP MESSAGE to the upper platform on our connection.
-func (u *upperClient) send(ctx context.Context, t upperTarget, method sip.RequestMethod, body []byte) (*sip.Response, error) {
+func (u *upperClient) send(ctx context.Context, t upperTarget, method sip.RequestMethod, body []byte, headers ...sip.Header) (*sip.Response, error) {
 	peer, err := u.peer(ctx, t)
 	if err != nil {
 		return nil, err
@@ -480,6 +480,7 @@ func (u *upperClient) send(ctx context.Context, t upperTarget, method sip.Reques
 		req.AppendHeader(sip.NewHeader("Content-Type", contentTypeMANSCDP))
 		req.SetBody(body)
 	}
+	setHeaders(req, headers)
 	return u.c.upper.Do(ctx, req)
 }
 
