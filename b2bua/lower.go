@@ -14,6 +14,7 @@ import (
 	"github.com/gbproxy/gbproxy/b2bua/sdp"
 	"github.com/gbproxy/gbproxy/cascade/endpoint"
 	"github.com/gbproxy/gbproxy/relay"
+	"github.com/gbproxy/gbproxy/security"
 )
 
 // stream is our call to a device for one channel, and the relay Source that
@@ -25,6 +26,9 @@ type stream struct {
 	callID    string // device leg
 	ssrc      uint32 // the y= we offered
 	ssrcLower string // the y= the device answered (or ours)
+	// identity is the Monitor-User-Identity of the device dialog: the first
+	// viewer's INVITE's, extended by our gateway ID.
+	identity string
 	src       *relay.Source
 	log       zerolog.Logger
 
@@ -85,7 +89,8 @@ func (b *B2BUA) joinStream(ctx context.Context, c *call, callee Callee, offer *s
 	fresh := st == nil
 	if fresh {
 		st = &stream{channelID: callee.ChannelID, deviceID: callee.DeviceID, peer: callee.Peer,
-			callID: sip.GenerateTagN(24), ready: make(chan struct{})}
+			callID: sip.GenerateTagN(24), ready: make(chan struct{}),
+			identity: security.ForwardIdentity(b.cfg.GatewayID(), endpoint.HeaderValue(c.invite, security.MonitorUserIdentityHeader), c.upperID)}
 		st.ctx, st.cancel = context.WithCancel(b.ctx)
 		st.log = b.log.With().Str("channel_id", st.channelID).Str("device_id", st.deviceID).Str("lower_call_id", st.callID).Logger()
 		b.streams[callee.ChannelID] = st
@@ -264,6 +269,7 @@ func (b *B2BUA) deviceInvite(st *stream, upperOffer *sdp.Session, mode string) *
 	cid := sip.CallIDHeader(st.callID)
 	req.ReplaceHeader(&cid)
 	req.AppendHeader(sip.NewHeader("Subject", st.channelID+":"+st.ssrcLower+","+b.cfg.ID+":0"))
+	req.AppendHeader(sip.NewHeader(security.MonitorUserIdentityHeader, st.identity))
 	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	req.SetBody(offer.Marshal())
 	return req
@@ -415,7 +421,9 @@ func (b *B2BUA) deviceRequest(st *stream, method sip.RequestMethod, inv *sip.Req
 	}
 	from := sip.HeaderClone(inv.From()).(*sip.FromHeader)
 	to := sip.HeaderClone(res.To()).(*sip.ToHeader)
-	return inDialog(b.lower, method, target, st.peer, from, to, inv.CallID().Value(), cseq)
+	req := inDialog(b.lower, method, target, st.peer, from, to, inv.CallID().Value(), cseq)
+	req.AppendHeader(sip.NewHeader(security.MonitorUserIdentityHeader, st.identity))
+	return req
 }
 
 // byeDevice ends our call to the device (dialog inv/res), best effort.

@@ -106,7 +106,7 @@ func (c *Cascade) handleRegister(req *sip.Request, tx sip.ServerTransaction) {
 	if h := req.GetHeader("User-Agent"); h != nil {
 		dev.UserAgent = h.Value()
 	}
-	dev.GBVersion = headerValue(req, "X-GB-Ver")
+	dev.GBVersion = endpoint.HeaderValue(req, "X-GB-Ver")
 	old, moved := c.movedFrom(dev)
 	if moved {
 		// The old address's calls end there before the device's address
@@ -146,7 +146,7 @@ const reasonMoved = "re-registered from another address"
 // against its secret; the credentials must name id, and the address id is
 // registered from is never locked out by failures from elsewhere.
 func (c *Cascade) verifyRegister(req *sip.Request, id string, secret security.Secret) error {
-	return c.digest.Verify(security.Attempt{Method: string(req.Method), Authorization: headerValue(req, "Authorization"),
+	return c.digest.Verify(security.Attempt{Method: string(req.Method), Authorization: endpoint.HeaderValue(req, "Authorization"),
 		ID: id, Source: req.Source(), RegisteredIP: c.registeredIP(id), Secret: secret})
 }
 

@@ -60,7 +60,7 @@ func noteConfig(p configs.SignallingConfig) security.NoteConfig {
 // check runs on a request already bound to its peer; a zero Verdict passes
 // (Known is the caller's to set).
 func (s *signalling) check(req *sip.Request, peer configs.SignallingConfig) endpoint.Verdict {
-	if err := security.CheckIdentity(headerValue(req, security.MonitorUserIdentityHeader), s.gateway, s.maxHops); err != nil {
+	if err := security.CheckIdentity(endpoint.HeaderValue(req, security.MonitorUserIdentityHeader), s.gateway, s.maxHops); err != nil {
 		switch {
 		case errors.Is(err, security.ErrTooManyHops):
 			return refusal(sip.StatusTooManyHops, "Too Many Hops (Monitor-User-Identity)", refusedHops)
@@ -105,7 +105,7 @@ func (s *signalling) outgoing(req *sip.Request, peer configs.SignallingConfig) e
 // behalf of in, whose originator (the upper's or the device's ID) is used
 // when in carries none.
 func (s *signalling) forwardIdentity(in *sip.Request, originator string) sip.Header {
-	v := security.ForwardIdentity(s.gateway, headerValue(in, security.MonitorUserIdentityHeader), originator)
+	v := security.ForwardIdentity(s.gateway, endpoint.HeaderValue(in, security.MonitorUserIdentityHeader), originator)
 	return sip.NewHeader(security.MonitorUserIdentityHeader, v)
 }
 

@@ -222,7 +222,7 @@ func (c *Cascade) handleUpperSubscribe(req *sip.Request, tx sip.ServerTransactio
 	s.mu.Unlock()
 
 	sub = &upperSub{upper: u, kind: hdr.CmdType, targetID: hdr.DeviceID, callID: callIDOf(req),
-		event: headerValue(req, "Event"), queue: make(chan notifyBody, notifyQueue), done: make(chan struct{})}
+		event: endpoint.HeaderValue(req, "Event"), queue: make(chan notifyBody, notifyQueue), done: make(chan struct{})}
 	if hdr.DeviceID != c.cfg.ID {
 		local, dev, ok := c.registry.resolve(u.view(), hdr.DeviceID)
 		if !ok {
@@ -372,12 +372,6 @@ func eventHeader(kind string) string {
 	return "presence"
 }
 
-func headerValue(m interface{ GetHeader(string) sip.Header }, name string) string {
-	if h := m.GetHeader(name); h != nil {
-		return h.Value()
-	}
-	return ""
-}
 
 // channelEvents fans catalog changes out to every Catalog subscription that
 // sees them, mapped for its platform.

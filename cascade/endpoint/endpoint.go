@@ -509,6 +509,14 @@ func (e *Endpoint) closeSockets() {
 	}
 }
 
+// HeaderValue is the value of m's first header called name, "" if none.
+func HeaderValue(m interface{ GetHeader(string) sip.Header }, name string) string {
+	if h := m.GetHeader(name); h != nil {
+		return h.Value()
+	}
+	return ""
+}
+
 func callID(req *sip.Request) string {
 	if h := req.CallID(); h != nil {
 		return h.Value()
