@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"time"
 )
 
 // trackedConn reports its end exactly once: on a read error (peer closed,
@@ -33,18 +34,39 @@ func (c *trackedConn) ended() {
 	c.once.Do(func() { c.onClose(c.Conn.RemoteAddr().String()) })
 }
 
-// trackingListener wraps accepted connections in trackedConn.
+// trackingListener wraps accepted connections in trackedConn. With limits,
+// it also applies the connection caps and the idle timeout.
 type trackingListener struct {
 	net.Listener
 	onClose func(remote string)
+	limits  *connLimits
 }
 
 func (l *trackingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	var delay time.Duration
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || l.limits == nil {
+				return nil, err
+			}
+			// Out of file descriptors, or a connection reset while queued:
+			// sipgo would stop accepting for good on an error, so wait and
+			// go on (as net/http does).
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			if !l.limits.acceptFailed(err, delay) {
+				return nil, net.ErrClosed
+			}
+			continue
+		}
+		delay = 0
+		if l.limits == nil {
+			return &trackedConn{Conn: c, onClose: l.onClose}, nil
+		}
+		if tc := l.limits.admit(c, l.onClose); tc != nil {
+			return tc, nil
+		}
 	}
-	return &trackedConn{Conn: c, onClose: l.onClose}, nil
 }
 
 // dialListener hands connections we dialled to sipgo's TCP server loop, which
