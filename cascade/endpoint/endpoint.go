@@ -10,6 +10,10 @@
 //     same address it registered to.
 //   - Via and Contact carry an address the peer can reach, even when the
 //     listen address is 0.0.0.0.
+//   - Every request is checked (SIP/2.0, CSeq, Options.Guard, Options.Limit)
+//     before a handler runs; over UDP before sipgo sees it, so refusals are
+//     answered statelessly and a flood of them keeps no state (guard.go).
+//     Accepted TCP connections are capped and must be claimed (limits.go).
 package endpoint
 
 import (

@@ -500,7 +500,7 @@ func TestIdleUnclaimedConnectionsClosed(t *testing.T) {
 	knownUser := guardFunc(func(req *sip.Request) Verdict {
 		return Verdict{Known: req.From() != nil && req.From().Address.User == "known"}
 	})
-	te := newTestEP(t, Options{Guard: knownUser, IdleTimeout: 300 * time.Millisecond})
+	te := newTestEP(t, Options{Guard: knownUser, IdleTimeout: time.Second})
 	// Claimed by its REGISTER.
 	registered := dialTCP(t, "127.0.0.2", te.Addr())
 	if res := registered.roundTrip(request("REGISTER", "REGISTER", "SIP/2.0", "TCP "+registered.LocalAddr().String())); res.StatusCode != 200 {
@@ -526,7 +526,7 @@ func TestIdleUnclaimedConnectionsClosed(t *testing.T) {
 	if n := te.metrics.Value("gbproxy_sip_conns_closed_total", "side", "lower", "reason", "idle"); n != 1 {
 		t.Fatalf("idle closes = %d, want 1", n)
 	}
-	if n := te.logs.linesWith(t, `"idle_timeout":"300ms"`); n != 1 {
+	if n := te.logs.linesWith(t, `"idle_timeout":"1s"`); n != 1 {
 		t.Fatalf("idle log lines = %d:\n%s", n, strings.Join(te.logs.lines(), "\n"))
 	}
 }

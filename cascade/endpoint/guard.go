@@ -202,9 +202,9 @@ func (e *Endpoint) droppedDatagram(src net.Addr, reason string, data []byte, err
 	if !ok {
 		return
 	}
-	ev := e.log.Warn().Str("reason", reason).Str("source", src.String()).Int("bytes", len(data)).Int("suppressed", suppressed)
+	ev := e.log.Warn().Str("reason", reason).Str("source", src.String()).Int("suppressed", suppressed)
 	if err != nil {
-		ev.Str("error", clip(err.Error())).Str("data", clipBytes(data)).Msg("UDP datagram dropped: not a SIP message")
+		ev.Int("bytes", len(data)).Str("error", clip(err.Error())).Str("data", clipBytes(data)).Msg("UDP datagram dropped: not a SIP message")
 		return
 	}
 	ev.Int("read_buffer", len(data)).Msg("UDP datagram dropped: as large as the read buffer, so possibly cut (send large messages over TCP)")

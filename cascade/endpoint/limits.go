@@ -58,10 +58,10 @@ func (l *connLimits) admit(c net.Conn, onClose func(string)) *trackedConn {
 	}
 	if reason != "" {
 		l.mu.Unlock()
-		c.Close()
 		l.closed(ip, remote, reason, func(ev *zerolog.Event) {
 			ev.Int("limit", limit).Msg("TCP connection refused: over the connection cap (raise security.max_conns_per_ip if one address legitimately needs more)")
 		})
+		c.Close()
 		return nil
 	}
 	l.total++
@@ -101,10 +101,10 @@ func (l *connLimits) idleExpired(remote string, ip netip.Addr, st *connState) {
 	if !live {
 		return
 	}
-	st.conn.Close()
 	l.closed(ip, remote, "idle", func(ev *zerolog.Event) {
 		ev.Str("idle_timeout", l.idle.String()).Msg("TCP connection closed: no successful REGISTER on it within the idle timeout")
 	})
+	st.conn.Close()
 }
 
 func (l *connLimits) claim(remote string) {
