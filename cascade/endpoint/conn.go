@@ -9,11 +9,15 @@ import (
 )
 
 // trackedConn reports its end exactly once: on a read error (peer closed,
-// reset) or on Close, whichever comes first.
+// reset) or on Close, whichever comes first. Closing it again is not an
+// error: sipgo closes a connection once more after its read fails, and
+// would log that error.
 type trackedConn struct {
 	net.Conn
-	once    sync.Once
-	onClose func(remote string)
+	once      sync.Once
+	onClose   func(remote string)
+	closeOnce sync.Once
+	closeErr  error
 }
 
 func (c *trackedConn) Read(b []byte) (int, error) {
@@ -25,9 +29,9 @@ func (c *trackedConn) Read(b []byte) (int, error) {
 }
 
 func (c *trackedConn) Close() error {
-	err := c.Conn.Close()
+	c.closeOnce.Do(func() { c.closeErr = c.Conn.Close() })
 	c.ended()
-	return err
+	return c.closeErr
 }
 
 func (c *trackedConn) ended() {

@@ -639,3 +639,16 @@ func BenchmarkUDPFilter(b *testing.B) {
 		})
 	}
 }
+
+// Connections gbproxy closes (idle, CloseConn) leave no warning from sipgo.
+func TestClosingAConnectionLogsNoLibraryWarning(t *testing.T) {
+	te := newTestEP(t, Options{IdleTimeout: 100 * time.Millisecond})
+	c := dialTCP(t, "127.0.0.2", te.Addr())
+	if !c.closedByPeer() {
+		t.Fatal("not closed")
+	}
+	eventually(t, "sipgo to drop the connection", func() bool { return !te.HasConn(c.LocalAddr().String()) })
+	if n := libLogs.linesWith(t, "->"+c.LocalAddr().String()); n != 0 {
+		t.Fatalf("%d sipgo warnings about the connection:\n%s", n, strings.Join(libLogs.lines(), "\n"))
+	}
+}
