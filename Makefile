@@ -41,6 +41,7 @@ FUZZ_TARGETS := \
 	./cascade/manscdp:FuzzParsePTZCmd \
 	./b2bua/sdp:FuzzParse \
 	./relay:FuzzRTPInput \
+	./cascade/endpoint:FuzzFilterDatagram \
 	./cmd/gbsim/load:FuzzScan \
 	./cmd/gbsim/sim:FuzzBodyDecoding
 

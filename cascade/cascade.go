@@ -73,23 +73,16 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 		return nil, fmt.Errorf("restore registry from store: %w", err)
 	}
 	var err error
-	c.lower, err = endpoint.Listen(endpoint.Options{
-		Name: "lower", Listen: cfg.Lower.Listen, Logger: log, Metrics: m,
-		OnConnClosed: c.lowerConnClosed,
-		Guard:        &lowerGuard{c: c, mode: cfg.Lower.BindSource},
-		Outgoing:     c.toDevice,
-	})
-	if err != nil {
+	opts := zoneOptions(cfg, log, m)
+	opts.Name, opts.Listen = "lower", cfg.Lower.Listen
+	opts.OnConnClosed, opts.Guard, opts.Outgoing = c.lowerConnClosed, &lowerGuard{c: c, mode: cfg.Lower.BindSource}, c.toDevice
+	if c.lower, err = endpoint.Listen(opts); err != nil {
 		cancel()
 		return nil, err
 	}
-	c.upper, err = endpoint.Listen(endpoint.Options{
-		Name: "upper", Listen: cfg.Upper.Listen, Logger: log, Metrics: m,
-		OnConnClosed: c.upperConnClosed,
-		Guard:        &upperGuard{c: c},
-		Outgoing:     c.toUpper,
-	})
-	if err != nil {
+	opts.Name, opts.Listen = "upper", cfg.Upper.Listen
+	opts.OnConnClosed, opts.Guard, opts.Outgoing = c.upperConnClosed, &upperGuard{c: c}, c.toUpper
+	if c.upper, err = endpoint.Listen(opts); err != nil {
 		c.lower.Close()
 		cancel()
 		return nil, err
@@ -110,6 +103,20 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 		c.uppers = append(c.uppers, newUpperClient(c, p, share))
 	}
 	return c, nil
+}
+
+// zoneOptions are what both SIP zones share: logging and the limits on
+// sources that are neither a bound device nor a configured upper (one
+// request budget per source IP across both zones).
+func zoneOptions(cfg *configs.Config, log zerolog.Logger, m *metrics.Registry) endpoint.Options {
+	unknown := security.NewRateLimiter(cfg.Security.UnauthenticatedRate, cfg.Security.UnauthenticatedBurst, 0)
+	return endpoint.Options{
+		Logger: log, Metrics: m,
+		Limit:         func(ip string) bool { return unknown.Allow(ip, time.Now()) },
+		MaxConnsPerIP: cfg.Security.MaxConnsPerIP,
+		MaxConns:      cfg.Security.MaxConns,
+		IdleTimeout:   cfg.Security.TCPIdleTimeout,
+	}
 }
 
 // Start serves both SIP zones (register other handlers on them before) and

@@ -5,12 +5,10 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
-	"github.com/rs/zerolog"
 
 	"github.com/gbproxy/gbproxy/cascade/endpoint"
 )
@@ -23,16 +21,8 @@ const (
 )
 
 const (
-	// refusalLogEvery: at most one refusal line per source IP this often;
-	// the next line says how many were left out.
-	refusalLogEvery = 5 * time.Second
-	// refusalLogSources bounds the sources remembered for that; past it
-	// new sources share one budget.
-	refusalLogSources = 1024
 	// resolveTimeout bounds one lookup of an upper platform's host name.
 	resolveTimeout = 2 * time.Second
-	// wireQuote caps what a log line quotes from a received message.
-	wireQuote = 256
 )
 
 // lowerGuard binds requests from below to the device that registered: a
@@ -40,7 +30,6 @@ const (
 type lowerGuard struct {
 	c    *Cascade
 	mode string // lower.bind_source
-	logs refusalLog
 }
 
 // Admit implements endpoint.Guard. REGISTER always passes (the registrar
@@ -60,16 +49,14 @@ func (g *lowerGuard) Admit(req *sip.Request) endpoint.Verdict {
 	}
 	switch {
 	case !registered:
-		g.logs.refused(g.c.log, req, refusedNotRegistered, id, source, "", "request from a device that is not registered refused; it must REGISTER first")
-		return refusal(sip.StatusForbidden, "Forbidden (not registered)", refusedNotRegistered)
+		return refusal(sip.StatusForbidden, "Forbidden (not registered)", refusedNotRegistered,
+			"request from a device that is not registered refused; it must REGISTER first")
 	case !bound:
-		g.logs.refused(g.c.log, req, refusedWrongSource, id, source, remote, "request with a registered device's ID from another address refused (spoofed, or the device moved without registering again)")
-		return refusal(sip.StatusForbidden, "Forbidden (not from the registered address)", refusedWrongSource)
+		return refusal(sip.StatusForbidden, "Forbidden (not from the registered address)", refusedWrongSource,
+			"request with a registered device's ID from another address than "+remote+" refused (spoofed, or the device moved without registering again)")
 	}
 	v := g.c.sig.check(req, g.c.sig.device(deviceID))
-	if v.Code != 0 {
-		g.logs.refused(g.c.log, req, v.Label, deviceID, source, "", "request from a device failed the signalling checks ("+v.Reason+"); check the device's note_seed/note_algorithm and clock, or a cascade loop")
-	}
+	v.Hint = "request from a device failed the signalling checks; check the device's note_seed, note_algorithm and clock, or look for a cascade loop"
 	v.Known = true
 	return v
 }
@@ -77,8 +64,7 @@ func (g *lowerGuard) Admit(req *sip.Request) endpoint.Verdict {
 // upperGuard binds requests from above to the configured upper platform
 // their From names.
 type upperGuard struct {
-	c    *Cascade
-	logs refusalLog
+	c *Cascade
 }
 
 // Admit implements endpoint.Guard. OPTIONS always passes (a heartbeat).
@@ -87,9 +73,7 @@ func (g *upperGuard) Admit(req *sip.Request) endpoint.Verdict {
 	u := g.c.upperOf(req)
 	if u != nil && u.sentFrom(req.Transport(), source) {
 		v := g.c.sig.check(req, u.cfg.SignallingConfig)
-		if v.Code != 0 {
-			g.logs.refused(u.log, req, v.Label, u.cfg.ID, source, "", "request from the upper platform failed the signalling checks ("+v.Reason+"); check its note_seed/note_algorithm and clock, or a cascade loop")
-		}
+		v.Hint = "request from the upper platform failed the signalling checks; check its note_seed, note_algorithm and clock, or look for a cascade loop"
 		v.Known = true
 		return v
 	}
@@ -97,16 +81,16 @@ func (g *upperGuard) Admit(req *sip.Request) endpoint.Verdict {
 		return endpoint.Verdict{}
 	}
 	if u == nil {
-		g.logs.refused(g.c.log, req, refusedUnknownPlatform, fromUser(req), source, "", "request from an unconfigured upper platform refused; add it to upper.platforms")
-		return refusal(sip.StatusForbidden, "Forbidden (unknown platform)", refusedUnknownPlatform)
+		return refusal(sip.StatusForbidden, "Forbidden (unknown platform)", refusedUnknownPlatform,
+			"request from an unconfigured upper platform refused; add it to upper.platforms")
 	}
-	g.logs.refused(u.log, req, refusedWrongSource, u.cfg.ID, source, "", "request with an upper platform's ID from another address refused; if the platform has several signalling nodes, list them in its allow_from")
-	return refusal(sip.StatusForbidden, "Forbidden (not from the platform's address)", refusedWrongSource)
+	return refusal(sip.StatusForbidden, "Forbidden (not from the platform's address)", refusedWrongSource,
+		"request with upper platform "+u.cfg.ID+"'s ID from another address refused; if the platform has several signalling nodes, list them in its allow_from")
 }
 
-func refusal(code int, reason, label string) endpoint.Verdict {
+func refusal(code int, reason, label, hint string) endpoint.Verdict {
 	v := endpoint.Refuse(code, reason)
-	v.Label = label
+	v.Label, v.Hint = label, hint
 	return v
 }
 
@@ -135,14 +119,6 @@ func hostOf(addr string) string {
 		return addr[:i]
 	}
 	return addr
-}
-
-// clip shortens what a log line quotes from the wire.
-func clip(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }
 
 // platformSources are the addresses an upper platform's requests may come
@@ -209,67 +185,4 @@ func (u *upperClient) resolveSources(ctx context.Context) {
 		}
 	}
 	u.sources.hosts.Store(&hosts)
-}
-
-// refusalLog writes one line per refused request, at most one per source IP
-// every refusalLogEvery under a flood, with the count left out meanwhile.
-type refusalLog struct {
-	mu   sync.Mutex
-	seen map[string]*refusalSeen
-}
-
-type refusalSeen struct {
-	until      time.Time
-	suppressed int
-}
-
-// allow reports whether a line may be written for ip now, and how many
-// were left out since the last one.
-func (l *refusalLog) allow(ip string, now time.Time) (bool, int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.seen == nil {
-		l.seen = map[string]*refusalSeen{}
-	}
-	s := l.seen[ip]
-	if s == nil {
-		if len(l.seen) >= refusalLogSources {
-			for k, old := range l.seen {
-				if !now.Before(old.until) {
-					delete(l.seen, k)
-				}
-			}
-		}
-		if len(l.seen) >= refusalLogSources {
-			ip = "*" // many sources at once: they share one budget
-			s = l.seen[ip]
-		}
-		if s == nil {
-			l.seen[ip] = &refusalSeen{until: now.Add(refusalLogEvery)}
-			return true, 0
-		}
-	}
-	if now.Before(s.until) {
-		s.suppressed++
-		return false, 0
-	}
-	n := s.suppressed
-	s.until, s.suppressed = now.Add(refusalLogEvery), 0
-	return true, n
-}
-
-func (l *refusalLog) refused(log zerolog.Logger, req *sip.Request, label, id, source, registered, msg string) {
-	ok, suppressed := l.allow(hostOf(source), time.Now())
-	if !ok {
-		return
-	}
-	ev := log.Warn().Str("reason", label).Str("method", clip(string(req.Method), 32)).
-		Str("from", clip(id, wireQuote)).Str("remote", source).Str("call_id", clip(callIDOf(req), wireQuote))
-	if registered != "" {
-		ev = ev.Str("registered_remote", registered)
-	}
-	if suppressed > 0 {
-		ev = ev.Int("suppressed", suppressed)
-	}
-	ev.Msg(msg)
 }

@@ -63,11 +63,11 @@ func (s *signalling) check(req *sip.Request, peer configs.SignallingConfig) endp
 	if err := security.CheckIdentity(endpoint.HeaderValue(req, security.MonitorUserIdentityHeader), s.gateway, s.maxHops); err != nil {
 		switch {
 		case errors.Is(err, security.ErrTooManyHops):
-			return refusal(sip.StatusTooManyHops, "Too Many Hops (Monitor-User-Identity)", refusedHops)
+			return refusal(sip.StatusTooManyHops, "Too Many Hops (Monitor-User-Identity)", refusedHops, "")
 		case errors.Is(err, security.ErrIdentityLoop):
-			return refusal(sip.StatusLoopDetected, "Loop Detected (Monitor-User-Identity)", refusedLoop)
+			return refusal(sip.StatusLoopDetected, "Loop Detected (Monitor-User-Identity)", refusedLoop, "")
 		default:
-			return refusal(sip.StatusBadRequest, "Bad Request (Monitor-User-Identity)", refusedIdentity)
+			return refusal(sip.StatusBadRequest, "Bad Request (Monitor-User-Identity)", refusedIdentity, "")
 		}
 	}
 	if !peer.Requires() || req.Method == sip.REGISTER {
@@ -77,13 +77,13 @@ func (s *signalling) check(req *sip.Request, peer configs.SignallingConfig) endp
 	case err == nil:
 		return endpoint.Verdict{}
 	case errors.Is(err, security.ErrNoteMissing):
-		return refusal(sip.StatusForbidden, "Forbidden (Note missing)", refusedNoteMissing)
+		return refusal(sip.StatusForbidden, "Forbidden (Note missing)", refusedNoteMissing, "")
 	case errors.Is(err, security.ErrNoteDate):
-		return refusal(sip.StatusForbidden, "Forbidden (Date missing or outside the window)", refusedNoteDate)
+		return refusal(sip.StatusForbidden, "Forbidden (Date missing or outside the window)", refusedNoteDate, "")
 	case errors.Is(err, security.ErrNoteReplay):
-		return refusal(sip.StatusForbidden, "Forbidden (Note replayed)", refusedNoteReplay)
+		return refusal(sip.StatusForbidden, "Forbidden (Note replayed)", refusedNoteReplay, "")
 	default:
-		return refusal(sip.StatusForbidden, "Forbidden (Note invalid)", refusedNoteInvalid)
+		return refusal(sip.StatusForbidden, "Forbidden (Note invalid)", refusedNoteInvalid, "")
 	}
 }
 

@@ -372,7 +372,6 @@ func eventHeader(kind string) string {
 	return "presence"
 }
 
-
 // channelEvents fans catalog changes out to every Catalog subscription that
 // sees them, mapped for its platform.
 func (s *subscriptions) channelEvents(evs []ChannelEvent) {

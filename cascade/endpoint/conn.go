@@ -5,14 +5,19 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"time"
 )
 
 // trackedConn reports its end exactly once: on a read error (peer closed,
-// reset) or on Close, whichever comes first.
+// reset) or on Close, whichever comes first. Closing it again is not an
+// error: sipgo closes a connection once more after its read fails, and
+// would log that error.
 type trackedConn struct {
 	net.Conn
-	once    sync.Once
-	onClose func(remote string)
+	once      sync.Once
+	onClose   func(remote string)
+	closeOnce sync.Once
+	closeErr  error
 }
 
 func (c *trackedConn) Read(b []byte) (int, error) {
@@ -24,27 +29,48 @@ func (c *trackedConn) Read(b []byte) (int, error) {
 }
 
 func (c *trackedConn) Close() error {
-	err := c.Conn.Close()
+	c.closeOnce.Do(func() { c.closeErr = c.Conn.Close() })
 	c.ended()
-	return err
+	return c.closeErr
 }
 
 func (c *trackedConn) ended() {
 	c.once.Do(func() { c.onClose(c.Conn.RemoteAddr().String()) })
 }
 
-// trackingListener wraps accepted connections in trackedConn.
+// trackingListener wraps accepted connections in trackedConn. With limits,
+// it also applies the connection caps and the idle timeout.
 type trackingListener struct {
 	net.Listener
 	onClose func(remote string)
+	limits  *connLimits
 }
 
 func (l *trackingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	var delay time.Duration
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || l.limits == nil {
+				return nil, err
+			}
+			// Out of file descriptors, or a connection reset while queued:
+			// sipgo would stop accepting for good on an error, so wait and
+			// go on (as net/http does).
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			if !l.limits.acceptFailed(err, delay) {
+				return nil, net.ErrClosed
+			}
+			continue
+		}
+		delay = 0
+		if l.limits == nil {
+			return &trackedConn{Conn: c, onClose: l.onClose}, nil
+		}
+		if tc := l.limits.admit(c, l.onClose); tc != nil {
+			return tc, nil
+		}
 	}
-	return &trackedConn{Conn: c, onClose: l.onClose}, nil
 }
 
 // dialListener hands connections we dialled to sipgo's TCP server loop, which

@@ -10,13 +10,16 @@
 //     same address it registered to.
 //   - Via and Contact carry an address the peer can reach, even when the
 //     listen address is 0.0.0.0.
+//   - Every request is checked (SIP/2.0, CSeq, Options.Guard, Options.Limit)
+//     before a handler runs; over UDP before sipgo sees it, so refusals are
+//     answered statelessly and a flood of them keeps no state (guard.go).
+//     Accepted TCP connections are capped and must be claimed (limits.go).
 package endpoint
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -59,6 +62,18 @@ type Options struct {
 	OnConnClosed func(remote string) // a TCP connection ended (remote ip:port)
 	// Guard admits incoming requests (nil: all pass).
 	Guard Guard
+	// Limit reports whether one more request from ip, a source that is not
+	// a known peer (Verdict.Known), may be handled (nil: no limit). Over
+	// the limit, requests are dropped without an answer.
+	Limit func(ip string) bool
+	// Caps on accepted TCP connections: per source IP (0: none) and in
+	// total (0: a quarter of the open file limit, which Listen raises to
+	// its hard limit).
+	MaxConnsPerIP int
+	MaxConns      int
+	// IdleTimeout closes an accepted TCP connection not claimed (Claim, or
+	// a request from a known peer) within it (0: never).
+	IdleTimeout time.Duration
 	// Outgoing, when set, sees every request just before it is sent
 	// (signing: Date and Note; Monitor-User-Identity).
 	Outgoing func(req *sip.Request)
@@ -95,6 +110,11 @@ type Endpoint struct {
 
 	onConnClosed func(string)
 	onOutgoing   func(*sip.Request)
+	guard        Guard
+	limit        func(string) bool
+	parser       *sip.Parser
+	drops        *dropLog
+	conns        *connLimits
 
 	hostMu    sync.Mutex
 	hostCache map[string]string
@@ -134,9 +154,14 @@ func Listen(opts Options) (*Endpoint, error) {
 		metrics:      opts.Metrics,
 		onConnClosed: opts.OnConnClosed,
 		onOutgoing:   opts.Outgoing,
+		guard:        opts.Guard,
+		limit:        opts.Limit,
+		parser:       sip.NewParser(),
+		drops:        newDropLog(),
 		hostCache:    map[string]string{},
 		done:         make(chan struct{}),
 	}
+	e.conns = newConnLimits(e, opts)
 	udp, tcp, err := listenPair(opts.Name, opts.Listen)
 	if err != nil {
 		return nil, err
@@ -144,10 +169,10 @@ func Listen(opts Options) (*Endpoint, error) {
 	ua := udp.LocalAddr().(*net.UDPAddr)
 	e.udp, e.listenIP, e.port = udp, ua.IP, ua.Port
 	e.udpLaddr = sip.Addr{IP: ua.IP, Port: ua.Port, Hostname: ua.IP.String()}
-	e.tcp = &trackingListener{Listener: tcp, onClose: e.connClosed}
+	e.tcp = &trackingListener{Listener: tcp, onClose: e.connClosed, limits: e.conns}
 	e.dialed = newDialListener(tcp.Addr())
 
-	slogger := slog.New(zerolog.NewSlogHandler(e.log.Level(maxLevel(e.log.GetLevel(), zerolog.WarnLevel))))
+	slogger := libraryLogger(e.log)
 	tcpTransport := &sip.TransportTCP{DialerCreate: func(net.Addr) net.Dialer {
 		return net.Dialer{ControlContext: func(context.Context, string, string, syscall.RawConn) error { return errNoImplicitDial }}
 	}}
@@ -172,16 +197,21 @@ func Listen(opts Options) (*Endpoint, error) {
 		return nil, err
 	}
 	e.srv.OnNoRoute(func(req *sip.Request, tx sip.ServerTransaction) {
-		e.countIn(req)
-		e.Respond(tx, req, sip.StatusMethodNotAllowed, "Method Not Allowed", nil)
+		e.serve(req, tx, func(req *sip.Request, tx sip.ServerTransaction) {
+			e.Respond(tx, req, sip.StatusMethodNotAllowed, "Method Not Allowed", nil)
+		})
 	})
+	if opts.Metrics != nil {
+		opts.Metrics.Describe("gbproxy_sip_refused_total", "SIP requests and datagrams refused or dropped before any handler, by side and reason.")
+		opts.Metrics.Describe("gbproxy_sip_conns_closed_total", "Accepted TCP connections closed by gbproxy (over a cap, idle without REGISTER) and failed accepts, by side and reason.")
+	}
 	return e, nil
 }
 
 // Serve starts reading both sockets. Register every handler first: sipgo's
 // handler table is not safe to change while serving.
 func (e *Endpoint) Serve() {
-	go e.srv.ServeUDP(e.udp)
+	go e.srv.ServeUDP(&udpGuard{PacketConn: e.udp, e: e})
 	go e.srv.ServeTCP(e.tcp)
 	go e.srv.ServeTCP(e.dialed)
 	// Until sipgo has pooled the UDP socket, a request from the listen port
@@ -217,23 +247,14 @@ func (e *Endpoint) Port() int { return e.port }
 // Name is "lower" or "upper".
 func (e *Endpoint) Name() string { return e.name }
 
-// Handle routes method to h. Panics inside h are recovered and answered 500.
+// Handle routes method to h, for requests the endpoint admitted (see
+// Guard). Panics inside h are recovered and answered 500.
 func (e *Endpoint) Handle(method sip.RequestMethod, h Handler) {
-	e.srv.OnRequest(method, func(req *sip.Request, tx sip.ServerTransaction) {
-		e.countIn(req)
-		defer func() {
-			if r := recover(); r != nil {
-				e.log.Error().Str("method", string(req.Method)).Str("call_id", callID(req)).
-					Interface("panic", r).Msg("request handler panicked; answered 500 (please report this bug)")
-				e.Respond(tx, req, sip.StatusInternalServerError, "Server Internal Error", nil)
-			}
-		}()
-		h(req, tx)
-	})
+	e.srv.OnRequest(method, func(req *sip.Request, tx sip.ServerTransaction) { e.serve(req, tx, h) })
 }
 
 func (e *Endpoint) countIn(req *sip.Request) {
-	e.metrics.Inc("gbproxy_sip_messages_total", "side", e.name, "direction", "in", "method", string(req.Method), "status", "")
+	e.metrics.Inc("gbproxy_sip_messages_total", "side", e.name, "direction", "in", "method", methodLabel(req.Method), "status", "")
 }
 
 // Respond sends a final or provisional response built from req, with extra
@@ -247,6 +268,7 @@ func (e *Endpoint) Respond(tx sip.ServerTransaction, req *sip.Request, code int,
 // (to send the same answer again).
 func (e *Endpoint) NewResponse(req *sip.Request, code int, reason string, body []byte, headers ...sip.Header) *sip.Response {
 	res := sip.NewResponseFromRequest(req, code, reason, body)
+	res.SipVersion = "SIP/2.0" // not the request's: a 505 names the version we speak
 	res.AppendHeader(sip.NewHeader("User-Agent", Product))
 	res.AppendHeader(sip.NewHeader("X-GB-Ver", GBVersion))
 	for _, h := range headers {
@@ -261,9 +283,9 @@ func (e *Endpoint) NewResponse(req *sip.Request, code int, reason string, body [
 
 // RespondWith sends res on tx (req is the request it answers).
 func (e *Endpoint) RespondWith(tx sip.ServerTransaction, req *sip.Request, res *sip.Response) {
-	e.metrics.Inc("gbproxy_sip_messages_total", "side", e.name, "direction", "out", "method", string(req.Method), "status", strconv.Itoa(res.StatusCode))
+	e.metrics.Inc("gbproxy_sip_messages_total", "side", e.name, "direction", "out", "method", methodLabel(req.Method), "status", statusLabel(res.StatusCode))
 	if err := tx.Respond(res); err != nil {
-		e.log.Warn().Err(err).Str("method", string(req.Method)).Str("call_id", callID(req)).Int("status", res.StatusCode).
+		e.log.Warn().Err(err).Str("method", clip(string(req.Method))).Str("call_id", clip(callID(req))).Int("status", res.StatusCode).
 			Msg("could not send SIP response (peer gone?)")
 	}
 }
@@ -380,7 +402,7 @@ func (e *Endpoint) Do(ctx context.Context, req *sip.Request) (*sip.Response, err
 // need its provisional responses (INVITE); read them with NextResponse.
 func (e *Endpoint) Transaction(ctx context.Context, req *sip.Request) (sip.ClientTransaction, error) {
 	e.outgoing(req)
-	e.metrics.Inc("gbproxy_sip_messages_total", "side", e.name, "direction", "out", "method", string(req.Method), "status", "")
+	e.metrics.Inc("gbproxy_sip_messages_total", "side", e.name, "direction", "out", "method", methodLabel(req.Method), "status", "")
 	tx, err := e.client.TransactionRequest(ctx, req, noBuild)
 	if err != nil {
 		return nil, fmt.Errorf("send %s to %s: %w", req.Method, req.Destination(), err)
@@ -393,7 +415,7 @@ func (e *Endpoint) NextResponse(ctx context.Context, req *sip.Request, tx sip.Cl
 	select {
 	case res := <-tx.Responses():
 		if !res.IsProvisional() {
-			e.metrics.Inc("gbproxy_sip_messages_total", "side", e.name, "direction", "in", "method", string(req.Method), "status", strconv.Itoa(res.StatusCode))
+			e.metrics.Inc("gbproxy_sip_messages_total", "side", e.name, "direction", "in", "method", methodLabel(req.Method), "status", statusLabel(res.StatusCode))
 		}
 		return res, nil
 	case <-tx.Done():

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gbproxy/gbproxy/cascade/endpoint"
 	"github.com/gbproxy/gbproxy/configs"
 )
 
@@ -32,7 +33,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	a, err := start(cfg, newLogger(cfg.Log, os.Stderr))
+	log := newLogger(cfg.Log, os.Stderr)
+	endpoint.RouteLibraryLogs(log)
+	a, err := start(cfg, log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gbproxy:", err)
 		os.Exit(1)
