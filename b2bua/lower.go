@@ -29,8 +29,8 @@ type stream struct {
 	// identity is the Monitor-User-Identity of the device dialog: the first
 	// viewer's INVITE's, extended by our gateway ID.
 	identity string
-	src       *relay.Source
-	log       zerolog.Logger
+	src      *relay.Source
+	log      zerolog.Logger
 
 	ctx    context.Context // cancelled when nobody waits for the device any more
 	cancel context.CancelFunc
