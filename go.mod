@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/emiago/sipgo v1.7.2
+	github.com/emmansun/gmsm v0.15.5
 	github.com/go-viper/mapstructure/v2 v2.4.0
 	github.com/icholy/digest v1.2.0
 	github.com/pion/rtp v1.10.6
