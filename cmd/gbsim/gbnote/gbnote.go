@@ -18,6 +18,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -139,11 +140,14 @@ func (s *Signer) sum(out *[maxSize]byte, input []byte) int {
 // dst's spare capacity: it is read in full before anything is written.
 func (s *Signer) AppendNonce(dst, input []byte) []byte {
 	var d [maxSize]byte
-	n := s.sum(&d, input)
+	return s.appendEncoded(dst, d[:s.sum(&d, input)])
+}
+
+func (s *Signer) appendEncoded(dst, digest []byte) []byte {
 	if s.hex {
-		return hex.AppendEncode(dst, d[:n])
+		return hex.AppendEncode(dst, digest)
 	}
-	return base64.StdEncoding.AppendEncode(dst, d[:n])
+	return base64.StdEncoding.AppendEncode(dst, digest)
 }
 
 // AppendNote appends the Note header value for input (made by AppendInput) to dst; input may lie
@@ -152,19 +156,25 @@ func (s *Signer) AppendNote(dst, input []byte) []byte {
 	var d [maxSize]byte
 	n := s.sum(&d, input)
 	dst = append(dst, `Digest nonce="`...)
-	if s.hex {
-		dst = hex.AppendEncode(dst, d[:n])
-	} else {
-		dst = base64.StdEncoding.AppendEncode(dst, d[:n])
-	}
+	dst = s.appendEncoded(dst, d[:n])
 	dst = append(dst, `", algorithm=`...)
 	return append(dst, s.alg...)
 }
 
+// AppendNoteOf appends the Note header value of a message with these header values and body to
+// dst. The values may alias dst. It assembles the input in dst's spare capacity, growing dst first,
+// so that a buffer reused across messages soon stops allocating.
+func (s *Signer) AppendNoteOf(dst, from, to, callID, date, body []byte) []byte {
+	dst = slices.Grow(dst, len(from)+len(to)+len(callID)+len(date)+len(s.seed)+len(body)+noteSize)
+	return s.AppendNote(dst, s.AppendInput(dst[len(dst):], from, to, callID, date, body))
+}
+
+// noteSize bounds a Note value: the 64 hex digits of a 32-byte digest and the words around them.
+const noteSize = 96
+
 // Note returns the Note header value of a message with these header values and body.
 func (s *Signer) Note(from, to, callID, date string, body []byte) string {
-	input := s.AppendInput(nil, []byte(from), []byte(to), []byte(callID), []byte(date), body)
-	return string(s.AppendNote(nil, input))
+	return string(s.AppendNoteOf(nil, []byte(from), []byte(to), []byte(callID), []byte(date), body))
 }
 
 // Date formats t as a Date header value.
