@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gbproxy/gbproxy/cmd/gbsim/gbnote"
 )
 
 // Config describes one load run.
@@ -28,6 +30,11 @@ type Config struct {
 	Sockets     int    // UDP sockets the devices are spread over (default 64)
 	LocalIP     string // address to bind and advertise (default 127.0.0.1)
 	IDPrefix    string // 15 digits; device n is IDPrefix + n as 5 digits (default 340200000013200)
+	// Note signs the Catalog Responses with Date and Note (GB/T 28181 signalling digest); REGISTER
+	// is never signed. Require is not checked: requests from the registrar are answered unread.
+	Note gbnote.Config
+
+	note *gbnote.Signer // built from Note by withDefaults
 }
 
 // Result summarises a run.
@@ -136,6 +143,10 @@ func withDefaults(cfg Config) (Config, error) {
 		return cfg, fmt.Errorf("load: Devices %d out of range 0..100000 (the counter has 5 digits)", cfg.Devices)
 	case cfg.Server == "" || cfg.ServerID == "" || cfg.Domain == "":
 		return cfg, errors.New("load: Server, ServerID and Domain are required")
+	}
+	var err error
+	if cfg.note, err = gbnote.New(cfg.Note); err != nil {
+		return cfg, fmt.Errorf("load: %w", err)
 	}
 	return cfg, nil
 }

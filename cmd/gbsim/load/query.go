@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/gbproxy/gbproxy/cmd/gbsim/gbnote"
 )
 
 // QueryConfig describes a routed-query load: a fake device below the proxy,
@@ -32,6 +34,11 @@ type QueryConfig struct {
 	// Direct leaves the proxy out: the upper queries the device's socket and
 	// the device answers the upper's, so a run measures the generator alone.
 	Direct bool
+	// Note signs the upper's queries and the device's Responses and Catalog
+	// answers with Date and Note, one seed for both sides (configure the
+	// proxy's upper platform and device with it). Require is not checked:
+	// both sides take the proxy's requests, signed or not, unread.
+	Note gbnote.Config
 }
 
 // QueryResult summarises one Run.
@@ -60,7 +67,8 @@ const (
 // started before Run.
 type QueryLoad struct {
 	cfg    QueryConfig
-	token  string // makes Call-IDs and branches unique across loads and runs
+	note   *gbnote.Signer // nil: no signing
+	token  string         // makes Call-IDs and branches unique across loads and runs
 	upper  *fakeUpper
 	device *fakeDevice
 	cancel context.CancelFunc
@@ -90,12 +98,16 @@ func NewQueryLoad(cfg QueryConfig) (*QueryLoad, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := openSides(cfg.UpperListen, cfg.UpperID, Config{ServerID: cfg.ProxyID, Domain: cfg.Domain, Password: cfg.Password})
+	note, err := gbnote.New(cfg.Note)
+	if err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+	s, err := openSides(cfg.UpperListen, cfg.UpperID, Config{ServerID: cfg.ProxyID, Domain: cfg.Domain, Password: cfg.Password, note: note})
 	if err != nil {
 		return nil, err
 	}
 	upperConn, token, r, ep := s.upper.conn, s.token, s.r, s.ep
-	q := &QueryLoad{cfg: cfg, token: token, cancel: s.cancel, upper: s.upper,
+	q := &QueryLoad{cfg: cfg, note: note, token: token, cancel: s.cancel, upper: s.upper,
 		device: &fakeDevice{r: r, ep: ep, pending: map[int64]*pendingResponse{},
 			seen: map[uint64]struct{}{}, seenBefore: map[uint64]struct{}{}, seed: maphash.MakeSeed()},
 	}
@@ -106,6 +118,7 @@ func NewQueryLoad(cfg QueryConfig) (*QueryLoad, error) {
 		q.device.dest = upperConn.LocalAddr().(*net.UDPAddr).AddrPort()
 	}
 	q.device.tmpl = newTemplate(cfg.DeviceID, cfg.Domain, toID, toDomain, ep.local, "gbr-"+token+"-")
+	q.device.tmpl.note = note
 	if err := q.SetProxy(cfg.Lower, cfg.Upper); err != nil {
 		q.Close()
 		return nil, err
@@ -294,6 +307,7 @@ func (q *QueryLoad) Run(ctx context.Context) (QueryResult, error) {
 		dest = upper.AddrPort()
 		tmpl = newTemplate(cfg.UpperID, cfg.UpperID[:10], cfg.ProxyID, cfg.Domain, upperLocal, callPrefix)
 	}
+	tmpl.note = q.note
 	run := newQueryRun(tmpl, cfg.TargetID, dest, cfg)
 	q.upper.run.Store(run)
 	defer q.upper.run.Store(nil)

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gbproxy/gbproxy/cmd/gbsim/gbnote"
 )
 
 const (
@@ -57,9 +59,16 @@ type fakeRelay struct {
 	droppedQuery    bool
 	droppedResponse bool
 	next            int64
+	notes           noteTally // with a signer: the Note checks of the requests received
 }
 
 func startFakeRelay(t *testing.T, upperAddr string) *fakeRelay {
+	return startSigningRelay(t, upperAddr, nil)
+}
+
+// startSigningRelay starts a fakeRelay that, with note, signs what it sends and checks the Note of
+// every request but REGISTER it receives (counting, not refusing).
+func startSigningRelay(t *testing.T, upperAddr string, note *gbnote.Signer) *fakeRelay {
 	ua, err := net.ResolveUDPAddr("udp", upperAddr)
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +76,8 @@ func startFakeRelay(t *testing.T, upperAddr string) *fakeRelay {
 	f := &fakeRelay{t: t, lower: loopbackUDP(t), upper: loopbackUDP(t), upperAddr: ua, upperSN: map[int64][]byte{}, relayed: map[string]bool{}}
 	f.down = newTemplate(testServerID, testDomain, testDeviceID, testDomain, f.lower.LocalAddr().String(), "relay-down-")
 	f.up = newTemplate(testServerID, testDomain, testUpperID, testUpperID[:10], f.upper.LocalAddr().String(), "relay-up-")
-	serveFake(t, &f.mu, f.lower, f.upper, f.fromDevice, f.fromUpper)
+	f.down.note, f.up.note = note, note
+	serveFake(t, &f.mu, f.lower, f.upper, f.notes.checking(note, f.fromDevice), f.notes.checking(note, f.fromUpper))
 	f.register("")
 	return f
 }
@@ -229,6 +239,7 @@ func TestQueryConfigRejected(t *testing.T) {
 		{Direct: true, DeviceID: testDeviceID, UpperID: testUpperID},
 		{DeviceID: testDeviceID, UpperID: testUpperID, Queries: 1}, // no ProxyID
 		{Direct: true, DeviceID: testDeviceID, UpperID: testUpperID, Queries: 1, UpperListen: "256.0.0.1:0"},
+		{Direct: true, DeviceID: testDeviceID, UpperID: testUpperID, Queries: 1, Note: gbnote.Config{Seed: "s", Algorithm: "SHA-1"}},
 	} {
 		if q, err := NewQueryLoad(cfg); err == nil {
 			q.Close()

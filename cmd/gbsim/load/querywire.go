@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strconv"
 	"time"
+
+	"github.com/gbproxy/gbproxy/cmd/gbsim/gbnote"
 )
 
 // messageTemplate is what stays the same across the MANSCDP MESSAGEs one
@@ -15,6 +17,7 @@ type messageTemplate struct {
 	// callPrefix starts every Call-ID and branch; the message's number
 	// follows it, so a response names its request without a lookup table.
 	callPrefix []byte
+	note       *gbnote.Signer // signs each message with Date and Note when not nil
 }
 
 func newTemplate(fromID, fromDomain, toID, toDomain, local, callPrefix string) messageTemplate {
@@ -36,12 +39,20 @@ func (t *messageTemplate) appendMessage(dst []byte, n int64, body []byte) []byte
 	dst = append(dst, ";rport;branch=z9hG4bK"...)
 	dst = strconv.AppendInt(append(dst, t.callPrefix...), n, 10)
 	dst = append(dst, "\r\nFrom: "...)
+	from := len(dst)
 	dst = append(dst, t.from...)
 	dst = strconv.AppendInt(append(dst, ";tag=f"...), n, 10)
+	fromEnd := len(dst)
 	dst = append(dst, "\r\nTo: "...)
+	to := len(dst)
 	dst = append(dst, t.to...)
+	toEnd := len(dst)
 	dst = append(dst, "\r\nCall-ID: "...)
+	callID := len(dst)
 	dst = strconv.AppendInt(append(dst, t.callPrefix...), n, 10)
+	if t.note != nil {
+		dst = appendNoteHeaders(dst, t.note, dst[from:fromEnd], dst[to:toEnd], dst[callID:], body)
+	}
 	dst = append(dst, "\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\nContent-Type: Application/MANSCDP+xml\r\nUser-Agent: "+userAgent+"\r\nContent-Length: "...)
 	dst = strconv.AppendInt(dst, int64(len(body)), 10)
 	dst = append(dst, "\r\n\r\n"...)

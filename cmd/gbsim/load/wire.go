@@ -373,9 +373,12 @@ func catalogResponseItems(cfg Config, local, deviceID, sn string, sumNum int, ch
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "MESSAGE sip:%s@%s SIP/2.0\r\n", cfg.ServerID, cfg.Domain)
 	fmt.Fprintf(&b, "Via: SIP/2.0/UDP %s;rport;branch=z9hG4bK%s\r\n", local, callID)
-	fmt.Fprintf(&b, "From: <sip:%s@%s>;tag=cat%s\r\n", deviceID, cfg.Domain, sn)
-	fmt.Fprintf(&b, "To: <sip:%s@%s>\r\n", cfg.ServerID, cfg.Domain)
+	from, to := "<sip:"+deviceID+"@"+cfg.Domain+">;tag=cat"+sn, "<sip:"+cfg.ServerID+"@"+cfg.Domain+">"
+	fmt.Fprintf(&b, "From: %s\r\nTo: %s\r\n", from, to)
 	fmt.Fprintf(&b, "Call-ID: %s\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\n", callID)
+	if cfg.note != nil {
+		b.WriteString(noteLines(cfg.note, from, to, callID, body.Bytes()))
+	}
 	fmt.Fprintf(&b, "Content-Type: Application/MANSCDP+xml\r\nUser-Agent: %s\r\nContent-Length: %d\r\n\r\n", userAgent, body.Len())
 	b.Write(body.Bytes())
 	return b.Bytes()

@@ -100,10 +100,14 @@ type DeviceConfig struct {
 	MediaConnectRetry time.Duration
 	// MaxRecordedPayload caps the bytes SentPayload keeps per call; default 32 MiB, negative keeps none.
 	MaxRecordedPayload int
+
+	// Note signs what the device sends and, with Require, checks what it receives (see NoteConfig).
+	Note NoteConfig
 }
 
 // Device simulates an IPC/NVR registering to a GB/T 28181 server.
 type Device struct {
+	*guard    // Note and Monitor-User-Identity
 	cfg       DeviceConfig
 	transport string // "UDP" or "TCP"
 	log       *slog.Logger
@@ -237,8 +241,13 @@ func NewDevice(cfg DeviceConfig) (*Device, error) {
 	if log == nil {
 		log = discardLogger()
 	}
+	g, err := newGuard(cfg.Note, log.With("device", cfg.ID))
+	if err != nil {
+		return nil, fmt.Errorf("device %s: %w", cfg.ID, err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Device{
+		guard:     g,
 		frames:    frames,
 		calls:     make(map[string]*deviceCall),
 		cfg:       cfg,
@@ -297,7 +306,8 @@ func (d *Device) open() error {
 		}
 		return fmt.Errorf("device %s: create SIP client: %w", d.cfg.ID, err)
 	}
-	srv.OnNoRoute(d.onRequest)
+	d.guard.install(client, ua)
+	srv.OnNoRoute(d.guard.wrap(d.onRequest))
 	if udpConn != nil {
 		serveUDP(ua, srv, udpConn, &d.wg)
 	}

@@ -38,6 +38,8 @@ type UpperConfig struct {
 	// default 500 ms.
 	QuietPeriod time.Duration
 	Logger      *slog.Logger
+	// Note signs what the upper sends and, with Require, checks what it receives (see NoteConfig).
+	Note NoteConfig
 }
 
 // gbVersion is the X-GB-Ver the upper sends: GB/T 28181-2022.
@@ -89,6 +91,7 @@ type pendingQuery struct {
 
 // Upper simulates an upper platform: a digest registrar that answers keepalives and queries lowers.
 type Upper struct {
+	*guard         // Note and Monitor-User-Identity
 	cfg            UpperConfig
 	log            *slog.Logger
 	redirect       *sip.Uri
@@ -138,7 +141,12 @@ func NewUpper(cfg UpperConfig) (*Upper, error) {
 	if log == nil {
 		log = discardLogger()
 	}
+	g, err := newGuard(cfg.Note, log.With("upper", cfg.ID))
+	if err != nil {
+		return nil, fmt.Errorf("upper %s: %w", cfg.ID, err)
+	}
 	u := &Upper{
+		guard:   g,
 		cfg:     cfg,
 		log:     log.With("upper", cfg.ID),
 		lowers:  make(map[string]*LowerState),
@@ -187,10 +195,12 @@ func NewUpper(cfg UpperConfig) (*Upper, error) {
 		return nil, fmt.Errorf("upper %s: create SIP client: %w", cfg.ID, err)
 	}
 	u.ua, u.udpConn, u.tcpLn = ua, udpConn, tcpLn
+	u.guard.install(u.udpClient, ua)
+	u.guard.install(u.tcpClient, ua)
 	srv.OnRegister(u.onRegister)
-	srv.OnMessage(u.onMessage)
-	srv.OnNotify(u.onNotify)
-	srv.OnNoRoute(u.onOther)
+	srv.OnMessage(u.guard.wrap(u.onMessage))
+	srv.OnNotify(u.guard.wrap(u.onNotify))
+	srv.OnNoRoute(u.guard.wrap(u.onOther))
 	serveUDP(ua, srv, udpConn, &u.wg)
 	u.wg.Add(1)
 	go func() {

@@ -360,7 +360,8 @@ func (u *Upper) invite(ctx context.Context, r lowerRoute, req *sip.Request, retr
 				}
 			})
 			u.log.Info("ignoring the first 200 OK and retransmitting the INVITE", "call_id", req.CallID().Value())
-			if err := r.client.WriteRequest(req, prebuilt); err != nil {
+			// Straight to the transport: an identical copy, not a new (re-stamped) transaction.
+			if err := u.ua.TransportLayer().WriteMsg(req); err != nil {
 				return nil, 1, fmt.Errorf("INVITE retransmission: %w", err)
 			}
 		case res := <-again:
