@@ -43,6 +43,7 @@ FUZZ_TARGETS := \
 	./relay:FuzzRTPInput \
 	./cascade/endpoint:FuzzFilterDatagram \
 	./cmd/gbsim/load:FuzzScan \
+	./cmd/gbsim/gbnote:FuzzParseNote \
 	./cmd/gbsim/sim:FuzzBodyDecoding
 
 fuzz:
