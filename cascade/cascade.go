@@ -7,6 +7,7 @@ package cascade
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"sync"
 	"time"
@@ -70,11 +71,33 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 		cancel()
 		return nil, fmt.Errorf("restore registry from store: %w", err)
 	}
-	var err error
-	c.lower, err = endpoint.Listen(endpoint.Options{
+	lowerOpts := endpoint.Options{
 		Name: "lower", Listen: cfg.Lower.Listen, Logger: log, Metrics: m,
 		OnConnClosed: c.lowerConnClosed,
-	})
+	}
+	if cfg.Lower.TLSListen != "" {
+		tlsCfg, err := security.LoadServerTLS(cfg.Lower.TLS)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("lower.tls: %w", err)
+		}
+		lowerOpts.TLSListen, lowerOpts.TLSConfig = cfg.Lower.TLSListen, tlsCfg
+	}
+	upperTLS := make(map[string]*tls.Config)
+	for i, p := range cfg.Upper.Platforms {
+		if p.Transport != "tls" {
+			continue
+		}
+		host, _ := endpoint.SplitHostPort(p.Address)
+		tlsCfg, err := security.LoadClientTLS(p.TLS, host)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("upper.platforms[%d].tls: %w", i, err)
+		}
+		upperTLS[p.ID] = tlsCfg
+	}
+	var err error
+	c.lower, err = endpoint.Listen(lowerOpts)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -101,7 +124,9 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 		if saved, ok := c.savedShare(p.ID); ok {
 			share = saved
 		}
-		c.uppers = append(c.uppers, newUpperClient(c, p, share))
+		u := newUpperClient(c, p, share)
+		u.tls = upperTLS[p.ID]
+		c.uppers = append(c.uppers, u)
 	}
 	return c, nil
 }
@@ -144,6 +169,9 @@ func (c *Cascade) Registry() *Registry { return c.registry }
 
 // LowerAddr and UpperAddr are the listen addresses actually bound.
 func (c *Cascade) LowerAddr() string { return c.lower.Addr() }
+
+// LowerTLSAddr is the bound lower.tls_listen address, "" without one.
+func (c *Cascade) LowerTLSAddr() string { return c.lower.TLSAddr() }
 func (c *Cascade) UpperAddr() string { return c.upper.Addr() }
 
 // PlatformState is one upper platform as the API shows it.
@@ -283,10 +311,10 @@ func (c *Cascade) deviceOffline(id, reason string) {
 	}
 }
 
-// lowerConnClosed: a device's TCP connection ending takes it offline.
+// lowerConnClosed: a device's TCP or TLS connection ending takes it offline.
 func (c *Cascade) lowerConnClosed(remote string) {
 	if id, ok := c.registry.deviceOnConn(remote); ok {
-		c.deviceOffline(id, "TCP connection closed")
+		c.deviceOffline(id, "connection closed")
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/gbproxy/gbproxy/cascade/endpoint"
 	"github.com/gbproxy/gbproxy/cascade/manscdp"
 	"github.com/gbproxy/gbproxy/cascade/store"
 )
@@ -25,8 +26,8 @@ const (
 // fields survive a restart; keepalive times change too often to persist.
 type Device struct {
 	ID           string    `json:"id"`
-	Transport    string    `json:"transport"` // UDP | TCP
-	Remote       string    `json:"remote"`    // where requests go: received/rport, or the TCP peer
+	Transport    string    `json:"transport"` // UDP | TCP | TLS
+	Remote       string    `json:"remote"`    // where requests go: received/rport, or the TCP/TLS peer
 	Contact      string    `json:"contact"`
 	UserAgent    string    `json:"user_agent,omitempty"`
 	GBVersion    string    `json:"gb_version,omitempty"` // X-GB-Ver of its REGISTER
@@ -76,7 +77,7 @@ type Registry struct {
 	devices  map[string]*Device
 	channels map[string]map[string]*Channel // device ID -> channel ID -> channel
 	owner    map[string]string              // channel ID -> device ID
-	byConn   map[string]string              // TCP remote -> device ID
+	byConn   map[string]string              // TCP/TLS remote -> device ID
 	self     string                         // the proxy's own ID, never a channel
 	store    *store.Store
 	log      zerolog.Logger
@@ -210,7 +211,7 @@ func (r *Registry) register(d Device) (fresh bool) {
 	old := r.devices[d.ID]
 	fresh = old == nil || !old.Online || old.CallID != d.CallID
 	wasOnline := old != nil && old.Online
-	if old != nil && old.Transport == "TCP" && old.Remote != d.Remote {
+	if old != nil && endpoint.ConnOriented(old.Transport) && old.Remote != d.Remote {
 		delete(r.byConn, old.Remote)
 	}
 	if old != nil {
@@ -218,7 +219,7 @@ func (r *Registry) register(d Device) (fresh bool) {
 	}
 	d.Online = true
 	r.devices[d.ID] = &d
-	if d.Transport == "TCP" {
+	if endpoint.ConnOriented(d.Transport) {
 		r.byConn[d.Remote] = d.ID
 	}
 	r.store.Put(bucketDevices, d.ID, &d)
@@ -253,7 +254,7 @@ func (r *Registry) offline(id string) bool {
 		return false
 	}
 	d.Online = false
-	if d.Transport == "TCP" {
+	if endpoint.ConnOriented(d.Transport) {
 		delete(r.byConn, d.Remote)
 	}
 	evs := r.statusEventsLocked(id)
@@ -290,11 +291,11 @@ func (r *Registry) keepalive(id, transport, remote string, now time.Time) (known
 	}
 	d.LastKeepalive = now
 	if d.Remote != remote || d.Transport != transport {
-		if d.Transport == "TCP" {
+		if endpoint.ConnOriented(d.Transport) {
 			delete(r.byConn, d.Remote)
 		}
 		d.Remote, d.Transport = remote, transport
-		if transport == "TCP" {
+		if endpoint.ConnOriented(transport) {
 			r.byConn[remote] = id
 		}
 		r.store.Put(bucketDevices, d.ID, d)
@@ -307,7 +308,7 @@ func (r *Registry) keepalive(id, transport, remote string, now time.Time) (known
 	return true, revived
 }
 
-// deviceOnConn names the device registered over the TCP connection remote.
+// deviceOnConn names the device registered over the TCP/TLS connection remote.
 func (r *Registry) deviceOnConn(remote string) (string, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
