@@ -172,7 +172,7 @@ func (c *Cascade) LowerAddr() string { return c.lower.Addr() }
 
 // LowerTLSAddr is the bound lower.tls_listen address, "" without one.
 func (c *Cascade) LowerTLSAddr() string { return c.lower.TLSAddr() }
-func (c *Cascade) UpperAddr() string { return c.upper.Addr() }
+func (c *Cascade) UpperAddr() string    { return c.upper.Addr() }
 
 // PlatformState is one upper platform as the API shows it.
 type PlatformState struct {

@@ -98,8 +98,8 @@ type Endpoint struct {
 	tlsLn     net.Listener
 	tlsDialed *dialListener
 	tlsPort   int
-	listenIP net.IP
-	port     int
+	listenIP  net.IP
+	port      int
 
 	onConnClosed func(string)
 
