@@ -169,10 +169,10 @@ func (c *Cascade) Registry() *Registry { return c.registry }
 
 // LowerAddr and UpperAddr are the listen addresses actually bound.
 func (c *Cascade) LowerAddr() string { return c.lower.Addr() }
+func (c *Cascade) UpperAddr() string { return c.upper.Addr() }
 
 // LowerTLSAddr is the bound lower.tls_listen address, "" without one.
 func (c *Cascade) LowerTLSAddr() string { return c.lower.TLSAddr() }
-func (c *Cascade) UpperAddr() string    { return c.upper.Addr() }
 
 // PlatformState is one upper platform as the API shows it.
 type PlatformState struct {

@@ -94,12 +94,13 @@ type Endpoint struct {
 	udpLaddr sip.Addr
 	tcp      net.Listener
 	dialed   *dialListener
+	listenIP net.IP
+	port     int
+
 	// TLS: the listener (nil without tls_listen) and the connections DialTLS opens.
 	tlsLn     net.Listener
 	tlsDialed *dialListener
 	tlsPort   int
-	listenIP  net.IP
-	port      int
 
 	onConnClosed func(string)
 
