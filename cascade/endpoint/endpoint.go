@@ -1,8 +1,9 @@
 // Package endpoint is one SIP network zone of gbproxy: a UDP socket and a TCP
-// listener on the same address, sipgo's transaction layer on top, and the
-// rules gbproxy needs that sipgo leaves open:
+// listener on the same address (and a TLS listener when configured),
+// sipgo's transaction layer on top, and the rules gbproxy needs that sipgo
+// leaves open:
 //
-//   - Requests to a peer that registered over TCP travel down that peer's own
+//   - Requests to a peer that registered over TCP or TLS travel down that peer's own
 //     connection (GB/T 28181 NAT rule). sipgo is never allowed to dial by
 //     itself; connections are either accepted or dialled by Endpoint.Dial, so
 //     every TCP connection's end is observed (OnConnClosed).

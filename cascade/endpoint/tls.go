@@ -3,6 +3,7 @@ package endpoint
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -63,7 +64,28 @@ func (e *Endpoint) DialTLS(ctx context.Context, addr string, cfg *tls.Config) (s
 		raw.Close()
 		return "", fmt.Errorf("TLS handshake with %s: %w (check the peer's certificate against tls.ca and tls.server_name, and our client certificate)", addr, err)
 	}
-	return e.hand(ctx, "tls", e.tlsDialed, conn)
+	return e.hand(ctx, "tls", e.tlsDialed, &clientTLSConn{Conn: conn, e: e})
+}
+
+// clientTLSConn logs the peer's TLS alert on a connection we dialled: under
+// TLS 1.3 a server refuses our certificate only after our handshake has
+// returned, and the operator would otherwise see just a timeout.
+type clientTLSConn struct {
+	*tls.Conn
+	e    *Endpoint
+	once sync.Once
+}
+
+func (c *clientTLSConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	var op *net.OpError
+	if err != nil && errors.As(err, &op) && op.Op == "remote error" {
+		c.once.Do(func() {
+			c.e.log.Warn().Err(err).Str("remote", c.RemoteAddr().String()).
+				Msg("peer refused our TLS connection; check our client certificate (tls.cert, tls.key) against what the peer trusts")
+		})
+	}
+	return n, err
 }
 
 // tlsListener wraps accepted connections for TLS; the handshake itself runs
