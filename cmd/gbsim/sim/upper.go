@@ -224,7 +224,7 @@ func NewUpper(cfg UpperConfig) (*Upper, error) {
 			_ = srv.ServeTLS(u.tlsLn)
 		}()
 	}
-	u.log.Info("upper platform listening", "addr", u.addr, "domain", cfg.Domain)
+	u.log.Info("upper platform listening", "addr", u.addr, "tls_addr", u.TLSAddr(), "domain", cfg.Domain)
 	return u, nil
 }
 
