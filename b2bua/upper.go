@@ -155,7 +155,7 @@ func (b *B2BUA) answerNew(c *call, req *sip.Request, tx sip.ServerTransaction) {
 	to := sip.HeaderClone(req.To()).(*sip.ToHeader)
 	to.Params = to.Params.Clone()
 	to.Params.Add("tag", c.localTag)
-	contact := &sip.ContactHeader{Address: b.upper.Contact(b.cfg.ID, req.Source())}
+	contact := &sip.ContactHeader{Address: b.upper.Contact(b.cfg.ID, endpoint.PeerOf(req))}
 	b.mu.Lock()
 	c.final = &finalAnswer{code: sip.StatusOK, reason: "OK", body: answer,
 		headers: []sip.Header{to, contact, sip.NewHeader("Content-Type", "application/sdp")}}

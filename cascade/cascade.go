@@ -7,6 +7,7 @@ package cascade
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"sync"
 	"time"
@@ -72,15 +73,38 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 		cancel()
 		return nil, fmt.Errorf("restore registry from store: %w", err)
 	}
+	lowerTLS := ""
+	var lowerTLSConfig *tls.Config
+	if cfg.Lower.TLSListen != "" {
+		tlsCfg, err := security.LoadServerTLS(cfg.Lower.TLS)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("lower.tls: %w", err)
+		}
+		lowerTLS, lowerTLSConfig = cfg.Lower.TLSListen, tlsCfg
+	}
+	upperTLS := make(map[string]*tls.Config)
+	for i, p := range cfg.Upper.Platforms {
+		if p.Transport != "tls" {
+			continue
+		}
+		host, _ := endpoint.SplitHostPort(p.Address)
+		tlsCfg, err := security.LoadClientTLS(p.TLS, host)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("upper.platforms[%d].tls: %w", i, err)
+		}
+		upperTLS[p.ID] = tlsCfg
+	}
 	var err error
 	opts := zoneOptions(cfg, log, m)
-	opts.Name, opts.Listen = "lower", cfg.Lower.Listen
+	opts.Name, opts.Listen, opts.TLSListen, opts.TLSConfig = "lower", cfg.Lower.Listen, lowerTLS, lowerTLSConfig
 	opts.OnConnClosed, opts.Guard, opts.Outgoing = c.lowerConnClosed, &lowerGuard{c: c, mode: cfg.Lower.BindSource}, c.toDevice
 	if c.lower, err = endpoint.Listen(opts); err != nil {
 		cancel()
 		return nil, err
 	}
-	opts.Name, opts.Listen = "upper", cfg.Upper.Listen
+	opts.Name, opts.Listen, opts.TLSListen, opts.TLSConfig = "upper", cfg.Upper.Listen, "", nil
 	opts.OnConnClosed, opts.Guard, opts.Outgoing = c.upperConnClosed, &upperGuard{c: c}, c.toUpper
 	if c.upper, err = endpoint.Listen(opts); err != nil {
 		c.lower.Close()
@@ -100,7 +124,9 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 		if saved, ok := c.savedShare(p.ID); ok {
 			share = saved
 		}
-		c.uppers = append(c.uppers, newUpperClient(c, p, share))
+		u := newUpperClient(c, p, share)
+		u.tls = upperTLS[p.ID]
+		c.uppers = append(c.uppers, u)
 	}
 	return c, nil
 }
@@ -158,6 +184,9 @@ func (c *Cascade) Registry() *Registry { return c.registry }
 // LowerAddr and UpperAddr are the listen addresses actually bound.
 func (c *Cascade) LowerAddr() string { return c.lower.Addr() }
 func (c *Cascade) UpperAddr() string { return c.upper.Addr() }
+
+// LowerTLSAddr is the bound lower.tls_listen address, "" without one.
+func (c *Cascade) LowerTLSAddr() string { return c.lower.TLSAddr() }
 
 // PlatformState is one upper platform as the API shows it.
 type PlatformState struct {
@@ -296,10 +325,10 @@ func (c *Cascade) deviceOffline(id, reason string) {
 	}
 }
 
-// lowerConnClosed: a device's TCP connection ending takes it offline.
+// lowerConnClosed: a device's TCP or TLS connection ending takes it offline.
 func (c *Cascade) lowerConnClosed(remote string) {
 	if id, ok := c.registry.deviceOnConn(remote); ok {
-		c.deviceOffline(id, "TCP connection closed")
+		c.deviceOffline(id, "connection closed")
 	}
 }
 

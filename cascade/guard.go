@@ -99,17 +99,13 @@ func refusal(code int, reason, label, hint string) endpoint.Verdict {
 // TCP/TLS only its own connection counts; over UDP mode decides (ip: same
 // IP, any port; ip-port: same address).
 func boundSource(mode, regTransport, regRemote, transport, source string) bool {
-	if connOriented(regTransport) {
+	if endpoint.ConnOriented(regTransport) {
 		return strings.EqualFold(transport, regTransport) && source == regRemote
 	}
 	if mode == "ip-port" {
 		return strings.EqualFold(transport, "UDP") && source == regRemote
 	}
 	return strings.EqualFold(transport, "UDP") && hostOf(source) == hostOf(regRemote)
-}
-
-func connOriented(transport string) bool {
-	return strings.EqualFold(transport, "TCP") || strings.EqualFold(transport, "TLS")
 }
 
 // hostOf is the host part of host:port (brackets of IPv6 kept), without
@@ -149,7 +145,7 @@ func (p *platformSources) admits(ip netip.Addr) bool {
 // is this platform's: on the connection we registered on, from its address
 // host (any port) or from its allow_from.
 func (u *upperClient) sentFrom(transport, source string) bool {
-	if connOriented(transport) {
+	if endpoint.ConnOriented(transport) {
 		u.mu.Lock()
 		ours := source == u.remote
 		u.mu.Unlock()

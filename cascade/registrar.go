@@ -118,10 +118,10 @@ func (c *Cascade) handleRegister(req *sip.Request, tx sip.ServerTransaction) {
 		}
 	}
 	fresh := c.registry.register(dev) || moved
-	if moved && connOriented(old.Transport) {
+	if moved && endpoint.ConnOriented(old.Transport) {
 		c.lower.CloseConn(old.Remote)
 	}
-	if connOriented(dev.Transport) {
+	if endpoint.ConnOriented(dev.Transport) {
 		c.lower.Claim(dev.Remote)
 	}
 	c.registerResult("ok")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/gbproxy/gbproxy/cascade/endpoint"
 	"github.com/gbproxy/gbproxy/cascade/manscdp"
 	"github.com/gbproxy/gbproxy/cascade/store"
 )
@@ -26,7 +27,7 @@ const (
 type Device struct {
 	ID           string    `json:"id"`
 	Transport    string    `json:"transport"` // UDP | TCP | TLS
-	Remote       string    `json:"remote"`    // where requests go: received/rport, or the TCP peer
+	Remote       string    `json:"remote"`    // where requests go: received/rport, or the TCP/TLS peer
 	Contact      string    `json:"contact"`
 	UserAgent    string    `json:"user_agent,omitempty"`
 	GBVersion    string    `json:"gb_version,omitempty"` // X-GB-Ver of its REGISTER
@@ -210,7 +211,7 @@ func (r *Registry) register(d Device) (fresh bool) {
 	old := r.devices[d.ID]
 	fresh = old == nil || !old.Online || old.CallID != d.CallID
 	wasOnline := old != nil && old.Online
-	if old != nil && connOriented(old.Transport) && old.Remote != d.Remote {
+	if old != nil && endpoint.ConnOriented(old.Transport) && old.Remote != d.Remote {
 		delete(r.byConn, old.Remote)
 	}
 	if old != nil {
@@ -218,7 +219,7 @@ func (r *Registry) register(d Device) (fresh bool) {
 	}
 	d.Online = true
 	r.devices[d.ID] = &d
-	if connOriented(d.Transport) {
+	if endpoint.ConnOriented(d.Transport) {
 		r.byConn[d.Remote] = d.ID
 	}
 	r.store.Put(bucketDevices, d.ID, &d)
@@ -253,7 +254,7 @@ func (r *Registry) offline(id string) bool {
 		return false
 	}
 	d.Online = false
-	if connOriented(d.Transport) {
+	if endpoint.ConnOriented(d.Transport) {
 		delete(r.byConn, d.Remote)
 	}
 	evs := r.statusEventsLocked(id)
@@ -322,7 +323,7 @@ func (r *Registry) admit(id, transport, source, mode string, now time.Time) (dev
 	return d.ID, true, boundSource(mode, d.Transport, d.Remote, transport, source), d.Remote
 }
 
-// deviceOnConn names the device registered over the TCP connection remote.
+// deviceOnConn names the device registered over the TCP/TLS connection remote.
 func (r *Registry) deviceOnConn(remote string) (string, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()

@@ -285,7 +285,7 @@ func (c *Cascade) answerSubscribe(tx sip.ServerTransaction, req *sip.Request, su
 	}
 	headers := []sip.Header{to,
 		sip.NewHeader("Expires", strconv.Itoa(expires)),
-		&sip.ContactHeader{Address: c.upper.Contact(c.cfg.ID, req.Source())},
+		&sip.ContactHeader{Address: c.upper.Contact(c.cfg.ID, endpoint.PeerOf(req))},
 	}
 	if sub.event != "" {
 		headers = append(headers, sip.NewHeader("Event", sub.event))
@@ -323,7 +323,7 @@ func (s *subscriptions) sendNotify(sub *upperSub, n notifyBody) {
 	ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
 	defer cancel()
 	peer := sub.peer
-	if u.cfg.Transport == "tcp" {
+	if u.cfg.Transport != "udp" { // our own connection, as the SUBSCRIBE may have come on another
 		p, err := u.peer(ctx, u.target())
 		if err != nil {
 			u.log.Warn().Err(err).Str("kind", sub.kind).Msg("NOTIFY not sent: no connection to the upper platform")

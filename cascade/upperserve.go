@@ -184,7 +184,7 @@ func (u *upperClient) catalogPerMessage(transport string) int {
 	if u.cfg.CatalogItemsPerMessage > 0 {
 		return u.cfg.CatalogItemsPerMessage
 	}
-	if transport == "TCP" {
+	if endpoint.ConnOriented(transport) {
 		return tcpCatalogItems
 	}
 	return 0

@@ -2,6 +2,7 @@ package cascade
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -30,7 +31,7 @@ type upperTarget struct {
 
 // upperClient keeps gbproxy registered to one upper platform (GB/T 28181
 // §9.1.2): digest REGISTER, refresh before expiry, keepalive MESSAGEs, retry
-// after retry_interval, 302 redirects, one persistent TCP connection.
+// after retry_interval, 302 redirects, one persistent TCP or TLS connection.
 type upperClient struct {
 	c   *Cascade
 	cfg configs.PlatformConfig
@@ -49,10 +50,12 @@ type upperClient struct {
 	cseq     uint32
 	st       PlatformState
 	redirect *upperTarget
-	remote   string // TCP peer address of our connection
+	remote   string // TCP/TLS peer address of our connection
 	// lostAt/lostErr: a working registration was lost and not yet regained.
 	lostAt  time.Time
 	lostErr error
+	// tls verifies the platform over transport tls (set once by New).
+	tls *tls.Config
 }
 
 func (u *upperClient) view() *shareView { return u.share.Load() }
@@ -147,7 +150,7 @@ func (u *upperClient) session(ctx context.Context) bool {
 		case <-ctx.Done():
 			return true
 		case <-u.connLost:
-			u.lost(target, errors.New("TCP connection to upper platform closed"))
+			u.lost(target, fmt.Errorf("%s connection to upper platform closed", strings.ToUpper(u.cfg.Transport)))
 			return true
 		case <-refresh.C:
 			if expires, err = u.register(ctx, target, u.cfg.Expires); err != nil {
@@ -289,19 +292,27 @@ func (u *upperClient) connClosed(remote string) {
 	}
 }
 
-// peer opens our persistent TCP connection when needed.
+// peer opens our persistent TCP or TLS connection when needed.
 func (u *upperClient) peer(ctx context.Context, t upperTarget) (endpoint.Peer, error) {
-	if u.cfg.Transport != "tcp" {
+	var (
+		remote string
+		err    error
+	)
+	switch u.cfg.Transport {
+	case "tcp":
+		remote, err = u.c.upper.Dial(ctx, t.addr)
+	case "tls":
+		remote, err = u.c.upper.DialTLS(ctx, t.addr, u.tls)
+	default:
 		return endpoint.Peer{Transport: "UDP", Addr: t.addr}, nil
 	}
-	remote, err := u.c.upper.Dial(ctx, t.addr)
 	if err != nil {
 		return endpoint.Peer{}, err
 	}
 	u.mu.Lock()
 	u.remote = remote
 	u.mu.Unlock()
-	return endpoint.Peer{Transport: "TCP", Addr: remote}, nil
+	return endpoint.Peer{Transport: strings.ToUpper(u.cfg.Transport), Addr: remote}, nil
 }
 
 // newRequest builds a request to the upper platform t.

@@ -1,8 +1,9 @@
 // Package endpoint is one SIP network zone of gbproxy: a UDP socket and a TCP
-// listener on the same address, sipgo's transaction layer on top, and the
-// rules gbproxy needs that sipgo leaves open:
+// listener on the same address (and a TLS listener when configured),
+// sipgo's transaction layer on top, and the rules gbproxy needs that sipgo
+// leaves open:
 //
-//   - Requests to a peer that registered over TCP travel down that peer's own
+//   - Requests to a peer that registered over TCP or TLS travel down that peer's own
 //     connection (GB/T 28181 NAT rule). sipgo is never allowed to dial by
 //     itself; connections are either accepted or dialled by Endpoint.Dial, so
 //     every TCP connection's end is observed (OnConnClosed).
@@ -18,6 +19,7 @@ package endpoint
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -59,7 +61,10 @@ type Options struct {
 	Listen       string // host:port for UDP and TCP
 	Logger       zerolog.Logger
 	Metrics      *metrics.Registry
-	OnConnClosed func(remote string) // a TCP connection ended (remote ip:port)
+	OnConnClosed func(remote string) // a TCP or TLS connection ended (remote ip:port)
+	// TLSListen ("" = none) also accepts SIP over TLS there, with TLSConfig.
+	TLSListen string
+	TLSConfig *tls.Config
 	// Guard admits incoming requests (nil: all pass).
 	Guard Guard
 	// Limit reports whether one more request from ip, a source that is not
@@ -82,8 +87,8 @@ type Options struct {
 // Handler serves one request. It must send a final response.
 type Handler func(req *sip.Request, tx sip.ServerTransaction)
 
-// Peer is where a request goes: transport ("UDP"/"TCP") and address. For
-// TCP the address names a live connection (accepted or dialled).
+// Peer is where a request goes: transport ("UDP"/"TCP"/"TLS") and address.
+// For TCP and TLS the address names a live connection (accepted or dialled).
 type Peer struct {
 	Transport string
 	Addr      string
@@ -107,6 +112,11 @@ type Endpoint struct {
 	dialed   *dialListener
 	listenIP net.IP
 	port     int
+
+	// TLS: the listener (nil without tls_listen) and the connections DialTLS opens.
+	tlsLn     net.Listener
+	tlsDialed *dialListener
+	tlsPort   int
 
 	onConnClosed func(string)
 	onOutgoing   func(*sip.Request)
@@ -171,16 +181,25 @@ func Listen(opts Options) (*Endpoint, error) {
 	e.udpLaddr = sip.Addr{IP: ua.IP, Port: ua.Port, Hostname: ua.IP.String()}
 	e.tcp = &trackingListener{Listener: tcp, onClose: e.connClosed, limits: e.conns}
 	e.dialed = newDialListener(tcp.Addr())
+	e.tlsDialed = newDialListener(tcp.Addr())
+	if opts.TLSListen != "" {
+		if err := e.listenTLS(opts.TLSListen, opts.TLSConfig); err != nil {
+			e.closeSockets()
+			return nil, err
+		}
+	}
 
 	slogger := libraryLogger(e.log)
-	tcpTransport := &sip.TransportTCP{DialerCreate: func(net.Addr) net.Dialer {
+	noDial := func(net.Addr) net.Dialer {
 		return net.Dialer{ControlContext: func(context.Context, string, string, syscall.RawConn) error { return errNoImplicitDial }}
-	}}
+	}
+	tcpTransport := &sip.TransportTCP{DialerCreate: noDial}
+	tlsTransport := &sip.TransportTLS{TransportTCP: &sip.TransportTCP{DialerCreate: noDial}}
 	e.ua, err = sipgo.NewUA(
 		sipgo.WithUserAgent(Product),
 		sipgo.WithUserAgentTransportLayerOptions(
 			sip.WithTransportLayerLogger(slogger),
-			sip.WithTransportLayerTransports(sip.TransportsConfig{TCP: tcpTransport}),
+			sip.WithTransportLayerTransports(sip.TransportsConfig{TCP: tcpTransport, TLS: tlsTransport}),
 		),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(slogger)),
 	)
@@ -214,10 +233,18 @@ func (e *Endpoint) Serve() {
 	go e.srv.ServeUDP(&udpGuard{PacketConn: e.udp, e: e})
 	go e.srv.ServeTCP(e.tcp)
 	go e.srv.ServeTCP(e.dialed)
+	go e.srv.ServeTLS(e.tlsDialed)
+	if e.tlsLn != nil {
+		go e.srv.ServeTLS(e.tlsLn)
+	}
 	// Until sipgo has pooled the UDP socket, a request from the listen port
 	// would make it open a second socket on the same port (sipgo #367).
 	for !e.udpReady() {
 		time.Sleep(time.Millisecond)
+	}
+	if e.tlsLn != nil {
+		e.log.Info().Str("listen", e.Addr()).Str("tls_listen", e.TLSAddr()).Msg("SIP listening on UDP, TCP and TLS")
+		return
 	}
 	e.log.Info().Str("listen", e.Addr()).Msg("SIP listening on UDP and TCP")
 }
@@ -301,9 +328,33 @@ func SplitHostPort(addr string) (string, int) {
 	return host, port
 }
 
-// Contact is our Contact URI toward dest: sip:id@host:port.
-func (e *Endpoint) Contact(id, dest string) sip.Uri {
-	return sip.Uri{Scheme: "sip", User: id, Host: e.HostFor(dest), Port: e.port}
+// Contact is our Contact URI toward peer: sip:id@host:port, with
+// ;transport=tcp or ;transport=tls on a connection so that a strict peer
+// sends its in-dialog requests back over it rather than over UDP.
+func (e *Endpoint) Contact(id string, peer Peer) sip.Uri {
+	transport := strings.ToUpper(peer.Transport)
+	u := sip.Uri{Scheme: "sip", User: id, Host: e.HostFor(peer.Addr), Port: e.portFor(transport)}
+	if ConnOriented(transport) {
+		u.UriParams = sip.NewParams()
+		u.UriParams.Add("transport", strings.ToLower(transport))
+	}
+	return u
+}
+
+// PeerOf is where req came from: its transport and source address (for
+// TCP and TLS, the connection).
+func PeerOf(req *sip.Request) Peer {
+	return Peer{Transport: strings.ToUpper(req.Transport()), Addr: req.Source()}
+}
+
+// portFor is the port we announce on transport: the TLS listener's for TLS
+// when the zone has one (a dialled TLS connection has no port of its own to
+// announce), else the UDP/TCP port.
+func (e *Endpoint) portFor(transport string) int {
+	if transport == "TLS" && e.tlsPort != 0 {
+		return e.tlsPort
+	}
+	return e.port
 }
 
 // NewRequest builds a complete out-of-dialog request to peer: Via (ours,
@@ -324,7 +375,7 @@ func (e *Endpoint) NewRequest(method sip.RequestMethod, recipient sip.Uri, peer 
 	req.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: method})
 	mf := sip.MaxForwardsHeader(70)
 	req.AppendHeader(&mf)
-	req.AppendHeader(&sip.ContactHeader{Address: e.Contact(from.User, peer.Addr)})
+	req.AppendHeader(&sip.ContactHeader{Address: e.Contact(from.User, Peer{Transport: transport, Addr: peer.Addr})})
 	req.AppendHeader(sip.NewHeader("User-Agent", Product))
 	req.AppendHeader(sip.NewHeader("X-GB-Ver", GBVersion))
 	req.SetBody(nil) // Content-Length: 0 until a body is set
@@ -347,7 +398,7 @@ func (e *Endpoint) Renew(req *sip.Request) {
 func (e *Endpoint) newVia(transport, dest string) *sip.ViaHeader {
 	via := &sip.ViaHeader{
 		ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: transport,
-		Host: e.HostFor(dest), Port: e.port, Params: sip.NewParams(),
+		Host: e.HostFor(dest), Port: e.portFor(transport), Params: sip.NewParams(),
 	}
 	via.Params.Add("rport", "")
 	via.Params.Add("branch", sip.GenerateBranch())
@@ -454,7 +505,7 @@ func noBuild(*sipgo.Client, *sip.Request) error { return nil }
 // uses both ways: our requests go out on it and the peer's requests come in
 // on it. Its end is reported through OnConnClosed.
 func (e *Endpoint) Dial(ctx context.Context, addr string) (string, error) {
-	if e.HasConn(addr) {
+	if e.hasConn("tcp", addr) {
 		return addr, nil
 	}
 	var d net.Dialer
@@ -462,15 +513,21 @@ func (e *Endpoint) Dial(ctx context.Context, addr string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("connect TCP %s: %w", addr, err)
 	}
+	return e.hand(ctx, "tcp", e.dialed, conn)
+}
+
+// hand gives a connection we dialled to sipgo's server loop for network
+// (through l) and waits until sipgo has pooled it.
+func (e *Endpoint) hand(ctx context.Context, network string, l *dialListener, conn net.Conn) (string, error) {
 	tc := &trackedConn{Conn: conn, onClose: e.connClosed}
-	if err := e.dialed.hand(ctx, tc); err != nil {
+	if err := l.hand(ctx, tc); err != nil {
 		tc.Close()
 		return "", err
 	}
 	// sipgo pools the connection right after accepting it; a request sent
 	// before that would make sipgo try (and fail) to dial by itself.
 	remote := conn.RemoteAddr().String()
-	for !e.HasConn(remote) {
+	for !e.hasConn(network, remote) {
 		select {
 		case <-ctx.Done():
 			tc.Close()
@@ -481,18 +538,28 @@ func (e *Endpoint) Dial(ctx context.Context, addr string) (string, error) {
 	return remote, nil
 }
 
-// CloseConn closes the TCP connection to remote, if any.
+// CloseConn closes the TCP or TLS connection to remote, if any.
 func (e *Endpoint) CloseConn(remote string) {
 	e.withConn(remote, func(c sip.Connection) { c.Close() })
 }
 
-// HasConn reports whether a TCP connection to remote is open.
+// HasConn reports whether a TCP or TLS connection to remote is open.
 func (e *Endpoint) HasConn(remote string) bool {
 	return e.withConn(remote, func(sip.Connection) {})
 }
 
+// withConn runs f on the connection to remote, TCP or TLS: remote is a
+// peer's ip:port, which one open connection holds.
 func (e *Endpoint) withConn(remote string, f func(sip.Connection)) bool {
-	c, err := e.ua.TransportLayer().GetConnection("tcp", remote)
+	return e.withNetConn("tcp", remote, f) || e.withNetConn("tls", remote, f)
+}
+
+func (e *Endpoint) hasConn(network, remote string) bool {
+	return e.withNetConn(network, remote, func(sip.Connection) {})
+}
+
+func (e *Endpoint) withNetConn(network, remote string, f func(sip.Connection)) bool {
+	c, err := e.ua.TransportLayer().GetConnection(network, remote)
 	if err != nil || c == nil {
 		return false
 	}
@@ -507,7 +574,7 @@ func (e *Endpoint) connClosed(remote string) {
 		return
 	default:
 	}
-	e.log.Debug().Str("remote", remote).Msg("TCP connection closed")
+	e.log.Debug().Str("remote", remote).Msg("TCP/TLS connection closed")
 	if e.onConnClosed != nil {
 		e.onConnClosed(remote)
 	}
@@ -518,6 +585,7 @@ func (e *Endpoint) Close() error {
 	e.closeOnce.Do(func() {
 		close(e.done)
 		e.dialed.Close()
+		e.tlsDialed.Close()
 		e.closeSockets()
 		e.ua.Close()
 	})
@@ -528,6 +596,9 @@ func (e *Endpoint) closeSockets() {
 	e.udp.Close()
 	if e.tcp != nil {
 		e.tcp.Close()
+	}
+	if e.tlsLn != nil {
+		e.tlsLn.Close()
 	}
 }
 

@@ -85,7 +85,10 @@ func runDevice(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.ServerID, "server-id", "34020000002000000001", "SIP server's 20-digit ID")
 	fs.StringVar(&cfg.Domain, "domain", "", "SIP domain (default: first 10 digits of --server-id)")
 	fs.StringVar(&cfg.ID, "id", "34020000001320000001", "device's 20-digit ID")
-	fs.StringVar(&cfg.Transport, "transport", "udp", "udp or tcp (tcp: one persistent connection, no listening socket)")
+	fs.StringVar(&cfg.Transport, "transport", "udp", "udp, tcp or tls (tcp, tls: one persistent connection, no listening socket)")
+	var tlsOpts tlsFlags
+	tlsOpts.register(fs, "--transport tls: PEM CA that signs the server's certificate")
+	fs.StringVar(&tlsOpts.serverName, "tls-server-name", "", "--transport tls: name the server's certificate must carry (default: --server's host)")
 	fs.StringVar(&cfg.LocalAddr, "local", "127.0.0.1:0", "local address")
 	fs.StringVar(&cfg.Username, "username", "", "digest username (default: --id)")
 	fs.StringVar(&cfg.Password, "password", "12345678", "digest password")
@@ -139,6 +142,11 @@ func runDevice(ctx context.Context, args []string) error {
 	cfg.NoAnswer = make(map[string]bool)
 	for _, cmd := range splitList(*noAnswer) {
 		cfg.NoAnswer[cmd] = true
+	}
+	if cfg.Transport == "tls" {
+		if cfg.TLS, err = tlsOpts.client(); err != nil {
+			return err
+		}
 	}
 	cfg.MaxRecordedPayload = -1 // a long-running device keeps no copy of what it streamed
 	log := newLogger(*verbose)
@@ -247,6 +255,9 @@ func runUpper(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("gbsim upper", flag.ContinueOnError)
 	var cfg sim.UpperConfig
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:15060", "UDP and TCP listen address")
+	fs.StringVar(&cfg.TLSListen, "tls-listen", "", "also accept SIP over TLS here (needs --tls-cert and --tls-key)")
+	var tlsOpts tlsFlags
+	tlsOpts.register(fs, "--tls-listen: PEM CA whose client certificates are required (default: none asked)")
 	fs.StringVar(&cfg.ID, "id", "34020000002000000002", "platform's 20-digit ID")
 	fs.StringVar(&cfg.Domain, "domain", "", "SIP domain and digest realm (default: first 10 digits of --id)")
 	fs.StringVar(&cfg.Password, "password", "12345678", "password every lower must use")
@@ -279,6 +290,11 @@ func runUpper(ctx context.Context, args []string) error {
 	cmdTypes, err := subscriptionTypes(*subscribe)
 	if err != nil {
 		return err
+	}
+	if cfg.TLSListen != "" {
+		if cfg.TLS, err = tlsOpts.server(); err != nil {
+			return err
+		}
 	}
 	cfg.Logger = newLogger(*verbose)
 	u, err := sim.NewUpper(cfg)

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,9 +38,13 @@ type DeviceConfig struct {
 	Domain   string // SIP domain; default: first 10 digits of ServerID
 	ServerID string // the registrar's 20-digit ID
 	Server   string // the registrar's host:port
-	// Transport is "udp" (default) or "tcp". Over TCP the device keeps one connection to Server and
-	// listens on no socket, so every request must come down that connection (GB/T 28181 NAT rule).
-	Transport          string
+	// Transport is "udp" (default), "tcp" or "tls". Over TCP and TLS the device keeps one connection
+	// to Server and listens on no socket, so every request must come down that connection (GB/T 28181
+	// NAT rule).
+	Transport string
+	// TLS is required with Transport "tls": RootCAs to verify the server by (its certificate must name
+	// Server's IP, or ServerName) and, for a server that asks, the client certificate.
+	TLS                *tls.Config
 	LocalAddr          string // default "127.0.0.1:0"; over TCP a port of 0 lets the kernel choose
 	Username, Password string // Username defaults to ID
 	Expires            int    // requested registration expiry in seconds; default 3600
@@ -109,7 +114,7 @@ type DeviceConfig struct {
 type Device struct {
 	*guard    // Note and Monitor-User-Identity
 	cfg       DeviceConfig
-	transport string // "UDP" or "TCP"
+	transport string // "UDP", "TCP" or "TLS"
 	log       *slog.Logger
 	journal   journal[Received]
 	controls  journal[Control]
@@ -158,6 +163,9 @@ func NewDevice(cfg DeviceConfig) (*Device, error) {
 	transport, err := transportName(cfg.Transport)
 	if err != nil {
 		return nil, fmt.Errorf("device %s: %w", cfg.ID, err)
+	}
+	if transport == "TLS" && cfg.TLS == nil {
+		return nil, fmt.Errorf("device %s: transport tls needs TLS (at least RootCAs trusting the server)", cfg.ID)
 	}
 	switch cfg.Charset {
 	case "":
@@ -268,7 +276,7 @@ func NewDevice(cfg DeviceConfig) (*Device, error) {
 var errClosed = errors.New("simulator closed")
 
 // open creates the SIP stack once: over UDP a listening socket that requests also leave from, over
-// TCP nothing but a client (the connection is dialled by the first REGISTER).
+// TCP and TLS nothing but a client (the connection is dialled by the first REGISTER).
 func (d *Device) open() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -282,7 +290,7 @@ func (d *Device) open() error {
 	if err != nil {
 		return fmt.Errorf("device %s: server address %q: %w", d.cfg.ID, d.cfg.Server, err)
 	}
-	ua, srv, err := newStack(d.log)
+	ua, srv, err := newStack(d.log, d.cfg.TLS)
 	if err != nil {
 		return fmt.Errorf("device %s: %w", d.cfg.ID, err)
 	}
@@ -316,7 +324,7 @@ func (d *Device) open() error {
 }
 
 func resolveAddr(transport, addr string) (string, error) {
-	if transport == "TCP" {
+	if connOriented(transport) {
 		a, err := net.ResolveTCPAddr("tcp", addr)
 		if err != nil {
 			return "", err
@@ -572,9 +580,9 @@ func (d *Device) reregister(why string) time.Duration {
 	return d.refreshDelay()
 }
 
-// regConnLost reports, for TCP, that the connection the device registered over is gone.
+// regConnLost reports, for TCP and TLS, that the connection the device registered over is gone.
 func (d *Device) regConnLost() bool {
-	if d.transport != "TCP" {
+	if !connOriented(d.transport) {
 		return false
 	}
 	d.mu.Lock()
@@ -583,7 +591,7 @@ func (d *Device) regConnLost() bool {
 	return !d.isRegConn(server)
 }
 
-// isRegConn reports whether sipgo's current TCP connection to remote is the one we registered over.
+// isRegConn reports whether sipgo's current TCP/TLS connection to remote is the one we registered over.
 func (d *Device) isRegConn(remote string) bool {
 	d.mu.Lock()
 	ua, local, trying := d.ua, d.regLocal, d.tryLocal
@@ -591,7 +599,7 @@ func (d *Device) isRegConn(remote string) bool {
 	if ua == nil || (local == "" && trying == "") {
 		return false
 	}
-	conn, err := ua.TransportLayer().GetConnection("tcp", remote)
+	conn, err := ua.TransportLayer().GetConnection(d.transport, remote)
 	if err != nil {
 		return false
 	}

@@ -45,7 +45,7 @@ func (d *Device) WaitControl(ctx context.Context, command string) (Control, erro
 // onRequest records every request and dispatches it; MANSCDP MESSAGEs are answered 200 and then,
 // for queries and some controls, by Response MESSAGEs.
 func (d *Device) onRequest(req *sip.Request, tx sip.ServerTransaction) {
-	onRegConn := req.Transport() == "TCP" && d.isRegConn(req.Source())
+	onRegConn := req.Transport() == d.transport && connOriented(d.transport) && d.isRegConn(req.Source())
 	rec, _ := newReceived(req, onRegConn)
 	d.journal.add(rec)
 	d.log.Info("request received", "method", rec.Method, "cmd_type", rec.CmdType, "sn", rec.SN,

@@ -266,7 +266,7 @@ func (d *Device) contact() *sip.ContactHeader {
 // notifyDest is where NOTIFYs for a subscription from req go: over TCP the registration connection
 // (the device listens on nothing), over UDP the subscriber's Contact, else the request's source.
 func (d *Device) notifyDest(req *sip.Request) string {
-	if d.transport == "TCP" {
+	if connOriented(d.transport) {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		return d.serverAddr

@@ -438,7 +438,7 @@ func (d *Device) answerInvite(req *sip.Request, c *deviceCall, offer SDP) (*sip.
 // connection: sipgo's accepted transaction would swallow a retransmitted INVITE, which must reach
 // onInvite to get the same 200 OK again (some upper platforms retransmit INVITE even over TCP).
 func (d *Device) respondFinal(req *sip.Request, tx sip.ServerTransaction, res *sip.Response) error {
-	if req.Transport() != "TCP" {
+	if !connOriented(req.Transport()) {
 		return tx.Respond(res)
 	}
 	tx.Terminate()
@@ -457,7 +457,7 @@ func (d *Device) awaitAck(req *sip.Request, tx sip.ServerTransaction, c *deviceC
 	retransmit := time.NewTimer(interval)
 	defer retransmit.Stop()
 	var acks <-chan *sip.Request
-	if stx, ok := tx.(*sip.ServerTx); ok && req.Transport() != "TCP" {
+	if stx, ok := tx.(*sip.ServerTx); ok && !connOriented(req.Transport()) {
 		acks = stx.Acks() // an ACK that reuses the INVITE's branch matches the transaction
 	}
 	for {
@@ -466,7 +466,7 @@ func (d *Device) awaitAck(req *sip.Request, tx sip.ServerTransaction, c *deviceC
 		case <-acks:
 			c.ack()
 		case <-retransmit.C:
-			if req.Transport() != "TCP" {
+			if !connOriented(req.Transport()) {
 				d.mu.Lock()
 				ok := c.ok
 				d.mu.Unlock()

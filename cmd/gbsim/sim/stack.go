@@ -10,6 +10,7 @@ package sim
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -39,9 +40,9 @@ type Received struct {
 	DeviceID string // MANSCDP DeviceID, empty when absent
 	Body     []byte // decoded to UTF-8; the XML declaration is left as sent
 	Source   string // remote host:port the request came from
-	// Transport is "UDP" or "TCP".
+	// Transport is "UDP", "TCP" or "TLS".
 	Transport string
-	// OnRegConn is true when a request arrived on the TCP connection the device registered over.
+	// OnRegConn is true when a request arrived on the TCP/TLS connection the device registered over.
 	OnRegConn bool
 	At        time.Time
 	Request   *sip.Request // the request as parsed, raw body included, for header checks
@@ -145,10 +146,12 @@ func (j *journal[T]) wait(ctx context.Context, what string, match func(T) bool) 
 	}
 }
 
-// newStack builds a sipgo user agent and server that log through log.
-func newStack(log *slog.Logger) (*sipgo.UserAgent, *sipgo.Server, error) {
+// newStack builds a sipgo user agent and server that log through log; tlsConf (nil: none) is what
+// sipgo dials TLS connections with.
+func newStack(log *slog.Logger, tlsConf *tls.Config) (*sipgo.UserAgent, *sipgo.Server, error) {
 	ua, err := sipgo.NewUA(
 		sipgo.WithUserAgent(userAgent),
+		sipgo.WithUserAgenTLSConfig(tlsConf),
 		sipgo.WithUserAgentTransactionLayerOptions(
 			sip.WithTransactionLayerLogger(log),
 			sip.WithTransactionLayerUnhandledResponseHandler(func(r *sip.Response) {
@@ -315,8 +318,13 @@ func transportName(t string) (string, error) {
 		return "UDP", nil
 	case "tcp":
 		return "TCP", nil
+	case "tls":
+		return "TLS", nil
 	}
-	return "", fmt.Errorf("transport %q not supported: use udp or tcp", t)
+	return "", fmt.Errorf("transport %q not supported: use udp, tcp or tls", t)
 }
+
+// connOriented reports whether requests to a peer on transport travel down its connection (TCP, TLS).
+func connOriented(transport string) bool { return transport == "TCP" || transport == "TLS" }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

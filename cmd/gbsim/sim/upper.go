@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +31,10 @@ type UpperConfig struct {
 	Domain   string // SIP domain and digest realm; default: first 10 digits of ID
 	Password string // the one password every lower must use
 	Listen   string // UDP and TCP on the same port; default "127.0.0.1:0"
+	// TLS, when set, also accepts SIP over TLS on TLSListen (default "127.0.0.1:0") with this server
+	// configuration (set ClientCAs and ClientAuth to require client certificates).
+	TLS       *tls.Config
+	TLSListen string
 	// Redirect, as "ID@host:port", makes the registrar answer an authenticated REGISTER with
 	// 302 and Contact <sip:ID@host:port> (GB/T 28181-2022 registration redirect).
 	Redirect string
@@ -49,7 +54,7 @@ const gbVersion = "3.0"
 type LowerState struct {
 	ID            string
 	Domain        string // host part of the lower's From URI
-	Transport     string // "UDP" or "TCP", of its last REGISTER
+	Transport     string // "UDP", "TCP" or "TLS", of its last REGISTER
 	Source        string // ip:port its last REGISTER came from; requests go back there
 	Contact       string
 	Expires       int // granted expiry, seconds
@@ -98,9 +103,10 @@ type Upper struct {
 	addr           string
 	ua             *sipgo.UserAgent
 	udpClient      *sipgo.Client // leaves from the listen port
-	tcpClient      *sipgo.Client // finds accepted connections by the lower's address
+	tcpClient      *sipgo.Client // finds accepted TCP and TLS connections by the lower's address
 	udpConn        net.PacketConn
 	tcpLn          net.Listener
+	tlsLn          net.Listener // nil without UpperConfig.TLS
 	wg             sync.WaitGroup
 	keepaliveReply atomic.Bool
 	sn             atomic.Int64
@@ -170,11 +176,22 @@ func NewUpper(cfg UpperConfig) (*Upper, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upper %s: listen on %s: %w (choose a free address)", cfg.ID, cfg.Listen, err)
 	}
-	ua, srv, err := newStack(u.log)
+	ua, srv, err := newStack(u.log, nil) // the upper never dials: lowers connect to it
 	if err != nil {
 		_ = udpConn.Close()
 		_ = tcpLn.Close()
 		return nil, fmt.Errorf("upper %s: %w", cfg.ID, err)
+	}
+	if cfg.TLS != nil {
+		if cfg.TLSListen == "" {
+			cfg.TLSListen = "127.0.0.1:0"
+		}
+		if u.tlsLn, err = tls.Listen("tcp", cfg.TLSListen, cfg.TLS); err != nil {
+			_ = ua.Close()
+			_ = udpConn.Close()
+			_ = tcpLn.Close()
+			return nil, fmt.Errorf("upper %s: listen TLS on %s: %w (choose a free address)", cfg.ID, cfg.TLSListen, err)
+		}
 	}
 	u.addr = udpConn.LocalAddr().String()
 	// Large catalogs arrive as bursts of hundreds of MESSAGEs a second: a larger socket buffer keeps
@@ -192,6 +209,9 @@ func NewUpper(cfg UpperConfig) (*Upper, error) {
 		_ = ua.Close()
 		_ = udpConn.Close()
 		_ = tcpLn.Close()
+		if u.tlsLn != nil {
+			_ = u.tlsLn.Close()
+		}
 		return nil, fmt.Errorf("upper %s: create SIP client: %w", cfg.ID, err)
 	}
 	u.ua, u.udpConn, u.tcpLn = ua, udpConn, tcpLn
@@ -207,7 +227,14 @@ func NewUpper(cfg UpperConfig) (*Upper, error) {
 		defer u.wg.Done()
 		_ = srv.ServeTCP(tcpLn)
 	}()
-	u.log.Info("upper platform listening", "addr", u.addr, "domain", cfg.Domain)
+	if u.tlsLn != nil {
+		u.wg.Add(1)
+		go func() {
+			defer u.wg.Done()
+			_ = srv.ServeTLS(u.tlsLn)
+		}()
+	}
+	u.log.Info("upper platform listening", "addr", u.addr, "tls_addr", u.TLSAddr(), "domain", cfg.Domain)
 	return u, nil
 }
 
@@ -252,6 +279,14 @@ func listenPair(addr string) (net.PacketConn, net.Listener, error) {
 
 // Addr returns the ip:port the upper listens on (UDP and TCP).
 func (u *Upper) Addr() string { return u.addr }
+
+// TLSAddr returns the ip:port the upper accepts SIP over TLS on, "" without UpperConfig.TLS.
+func (u *Upper) TLSAddr() string {
+	if u.tlsLn == nil {
+		return ""
+	}
+	return u.tlsLn.Addr().String()
+}
 
 // SetKeepaliveReply turns answering keepalives on or off; off makes lowers see their keepalives time out.
 func (u *Upper) SetKeepaliveReply(ok bool) { u.keepaliveReply.Store(ok) }
@@ -332,6 +367,9 @@ func (u *Upper) Close() error {
 	// Listeners first: a peer reconnecting while the stack shuts down must be
 	// refused, not accepted on a connection nobody will ever serve or close.
 	_ = u.tcpLn.Close()
+	if u.tlsLn != nil {
+		_ = u.tlsLn.Close()
+	}
 	_ = u.udpConn.Close()
 	err := u.ua.Close()
 	u.wg.Wait()

@@ -53,8 +53,8 @@ func newAnswerBody(raw []byte) AnswerBody {
 	return b
 }
 
-// lowerRoute is how requests reach a registered lower: down its own TCP connection when it
-// registered over TCP, else to the UDP address it registered from.
+// lowerRoute is how requests reach a registered lower: down its own TCP/TLS connection when it
+// registered over one, else to the UDP address it registered from.
 type lowerRoute struct {
 	client          *sipgo.Client
 	dest, transport string
@@ -68,10 +68,10 @@ func (u *Upper) route(lowerID string) (lowerRoute, error) {
 	}
 	r := lowerRoute{client: u.udpClient, dest: l.Source, transport: l.Transport,
 		uri: sip.Uri{Scheme: "sip", User: lowerID, Host: l.Domain}}
-	if l.Transport == "TCP" {
-		conn, err := u.ua.TransportLayer().GetConnection("tcp", l.Source)
+	if connOriented(l.Transport) {
+		conn, err := u.ua.TransportLayer().GetConnection(l.Transport, l.Source)
 		if err != nil {
-			return lowerRoute{}, fmt.Errorf("lower %s: its TCP connection from %s is closed; it must register again", lowerID, l.Source)
+			return lowerRoute{}, fmt.Errorf("lower %s: its %s connection from %s is closed; it must register again", lowerID, l.Transport, l.Source)
 		}
 		_, _ = conn.TryClose()
 		r.client = u.tcpClient
@@ -274,7 +274,7 @@ func (u *Upper) onAlarm(req *sip.Request, tx sip.ServerTransaction, rec Received
 	if err != nil { // not registered here: answer where the alarm came from
 		r = lowerRoute{client: u.udpClient, dest: req.Source(), transport: req.Transport(),
 			uri: sip.Uri{Scheme: "sip", User: lowerID, Host: from.Address.Host}}
-		if r.transport == "TCP" {
+		if connOriented(r.transport) {
 			r.client = u.tcpClient
 		}
 	}
