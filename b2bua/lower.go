@@ -147,8 +147,13 @@ func (b *B2BUA) callDevice(st *stream, upperOffer *sdp.Session) {
 		fail(failWith(sip.StatusServiceUnavailable, err.Error()))
 		return
 	}
+	// Media counts only from the device: its signalling address now, the
+	// address of its SDP answer once known. Anyone else on the lower
+	// network could otherwise feed the upper a stream of their own.
+	signalling, _ := netip.ParseAddrPort(st.peer.Addr)
 	src, err := b.relay.NewSource(b.lowerBind, transportOf(mode), relay.SourceOptions{
-		ID: st.channelID,
+		ID:     st.channelID,
+		Expect: []netip.Addr{signalling.Addr()},
 		OnIdle: func() {
 			b.endStream(st, fmt.Sprintf("no media from the device for %v", b.cfg.Media.NoMediaTimeout), true)
 		},
@@ -191,6 +196,9 @@ func (b *B2BUA) callDevice(st *stream, upperOffer *sdp.Session) {
 		} else {
 			peer, err = answerAddr(ans, m)
 		}
+	}
+	if err == nil {
+		st.src.ExpectFrom(peer.Addr())
 	}
 	if err == nil && st.src.Transport() == relay.TCPActive {
 		err = st.src.Connect(peer)

@@ -300,7 +300,7 @@ func TestExpectedIP(t *testing.T) {
 	r := newTestRelay(t, nil)
 	other := netip.MustParseAddr("192.0.2.1") // never sent to: only compared
 
-	src, dev := openSource(t, r, UDP, SourceOptions{ExpectIP: other})
+	src, dev := openSource(t, r, UDP, SourceOptions{Expect: []netip.Addr{other}})
 	defer src.Close()
 	_, up := addSink(t, src, UDP, 1, SinkOptions{})
 	sendFrames(dev, &stream{}, 3, 100)
@@ -309,7 +309,7 @@ func TestExpectedIP(t *testing.T) {
 		t.Fatal("packet from an unexpected IP was forwarded")
 	}
 
-	tsrc, err := r.NewSource(loopback, TCPPassive, SourceOptions{ExpectIP: other})
+	tsrc, err := r.NewSource(loopback, TCPPassive, SourceOptions{Expect: []netip.Addr{other}})
 	if err != nil {
 		t.Fatal(err)
 	}

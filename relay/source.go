@@ -21,9 +21,10 @@ type SourceOptions struct {
 	// is not known yet (it comes in the device's answer to our offer),
 	// leave it zero and call Connect once it is.
 	Peer netip.AddrPort
-	// ExpectIP, when valid, is the only IP media is accepted from: UDP
-	// packets (the latch only takes this IP) and TCP connections.
-	ExpectIP netip.Addr
+	// Expect, when not empty, lists the only IPs media is accepted from:
+	// UDP packets (the latch only takes these) and TCP connections. More
+	// can be added later with ExpectFrom (the device's SDP answer).
+	Expect []netip.Addr
 	// OnIdle runs once, on its own goroutine, when no packet has arrived for
 	// Config.IdleTimeout. The owner usually closes the session.
 	OnIdle func()
@@ -54,6 +55,8 @@ type Source struct {
 	// NewSource.
 	connect chan netip.AddrPort
 	hasPeer atomic.Bool
+	// expect is the set of IPs media is accepted from (empty: any).
+	expect atomic.Pointer[[]netip.Addr]
 
 	mu         sync.Mutex // guards closed, hasReverse and changes to sinks
 	closed     bool
@@ -86,7 +89,6 @@ func (r *Relay) NewSource(bindIP string, t Transport, opts SourceOptions) (*Sour
 			return nil, err
 		}
 	}
-	opts.ExpectIP = opts.ExpectIP.Unmap()
 	port, uc, ln, err := r.openLeg(ip, t)
 	if err != nil {
 		return nil, err
@@ -103,6 +105,7 @@ func (r *Relay) NewSource(bindIP string, t Transport, opts SourceOptions) (*Sour
 	s.in.leg = &s.Leg
 	s.back = output{leg: &s.Leg, maxUDP: r.cfg.MaxUDPPayload}
 	s.sinks.Store(&[]*Sink{})
+	s.ExpectFrom(opts.Expect...)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.connect = make(chan netip.AddrPort, 1)
 	if t == TCPActive && opts.Peer.IsValid() {
@@ -210,10 +213,32 @@ func (s *Source) run() {
 	}
 }
 
-// admit takes a TCP connection from ExpectIP only, when it is set.
+// ExpectFrom adds ips to the addresses media is accepted from.
+func (s *Source) ExpectFrom(ips ...netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var list []netip.Addr
+	if old := s.expect.Load(); old != nil {
+		list = append(list, *old...)
+	}
+	for _, ip := range ips {
+		if ip = ip.Unmap(); ip.IsValid() && !slices.Contains(list, ip) {
+			list = append(list, ip)
+		}
+	}
+	s.expect.Store(&list)
+}
+
+// expected reports whether media may come from ip.
+func (s *Source) expected(ip netip.Addr) bool {
+	list := s.expect.Load()
+	return list == nil || len(*list) == 0 || slices.Contains(*list, ip.Unmap())
+}
+
+// admit takes a TCP connection from an expected IP only.
 func (s *Source) admit(ip netip.Addr) error {
-	if s.opts.ExpectIP.IsValid() && ip != s.opts.ExpectIP {
-		return fmt.Errorf("not the expected address %s", s.opts.ExpectIP)
+	if !s.expected(ip) {
+		return fmt.Errorf("%s is not an expected address %v", ip, *s.expect.Load())
 	}
 	return nil
 }
@@ -261,14 +286,14 @@ func readUDP(u *udpSock, in *inbound, accept func(netip.AddrPort, int64) bool, d
 	}
 }
 
-// latch takes the first sender (from ExpectIP if set) as the device, and
+// latch takes the first sender (from an expected IP) as the device, and
 // lets another take over once the latched one has been silent RelatchAfter.
 func (s *Source) latch(from netip.AddrPort, now int64) bool {
 	if from == s.peer {
 		s.lastPeer = now
 		return true
 	}
-	if s.opts.ExpectIP.IsValid() && from.Addr() != s.opts.ExpectIP {
+	if !s.expected(from.Addr()) {
 		return false
 	}
 	old := s.peer

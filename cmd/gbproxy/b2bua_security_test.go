@@ -357,3 +357,42 @@ func TestRefusedInviteLabelIsNotFromTheWire(t *testing.T) {
 		t.Errorf("gbproxy_sip_refused_total{side=upper,reason=unknown_platform} = %d, want at least 1", n)
 	}
 }
+
+// Toward the device, a TCP-passive media leg (the device dials us) takes
+// its connection only from the device: a stranger on the lower network who
+// connects first, from 127.0.0.2, is refused and cannot feed the upper a
+// stream of its own; the device then connects and the upper gets video.
+func TestDeviceSideTCPPassiveRefusesStrangers(t *testing.T) {
+	rig := newLiveRig(t, rigOptions{streamMode: "tcp-passive", device: func(c *sim.DeviceConfig) { c.InviteDelay = 1500 * time.Millisecond }})
+	ctx := ctxTimeout(t, 20*time.Second)
+	done := make(chan *sim.Play, 1)
+	go func() {
+		play, err := rig.upper.Play(ctx, proxyID, rig.ch, sim.PlayOptions{})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- play
+	}()
+	inv, err := rig.dev.WaitRequest(ctx, "INVITE", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	offer, err := sim.ParseSDP(inv.Request.Body())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		expectRefused(t, attackerIP, offer.Addr())
+	}
+	play := <-done
+	if play == nil {
+		t.FailNow()
+	}
+	if _, err := play.WaitPackets(ctx, 50); err != nil {
+		t.Fatalf("the device's own connection was not taken after the refusals: %v", err)
+	}
+	if err := play.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	requireClean(t, rig.p)
+}
