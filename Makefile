@@ -22,7 +22,7 @@ test:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./cmd/gbproxy/
-	$(GO) test -run '^$$' -bench . -benchmem ./security/ ./cascade/manscdp/ ./cascade/store/ ./b2bua/sdp/
+	$(GO) test -run '^$$' -bench . -benchmem ./security/ ./cascade/ ./cascade/endpoint/ ./cascade/manscdp/ ./cascade/store/ ./b2bua/sdp/ ./cmd/gbsim/gbnote/
 # Relay: each figure beside the naive Go loop measured in the same run
 # (about 75 s; -relay.window sets each throughput measurement, default 2s).
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 10m ./relay/
