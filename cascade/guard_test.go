@@ -197,6 +197,16 @@ func TestKeepaliveNeverMovesDevice(t *testing.T) {
 func BenchmarkAdmit(b *testing.B) {
 	c := guardCascade(b, "ip")
 	g := &lowerGuard{c: c, mode: "ip"}
+	// The plain path: parsing the keepalive, which every request costs.
+	raw := []byte(guardRequest(sip.MESSAGE, udpDev, "UDP", udpDevAt).String())
+	b.Run("plain", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := sip.ParseMessage(raw); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	for _, bc := range []struct{ name, source string }{{"bound", udpDevAt}, {"refused", "127.0.0.2:5000"}} {
 		req := guardRequest(sip.MESSAGE, udpDev, "UDP", bc.source)
 		b.Run(bc.name, func(b *testing.B) {

@@ -602,10 +602,14 @@ func (e *Endpoint) closeSockets() {
 	}
 }
 
-// HeaderValue is the value of m's first header called name, "" if none.
-func HeaderValue(m interface{ GetHeader(string) sip.Header }, name string) string {
-	if h := m.GetHeader(name); h != nil {
-		return h.Value()
+// HeaderValue is the value of m's first header called name (any case), ""
+// if none. Unlike sipgo's GetHeader it does not allocate for names sipgo
+// has no constant for: it runs on every request (Monitor-User-Identity).
+func HeaderValue(m interface{ Headers() []sip.Header }, name string) string {
+	for _, h := range m.Headers() {
+		if strings.EqualFold(h.Name(), name) {
+			return h.Value()
+		}
 	}
 	return ""
 }
