@@ -44,7 +44,12 @@ func (g *lowerGuard) Admit(req *sip.Request) endpoint.Verdict {
 		mode = "ip"
 	}
 	deviceID, registered, bound, remote := g.c.registry.admit(id, req.Transport(), source, mode, g.c.now())
-	if req.Method == sip.REGISTER || req.Method == sip.OPTIONS || (registered && g.mode == "off") {
+	if req.Method == sip.REGISTER {
+		v := g.c.screenRegister(req)
+		v.Known = bound
+		return v
+	}
+	if req.Method == sip.OPTIONS || (registered && g.mode == "off") {
 		return endpoint.Verdict{Known: bound}
 	}
 	switch {

@@ -16,6 +16,7 @@ import (
 	"github.com/gbproxy/gbproxy/cascade/manscdp"
 	"github.com/gbproxy/gbproxy/cascade/store"
 	"github.com/gbproxy/gbproxy/configs"
+	"github.com/gbproxy/gbproxy/security"
 )
 
 const (
@@ -40,10 +41,11 @@ func guardCascade(t testing.TB, bindSource string) *Cascade {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	now := time.Now()
-	cfg := &configs.Config{ID: selfID, Lower: configs.LowerConfig{BindSource: bindSource}}
+	cfg := &configs.Config{ID: selfID, Lower: configs.LowerConfig{BindSource: bindSource, AllowUnknown: true, Password: "secret"}}
 	c := &Cascade{
 		cfg:      cfg,
 		sig:      newSignalling(cfg),
+		digest:   security.NewDigestServer(security.DigestConfig{Realm: "3402000000"}),
 		log:      zerolog.Nop(),
 		store:    st,
 		registry: newRegistry(st, zerolog.Nop(), selfID),
@@ -117,9 +119,10 @@ func TestLowerGuardBindsToRegisteredSource(t *testing.T) {
 		{"BYE from the channel's device", sip.BYE, udpDevChan, "UDP", udpDevAt, 0, "", true},
 		{"BYE with a channel ID from elsewhere", sip.BYE, udpDevChan, "UDP", "127.0.0.2:5000", 403, refusedWrongSource, false},
 		{"INVITE from elsewhere", sip.INVITE, udpDev, "UDP", "127.0.0.2:5000", 403, refusedWrongSource, false},
-		{"REGISTER from elsewhere passes, unknown", sip.REGISTER, udpDev, "UDP", "127.0.0.2:5000", 0, "", false},
-		{"REGISTER from its address", sip.REGISTER, udpDev, "UDP", udpDevAt, 0, "", true},
-		{"REGISTER of a new device", sip.REGISTER, "34020000001320000199", "UDP", "127.0.0.2:5000", 0, "", false},
+		// REGISTERs are screened here: without credentials, a stateless 401.
+		{"REGISTER from elsewhere challenged, unknown", sip.REGISTER, udpDev, "UDP", "127.0.0.2:5000", 401, "", false},
+		{"REGISTER from its address challenged", sip.REGISTER, udpDev, "UDP", udpDevAt, 401, "", true},
+		{"REGISTER of a new device challenged", sip.REGISTER, "34020000001320000199", "UDP", "127.0.0.2:5000", 401, "", false},
 		{"OPTIONS from anyone", sip.OPTIONS, "34020000001320000199", "UDP", "127.0.0.2:5000", 0, "", false},
 		{"OPTIONS from the device", sip.OPTIONS, udpDev, "UDP", udpDevAt, 0, "", true},
 	}

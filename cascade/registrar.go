@@ -21,56 +21,60 @@ var deviceIDPattern = regexp.MustCompile(`^[0-9]{18,20}$`)
 
 const defaultExpires = 3600
 
-// handleRegister is the downward registrar (GB/T 28181 §9.1).
-func (c *Cascade) handleRegister(req *sip.Request, tx sip.ServerTransaction) {
-	ep := c.lower
+// screenRegister authenticates a REGISTER in the lower guard, before any
+// transaction exists: every refusal (bad ID, another server, unknown
+// device, bad or stale credentials, lockout) and the digest challenge are
+// answered statelessly over UDP, so a REGISTER flood keeps no state. Only an
+// authenticated REGISTER reaches handleRegister.
+func (c *Cascade) screenRegister(req *sip.Request) endpoint.Verdict {
 	from := req.From()
 	if from == nil || !deviceIDPattern.MatchString(from.Address.User) {
 		c.registerResult("bad_id")
-		ep.Respond(tx, req, sip.StatusBadRequest, "Bad Request (From must carry an 18-20 digit device ID)", nil)
-		return
+		return refusal(sip.StatusBadRequest, "Bad Request (From must carry an 18-20 digit device ID)", "register_bad_id",
+			"REGISTER without an 18-20 digit device ID in From refused")
 	}
 	id := from.Address.User
-	log := c.log.With().Str("device_id", id).Str("call_id", callIDOf(req)).Str("remote", req.Source()).Logger()
-
 	if !c.isOurTarget(req.Recipient) {
 		c.registerResult("wrong_target")
-		log.Warn().Str("request_uri", req.Recipient.String()).Msg("REGISTER for another SIP server refused; set the device's SIP server ID to " + c.cfg.ID)
-		ep.Respond(tx, req, sip.StatusForbidden, "Forbidden (not this SIP server)", nil)
-		return
+		return refusal(sip.StatusForbidden, "Forbidden (not this SIP server)", "register_wrong_target",
+			"REGISTER for another SIP server refused; set the device's SIP server ID to "+c.cfg.ID)
 	}
 	secret, known := c.deviceSecret(id)
 	if !known {
 		c.registerResult("unknown_device")
-		log.Warn().Msg("REGISTER from a device not in lower.devices refused (allow_unknown is false)")
-		ep.Respond(tx, req, sip.StatusForbidden, "Forbidden (unknown device)", nil)
-		return
+		return refusal(sip.StatusForbidden, "Forbidden (unknown device)", "register_unknown_device",
+			"REGISTER from a device not in lower.devices refused (allow_unknown is false)")
 	}
 	if req.GetHeader("Authorization") == nil {
-		c.challenge(tx, req, false)
-		return
+		return c.challenge(false)
 	}
 	err := c.verifyRegister(req, id, secret)
 	switch {
+	case err == nil:
+		return endpoint.Verdict{}
 	case errors.Is(err, security.ErrStaleNonce):
-		c.challenge(tx, req, true)
-		return
+		return c.challenge(true)
 	case errors.Is(err, security.ErrMalformed):
 		c.registerResult("malformed_auth")
-		log.Warn().Err(err).Msg("REGISTER with unreadable Authorization header")
-		ep.Respond(tx, req, sip.StatusBadRequest, "Bad Request (malformed Authorization)", nil)
-		return
+		return refusal(sip.StatusBadRequest, "Bad Request (malformed Authorization)", "register_malformed_auth",
+			"REGISTER with an unreadable Authorization header refused")
 	case errors.Is(err, security.ErrLockedOut):
 		c.registerResult("locked_out")
-		log.Warn().Msg("REGISTER refused: too many failed attempts from this address; it is locked out for a while")
-		ep.Respond(tx, req, sip.StatusForbidden, "Forbidden (locked out)", nil)
-		return
-	case err != nil:
+		return refusal(sip.StatusForbidden, "Forbidden (locked out)", "register_locked_out",
+			"REGISTER refused: too many failed attempts from this address or for this ID; locked out for security.lockout.lock_for")
+	default:
 		c.registerResult("bad_credentials")
-		log.Warn().Msg("REGISTER with wrong password refused; check the device's SIP password against lower.password / lower.devices")
-		ep.Respond(tx, req, sip.StatusForbidden, "Forbidden (wrong credentials)", nil)
-		return
+		return refusal(sip.StatusForbidden, "Forbidden (wrong credentials)", "register_bad_credentials",
+			"REGISTER with wrong credentials refused; check the device's SIP password against lower.password / lower.devices")
 	}
+}
+
+// handleRegister is the downward registrar (GB/T 28181 §9.1) for a
+// REGISTER that screenRegister authenticated.
+func (c *Cascade) handleRegister(req *sip.Request, tx sip.ServerTransaction) {
+	ep := c.lower
+	id := fromUser(req)
+	log := c.log.With().Str("device_id", id).Str("call_id", callIDOf(req)).Str("remote", req.Source()).Logger()
 
 	expires := requestedExpires(req)
 	now := c.now()
@@ -161,10 +165,14 @@ func (c *Cascade) movedFrom(dev Device) (Device, bool) {
 	return old, !boundSource(c.cfg.Lower.BindSource, old.Transport, old.Remote, dev.Transport, dev.Remote)
 }
 
-func (c *Cascade) challenge(tx sip.ServerTransaction, req *sip.Request, stale bool) {
+// challenge is the 401 with a fresh nonce (self-validating: it keeps no
+// state), stale=true when the credentials were right for an old nonce.
+func (c *Cascade) challenge(stale bool) endpoint.Verdict {
 	c.registerResult("challenged")
-	c.lower.Respond(tx, req, sip.StatusUnauthorized, "Unauthorized", nil,
+	v := endpoint.Refuse(sip.StatusUnauthorized, "Unauthorized",
 		sip.NewHeader("WWW-Authenticate", c.digest.Challenge(c.cfg.Lower.AuthAlgorithm, stale)))
+	v.Routine = true
+	return v
 }
 
 func (c *Cascade) registerResult(result string) {

@@ -31,6 +31,9 @@ type Verdict struct {
 	// Hint is the log line's message: what was refused and what the
 	// operator can do ("" = a generic one).
 	Hint string
+	// Routine marks an answer that is part of a normal exchange (a digest
+	// challenge): sent like a refusal, but neither logged nor counted as one.
+	Routine bool
 }
 
 // Guard decides which requests reach the handlers. Admit runs on the read
@@ -127,6 +130,9 @@ func reasonOr(v Verdict) string {
 
 // refused counts a refused or dropped request and logs it, bounded per source.
 func (e *Endpoint) refused(req *sip.Request, v Verdict, dropped bool) {
+	if v.Routine && !dropped {
+		return
+	}
 	label := v.Label
 	if label == "" {
 		label = "other"
