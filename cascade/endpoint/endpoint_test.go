@@ -652,3 +652,24 @@ func TestClosingAConnectionLogsNoLibraryWarning(t *testing.T) {
 		t.Fatalf("%d sipgo warnings about the connection:\n%s", n, strings.Join(libLogs.lines(), "\n"))
 	}
 }
+
+// A Call-ID or user part far longer than any GB peer writes is refused
+// before anything downstream logs or stores it.
+func TestOverlongIdentifiersRefused(t *testing.T) {
+	te := newTestEP(t, Options{})
+	long := strings.Repeat("9", 300)
+	for name, mangle := range map[string]func(string) string{
+		"Call-ID":   func(m string) string { return strings.Replace(m, "Call-ID: c", "Call-ID: "+long, 1) },
+		"From user": func(m string) string { return strings.Replace(m, "From: <sip:", "From: <sip:"+long, 1) },
+		"URI user":  func(m string) string { return strings.Replace(m, "MESSAGE sip:", "MESSAGE sip:"+long, 1) },
+	} {
+		udp := newUDPPeer(t, "127.0.0.2", te.Addr())
+		udp.send([]byte(mangle(string(request("MESSAGE", "MESSAGE", "SIP/2.0", udp.via())))))
+		if res := udp.recv(); res.StatusCode != 400 {
+			t.Errorf("%s of 300 bytes: got %d, want 400", name, res.StatusCode)
+		}
+	}
+	if n := te.calls.Load(); n != 0 {
+		t.Fatalf("handler ran %d times", n)
+	}
+}

@@ -59,6 +59,13 @@ const (
 	reasonRateLimited = "rate_limited"
 )
 
+// Bounds on what the rest of gbproxy takes from a request as is: GB IDs
+// are 20 digits, Call-IDs a few dozen characters.
+const (
+	maxCallID = 256
+	maxUser   = 64
+)
+
 // checkRequest applies the standard's checks that need no state: SIP/2.0
 // only (RFC 3261 §21.5.7), the mandatory headers (§8.1.1), and a CSeq
 // method equal to the request's (§8.1.1.5).
@@ -73,6 +80,10 @@ func checkRequest(req *sip.Request) Verdict {
 		return Verdict{Code: sip.StatusBadRequest, Reason: "Bad Request (missing CSeq)", Label: reasonCSeq}
 	case !strings.EqualFold(string(req.CSeq().MethodName), string(req.Method)):
 		return Verdict{Code: sip.StatusBadRequest, Reason: "Bad Request (CSeq method differs from the request method)", Label: reasonCSeq}
+	case len(req.CallID().Value()) > maxCallID || len(req.From().Address.User) > maxUser ||
+		len(req.To().Address.User) > maxUser || len(req.Recipient.User) > maxUser:
+		// Every log line and table key downstream takes these as they are.
+		return Verdict{Code: sip.StatusBadRequest, Reason: "Bad Request (Call-ID or user part too long)", Label: reasonMalformed}
 	}
 	return Verdict{}
 }

@@ -76,7 +76,26 @@ const (
 // notice malformed XML after them. The root name is returned in its standard spelling when
 // it matches one case-insensitively. Bodies whose header values use entities, CDATA or
 // non-ASCII characters take a slower path through Decode.
+//
+// Header values longer than maxHeaderValue are an error: IDs are 20 digits
+// and CmdTypes short words, and a peer must not get kilobytes into our logs.
 func Peek(body []byte) (Header, error) {
+	h, err := peek(body)
+	if err != nil {
+		return h, err
+	}
+	for _, v := range [...]struct{ name, value string }{{"root element", h.Root}, {"CmdType", h.CmdType}, {"DeviceID", h.DeviceID}} {
+		if len(v.value) > maxHeaderValue {
+			return Header{}, fmt.Errorf("manscdp: %s is %d bytes long (at most %d)", v.name, len(v.value), maxHeaderValue)
+		}
+	}
+	return h, nil
+}
+
+// maxHeaderValue bounds the root name, CmdType and DeviceID Peek returns.
+const maxHeaderValue = 64
+
+func peek(body []byte) (Header, error) {
 	start, name, ok := findRoot(body)
 	if !ok {
 		return Header{}, errors.New("manscdp: body has no XML root element")

@@ -132,3 +132,20 @@ func TestPeekAllocations(t *testing.T) {
 		t.Fatalf("Peek allocates %v times per keepalive, want at most 1", allocs)
 	}
 }
+
+// A peer cannot get kilobytes of a header value into our logs and metrics.
+func TestPeekBoundsHeaderValues(t *testing.T) {
+	long := strings.Repeat("1", 65)
+	for _, body := range []string{
+		`<?xml version="1.0"?><Query><CmdType>` + long + `</CmdType><SN>1</SN><DeviceID>1</DeviceID></Query>`,
+		`<?xml version="1.0"?><Query><CmdType>Catalog</CmdType><SN>1</SN><DeviceID>` + long + `</DeviceID></Query>`,
+		`<?xml version="1.0"?><Q` + long + `><CmdType>Catalog</CmdType></Q` + long + `>`,
+	} {
+		if h, err := Peek([]byte(body)); err == nil {
+			t.Errorf("Peek accepted %+v", h)
+		}
+	}
+	if _, err := Peek([]byte(`<?xml version="1.0"?><Query><CmdType>Catalog</CmdType><SN>1</SN><DeviceID>34020000001320000001</DeviceID></Query>`)); err != nil {
+		t.Fatal(err)
+	}
+}
