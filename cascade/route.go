@@ -144,7 +144,7 @@ func (c *Cascade) route(u *upperClient, req *sip.Request, tx sip.ServerTransacti
 			case errors.Is(err, manscdp.ErrPTZUndefined):
 				with(u.log.Info()).Err(err).Msg("PTZCmd outside the standard's instruction set passed on (vendor extension?)")
 			case err != nil:
-				with(u.log.Warn()).Err(err).Str("ptz_cmd", ptz).Msg("malformed PTZCmd answered 400; the upper platform sent a bad command")
+				with(u.log.Warn()).Err(err).Str("ptz_cmd", ptz[:min(len(ptz), 64)]).Msg("malformed PTZCmd answered 400; the upper platform sent a bad command")
 				badRequest("PTZCmd")
 				return
 			}
