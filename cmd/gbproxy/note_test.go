@@ -131,7 +131,11 @@ func TestNoteOnTheWire(t *testing.T) {
 				return len(r.tap.requests("MESSAGE", "<CmdType>Keepalive</CmdType>")) > 0
 			})
 
-			for _, reg := range r.tap.requests("REGISTER", "") {
+			regs := r.tap.requests("REGISTER", "")
+			if len(regs) == 0 {
+				t.Fatal("no REGISTER went through the tap")
+			}
+			for _, reg := range regs {
 				if h, _ := wireHeaders(reg); h["note"] != "" {
 					t.Errorf("REGISTER carries Note %q; REGISTER is never signed", h["note"])
 				}
