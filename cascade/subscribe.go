@@ -358,7 +358,10 @@ func newInDialog(ep *endpoint.Endpoint, method sip.RequestMethod, d dialogIDs, c
 	if d.remoteTag != "" {
 		req.To().Params.Add("tag", d.remoteTag)
 	}
-	req.ReplaceHeader(sip.NewHeader("Call-ID", callID))
+	// The typed header: a generic one would leave req.CallID() (what Note
+	// signs) at the Call-ID NewRequest made.
+	cid := sip.CallIDHeader(callID)
+	req.ReplaceHeader(&cid)
 	req.CSeq().SeqNo = cseq
 	return req
 }

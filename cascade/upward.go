@@ -350,7 +350,8 @@ func (u *upperClient) register(ctx context.Context, t upperTarget, expires int) 
 	}
 	req := u.newRequest(sip.REGISTER, t, peer)
 	// One Call-ID and From tag across refreshes; CSeq keeps rising.
-	req.ReplaceHeader(sip.NewHeader("Call-ID", u.callID))
+	cid := sip.CallIDHeader(u.callID) // typed, so that req.CallID() sees it
+	req.ReplaceHeader(&cid)
 	req.From().Params.Add("tag", u.fromTag)
 	req.To().Address = req.From().Address
 	u.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gbproxy/gbproxy/cmd/gbsim/gbnote"
 	"github.com/gbproxy/gbproxy/cmd/gbsim/load"
 	"github.com/gbproxy/gbproxy/cmd/gbsim/sim"
 )
@@ -18,67 +19,99 @@ const benchQueries = 50000
 // query) with the raw-UDP generator playing both ends, against the same
 // generator exchanging the same messages directly, in the same run: once
 // saturating (64 in flight) for throughput, once lightly loaded (4 in
-// flight) for the latency the proxy adds.
+// flight) for the latency the proxy adds. "note-require" repeats it with
+// signalling_digest require on the upper platform and the device (every
+// request both ways signed and verified: Date and Note) against "off".
+// Each has a gbproxy process of its own, stopped before the next starts:
+// the transactions sipgo keeps 32 s after a run would slow the next one.
 func BenchmarkRoutedQueries(b *testing.B) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	const lightUpper = "44020000002000000001"
 	heavy := load.QueryConfig{ProxyID: proxyID, Domain: proxyDomain, DeviceID: "34020000001320000001", Password: devicePass,
 		UpperID: upperID, Queries: benchQueries, Concurrency: 64}
 	light := heavy
-	light.DeviceID, light.UpperID, light.Queries, light.Concurrency = "34020000001320000002", lightUpper, 5000, 4
+	light.DeviceID, light.UpperID, light.Queries, light.Concurrency = "34020000001320000002", "44020000002000000001", 5000, 4
+	var off, signed [2][2]load.QueryResult // heavy, light × direct, routed
+	b.Run("off", func(b *testing.B) {
+		off = routedQueries(b, heavy, light)
+		h, l := off[0], off[1]
+		b.Logf("%d with 64 in flight: %.0f/s through gbproxy vs %.0f/s direct (ratio %.2f; goal ≥ 10000/s), p50 %v p99 %v (direct %v %v); "+
+			"%d with 4 in flight: p50 %v p99 %v vs direct p50 %v p99 %v, added p50 %v p99 %v (goal p99 ≤ 2 ms); retransmits %d",
+			heavy.Queries, h[1].Rate, h[0].Rate, h[1].Rate/h[0].Rate, h[1].P50, h[1].P99, h[0].P50, h[0].P99,
+			light.Queries, l[1].P50, l[1].P99, l[0].P50, l[0].P99, l[1].P50-l[0].P50, l[1].P99-l[0].P99, h[1].Retransmits+l[1].Retransmits)
+	})
+	note := gbnote.Config{Seed: "bench-note-seed", Algorithm: gbnote.MD5}
+	heavy.Note, light.Note = note, note
+	b.Run("note-require", func(b *testing.B) {
+		signed = routedQueries(b, heavy, light)
+		h, l := signed[0], signed[1]
+		b.ReportMetric(h[1].Rate/off[0][1].Rate, "ratio-to-off")
+		b.ReportMetric(float64(l[1].P50-off[1][1].P50)/1e6, "added-to-off-p50-ms")
+		b.ReportMetric(float64(l[1].P99-off[1][1].P99)/1e6, "added-to-off-p99-ms")
+		b.Logf("%s Note on every request both ways, %d with 64 in flight: %.0f/s through gbproxy (%.2f× off's %.0f/s; direct signed %.0f/s), p50 %v p99 %v; "+
+			"%d with 4 in flight: p50 %v p99 %v vs off p50 %v p99 %v (added p50 %v p99 %v); retransmits %d",
+			note.Algorithm, heavy.Queries, h[1].Rate, h[1].Rate/off[0][1].Rate, off[0][1].Rate, h[0].Rate, h[1].P50, h[1].P99,
+			light.Queries, l[1].P50, l[1].P99, off[1][1].P50, off[1][1].P99, l[1].P50-off[1][1].P50, l[1].P99-off[1][1].P99, h[1].Retransmits+l[1].Retransmits)
+	})
+}
 
-	var platforms []string
-	loads := map[string]*load.QueryLoad{}
-	for name, cfg := range map[string]load.QueryConfig{"heavy": heavy, "light": light} {
+// routedQueries runs heavy and light, directly and then through a gbproxy
+// process of their own (with signalling_digest require toward both when
+// they sign), and reports the common metrics.
+func routedQueries(b *testing.B, heavy, light load.QueryConfig) (res [2][2]load.QueryResult) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cfgs := [2]load.QueryConfig{heavy, light}
+	var loads [2]*load.QueryLoad
+	var platforms, devices []string
+	for i, cfg := range cfgs {
 		q, err := load.NewQueryLoad(cfg)
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer q.Close()
-		loads[name] = q
-		platforms = append(platforms, fmt.Sprintf("{id: %q, address: %q, transport: udp, password: x, keepalive_interval: 60s}", cfg.UpperID, q.UpperAddr()))
+		loads[i] = q
+		digest := ""
+		if cfg.Note.Seed != "" {
+			digest = fmt.Sprintf(", signalling_digest: require, note_seed: %q, note_algorithm: %s", cfg.Note.Seed, cfg.Note.Algorithm)
+			devices = append(devices, fmt.Sprintf("{id: %q%s}", cfg.DeviceID, digest))
+		}
+		platforms = append(platforms, fmt.Sprintf("{id: %q, address: %q, transport: udp, password: x, keepalive_interval: 60s%s}", cfg.UpperID, q.UpperAddr(), digest))
 	}
-	px := startProxyProcess(b, buildProxy(b), "["+strings.Join(platforms, ", ")+"]")
-	results := map[string][2]load.QueryResult{} // direct, routed
-	for name, cfg := range map[string]load.QueryConfig{"heavy": heavy, "light": light} {
+	px := startProxyProcess(b, buildProxy(b), "["+strings.Join(platforms, ", ")+"]", "devices: ["+strings.Join(devices, ", ")+"]")
+	// Light first: its latencies are then read on a process not yet
+	// holding heavy's finished transactions.
+	for _, i := range []int{1, 0} {
+		cfg := cfgs[i]
 		direct := cfg
 		direct.Direct = true
 		base, err := load.RunQueries(ctx, direct)
 		if err != nil {
 			b.Fatal(err)
 		}
-		q := loads[name]
-		if err := q.SetProxy(px.lower, px.upper); err != nil {
+		if err := loads[i].SetProxy(px.lower, px.upper); err != nil {
 			b.Fatal(err)
 		}
-		if err := q.WaitRegistered(ctx); err != nil {
+		if err := loads[i].WaitRegistered(ctx); err != nil {
 			b.Fatal(err)
 		}
-		routed, err := q.Run(ctx)
+		routed, err := loads[i].Run(ctx)
 		if err != nil {
 			b.Fatal(err)
 		}
-		results[name] = [2]load.QueryResult{base, routed}
+		res[i] = [2]load.QueryResult{base, routed}
 		if routed.Failed > 0 || routed.WrongSN > 0 {
-			b.Errorf("%s: %d routed queries failed (%v), %d answers with a wrong SN", name, routed.Failed, routed.FailReasons, routed.WrongSN)
+			b.Errorf("%d in flight: %d routed queries failed (%v), %d answers with a wrong SN", cfg.Concurrency, routed.Failed, routed.FailReasons, routed.WrongSN)
 		}
 	}
-	h, l := results["heavy"], results["light"]
+	h, l := res[0], res[1]
 	b.ReportMetric(h[1].Rate, "queries/s")
 	b.ReportMetric(h[0].Rate, "direct-queries/s")
 	b.ReportMetric(h[1].Rate/h[0].Rate, "ratio")
+	b.ReportMetric(float64(l[1].P50)/1e6, "p50-ms")
+	b.ReportMetric(float64(l[1].P99)/1e6, "p99-ms")
 	b.ReportMetric(float64(l[1].P50-l[0].P50)/1e6, "added-p50-ms")
 	b.ReportMetric(float64(l[1].P99-l[0].P99)/1e6, "added-p99-ms")
 	b.ReportMetric(0, "ns/op")
-	summary := fmt.Sprintf("routed DeviceStatus queries: %d with 64 in flight: %.0f/s through gbproxy vs %.0f/s direct (ratio %.2f; goal ≥ 10000/s), "+
-		"p50 %v p99 %v (direct %v %v); %d with 4 in flight: p50 %v p99 %v vs direct p50 %v p99 %v, added p50 %v p99 %v (goal p99 ≤ 2 ms); "+
-		"failed %d, retransmits %d, wrong SN %d",
-		heavy.Queries, h[1].Rate, h[0].Rate, h[1].Rate/h[0].Rate, h[1].P50, h[1].P99, h[0].P50, h[0].P99,
-		light.Queries, l[1].P50, l[1].P99, l[0].P50, l[0].P99, l[1].P50-l[0].P50, l[1].P99-l[0].P99,
-		h[1].Failed+l[1].Failed, h[1].Retransmits+l[1].Retransmits, h[1].WrongSN+l[1].WrongSN)
-	b.Log(summary)
-	fmt.Println(summary)
+	return res
 }
 
 // BenchmarkCatalog20k times a 20,000-channel catalog from gbproxy to an

@@ -131,8 +131,9 @@ type proxyProcess struct {
 }
 
 // startProxyProcess runs bin on free 127.0.0.1 ports, with platforms as its
-// upper.platforms YAML list ("" for none), and waits for its HTTP API.
-func startProxyProcess(b *testing.B, bin, platforms string) proxyProcess {
+// upper.platforms YAML list ("" for none) and lowerKeys as more lower keys
+// (YAML flow "key: value" pairs), and waits for its HTTP API.
+func startProxyProcess(b *testing.B, bin, platforms string, lowerKeys ...string) proxyProcess {
 	dir := b.TempDir()
 	lower, upper, httpAddr := freeUDPPort(b), freeUDPPort(b), freeTCPPort(b)
 	if platforms == "" {
@@ -140,12 +141,12 @@ func startProxyProcess(b *testing.B, bin, platforms string) proxyProcess {
 	}
 	cfg := fmt.Sprintf(`id: %q
 domain: %q
-lower: {listen: %q, password: %q, keepalive_interval: 60s}
+lower: {listen: %q, password: %q, keepalive_interval: 60s%s}
 upper: {listen: %q, platforms: %s}
 store: {path: %q}
 http: {listen: %q}
 log: {level: warn}
-`, proxyID, proxyDomain, lower, devicePass, upper, platforms, filepath.Join(dir, "gbproxy.db"), httpAddr)
+`, proxyID, proxyDomain, lower, devicePass, strings.Join(append([]string{""}, lowerKeys...), ", "), upper, platforms, filepath.Join(dir, "gbproxy.db"), httpAddr)
 	cfgPath := filepath.Join(dir, "gbproxy.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		b.Fatal(err)
