@@ -195,7 +195,8 @@ func (u *upperClient) catalogPerMessage(transport string) int {
 func (c *Cascade) datagramBudget(u *upperClient, t upperTarget) int {
 	req := u.newRequest(sip.MESSAGE, t, endpoint.Peer{Transport: "UDP", Addr: t.addr})
 	req.AppendHeader(sip.NewHeader("Content-Type", contentTypeMANSCDP))
-	c.toUpper(req)                   // what leaves adds Monitor-User-Identity, and Date and Note when signed
+	// What leaves carries Monitor-User-Identity, and Date and Note when signed.
+	c.toUpper(req)
 	headers := len(req.String()) + 8 // Content-Length digits
 	return udpDatagramLimit - headers
 }
