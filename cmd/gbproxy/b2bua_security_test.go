@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"net"
@@ -140,23 +139,7 @@ func expectRefused(t *testing.T, ip, addr string) {
 // gauge reads one unlabelled sample from the proxy's /metrics.
 func gauge(t *testing.T, p *testProxy, name string) float64 {
 	t.Helper()
-	res, err := http.Get("http://" + p.httpLn.Addr().String() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	sc := bufio.NewScanner(res.Body)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return v
-		}
-	}
-	t.Fatalf("%s not in /metrics", name)
-	return 0
+	return metricValue(t, p.httpLn.Addr().String(), name)
 }
 
 // An upper that dials its TCP media (we listen) gets the stream only from

@@ -231,7 +231,8 @@ func vmRSSKiB(b *testing.B, pid int) int {
 }
 
 // metricValue reads one unlabelled sample from the proxy's /metrics.
-func metricValue(b *testing.B, httpAddr, name string) float64 {
+func metricValue(b testing.TB, httpAddr, name string) float64 {
+	b.Helper()
 	res, err := http.Get("http://" + httpAddr + "/metrics")
 	if err != nil {
 		b.Fatalf("GET /metrics: %v", err)
