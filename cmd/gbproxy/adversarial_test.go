@@ -403,9 +403,9 @@ security: {unauthenticated_rate: 100000, unauthenticated_burst: 100000}
 			added = append(added, s)
 		}
 	}
-	t.Logf("%d junk requests: %d series before, %d after, new ones not from fixed sets: %v", udpJunk+tcpJunk, len(before), len(after), added)
+	t.Logf("%d junk requests: %d series before, %d after, %d new ones not from fixed sets", udpJunk+tcpJunk, len(before), len(after), len(added))
 	if len(added) > 0 {
-		t.Errorf("junk methods created %d metric series: %v", len(added), added)
+		t.Errorf("junk methods created %d metric series, e.g. %v", len(added), added[:min(len(added), 5)])
 	}
 	for s := range after {
 		for _, tok := range tokens {
