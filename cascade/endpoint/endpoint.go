@@ -133,6 +133,9 @@ type Endpoint struct {
 	done      chan struct{}
 }
 
+// udpReadBuffer is the receive buffer asked for the SIP UDP socket, bytes.
+const udpReadBuffer = 4 << 20
+
 var errNoImplicitDial = errors.New("no open TCP connection to this peer (gbproxy only sends over connections the peer opened or gbproxy dialled for it)")
 
 // listenPair binds UDP and TCP on the same port. With port 0 the kernel's
@@ -176,6 +179,7 @@ func Listen(opts Options) (*Endpoint, error) {
 	if err != nil {
 		return nil, err
 	}
+	e.setReadBuffer(udp.(*net.UDPConn))
 	ua := udp.LocalAddr().(*net.UDPAddr)
 	e.udp, e.listenIP, e.port = udp, ua.IP, ua.Port
 	e.udpLaddr = sip.Addr{IP: ua.IP, Port: ua.Port, Hostname: ua.IP.String()}
@@ -263,6 +267,23 @@ func (e *Endpoint) udpReady() bool {
 	}
 	c.TryClose()
 	return true
+}
+
+// setReadBuffer enlarges the SIP UDP socket's receive buffer. One goroutine
+// reads the socket: under a flood the default ~200 KB overflowed during its
+// pauses and registered devices' keepalives were lost with the flood.
+func (e *Endpoint) setReadBuffer(c *net.UDPConn) {
+	_ = c.SetReadBuffer(udpReadBuffer)
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	got := 0
+	raw.Control(func(fd uintptr) { got, _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF) })
+	if granted := got / 2; got > 0 && granted < udpReadBuffer { // Linux reports twice what it grants
+		e.log.Warn().Int("bytes", granted).Int("wanted", udpReadBuffer).
+			Msg("SIP UDP receive buffer capped by the kernel: under a flood devices' datagrams may be lost; raise net.core.rmem_max (sysctl -w net.core.rmem_max=4194304)")
+	}
 }
 
 // Addr is the listen address (ip:port, UDP and TCP).

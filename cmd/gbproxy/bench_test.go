@@ -117,7 +117,7 @@ func baselineAnswer(req []byte) []byte {
 
 // buildProxy builds the gbproxy binary for a benchmark to run as a process
 // of its own, apart from the load generator's runtime.
-func buildProxy(b *testing.B) string {
+func buildProxy(b testing.TB) string {
 	bin := filepath.Join(b.TempDir(), "gbproxy")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		b.Fatalf("go build gbproxy: %v\n%s", err, out)
@@ -133,7 +133,7 @@ type proxyProcess struct {
 // startProxyProcess runs bin on free 127.0.0.1 ports, with platforms as its
 // upper.platforms YAML list ("" for none) and lowerKeys as more lower keys
 // (YAML flow "key: value" pairs), and waits for its HTTP API.
-func startProxyProcess(b *testing.B, bin, platforms string, lowerKeys ...string) proxyProcess {
+func startProxyProcess(b testing.TB, bin, platforms string, lowerKeys ...string) proxyProcess {
 	dir := b.TempDir()
 	lower, upper, httpAddr := freeUDPPort(b), freeUDPPort(b), freeTCPPort(b)
 	if platforms == "" {
@@ -191,7 +191,7 @@ log: {level: warn}
 	return proxyProcess{lower: lower, upper: upper, http: httpAddr, pid: cmd.Process.Pid}
 }
 
-func freeUDPPort(b *testing.B) string {
+func freeUDPPort(b testing.TB) string {
 	c, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -200,7 +200,7 @@ func freeUDPPort(b *testing.B) string {
 	return c.LocalAddr().String()
 }
 
-func freeTCPPort(b *testing.B) string {
+func freeTCPPort(b testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -210,7 +210,7 @@ func freeTCPPort(b *testing.B) string {
 }
 
 // vmRSSKiB reads the resident set size of a process from /proc (Linux only).
-func vmRSSKiB(b *testing.B, pid int) int {
+func vmRSSKiB(b testing.TB, pid int) int {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatalf("read RSS of gbproxy: %v (this benchmark needs Linux /proc)", err)
