@@ -66,6 +66,10 @@ func (g *lowerGuard) Admit(req *sip.Request) endpoint.Verdict {
 	return v
 }
 
+// KnownSource implements endpoint.SourceGuard: an IP no device record
+// names is limited before its datagrams are parsed.
+func (g *lowerGuard) KnownSource(ip netip.Addr) bool { return g.c.registry.hasDeviceAt(ip) }
+
 // upperGuard binds requests from above to the configured upper platform
 // their From names.
 type upperGuard struct {
@@ -91,6 +95,17 @@ func (g *upperGuard) Admit(req *sip.Request) endpoint.Verdict {
 	}
 	return refusal(sip.StatusForbidden, "Forbidden (not from the platform's address)", refusedWrongSource,
 		"request with upper platform "+u.cfg.ID+"'s ID from another address refused; if the platform has several signalling nodes, list them in its allow_from")
+}
+
+// KnownSource implements endpoint.SourceGuard: the configured platforms'
+// addresses, allow_from networks and our connections to them.
+func (g *upperGuard) KnownSource(ip netip.Addr) bool {
+	for _, u := range g.c.uppers {
+		if u.sources.admits(ip) || u.onConnFrom(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 func refusal(code int, reason, label, hint string) endpoint.Verdict {
@@ -160,6 +175,15 @@ func (u *upperClient) sentFrom(transport, source string) bool {
 	}
 	ap, err := netip.ParseAddrPort(source)
 	return err == nil && u.sources.admits(ap.Addr().Unmap())
+}
+
+// onConnFrom reports whether our TCP/TLS connection to the platform is to ip.
+func (u *upperClient) onConnFrom(ip netip.Addr) bool {
+	u.mu.Lock()
+	remote := u.remote
+	u.mu.Unlock()
+	ap, err := netip.ParseAddrPort(remote)
+	return err == nil && ap.Addr().Unmap() == ip
 }
 
 // resolveSources looks the platform's address host (and a redirect's) up

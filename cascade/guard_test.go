@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -246,6 +247,30 @@ func TestRegainedUpperRegistrationLogLevel(t *testing.T) {
 		}
 		if want := `"after":"` + tc.gap.String() + `"`; !strings.Contains(out, want) {
 			t.Errorf("regained after %s: log %s, want the gap as %s", tc.gap, out, want)
+		}
+	}
+}
+
+// KnownSource names the IPs whose datagrams are parsed before any limit:
+// a device record's, a platform's address, allow_from and our connection.
+func TestGuardsKnowSourcesByIP(t *testing.T) {
+	c := guardCascade(t, "ip")
+	lower, upper := &lowerGuard{c: c, mode: "ip"}, &upperGuard{c: c}
+	for _, tc := range []struct {
+		g     interface{ KnownSource(netip.Addr) bool }
+		ip    string
+		known bool
+	}{
+		{lower, hostOf(udpDevAt), true},
+		{lower, hostOf(tcpDevAt), true},
+		{lower, "127.0.0.2", false},
+		{upper, "127.0.0.1", true}, // its address
+		{upper, "10.9.8.7", true},  // allow_from
+		{upper, "127.0.0.3", true}, // our connection
+		{upper, "192.0.2.1", false},
+	} {
+		if got := tc.g.KnownSource(netip.MustParseAddr(tc.ip)); got != tc.known {
+			t.Errorf("%T.KnownSource(%s) = %v, want %v", tc.g, tc.ip, got, tc.known)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package cascade
 
 import (
 	"encoding/json"
+	"net/netip"
 	"reflect"
 	"sort"
 	"strings"
@@ -78,6 +79,7 @@ type Registry struct {
 	channels map[string]map[string]*Channel // device ID -> channel ID -> channel
 	owner    map[string]string              // channel ID -> device ID
 	byConn   map[string]string              // TCP/TLS remote -> device ID
+	byIP     map[netip.Addr]int             // device records per IP of their remote
 	self     string                         // the proxy's own ID, never a channel
 	store    *store.Store
 	log      zerolog.Logger
@@ -91,6 +93,7 @@ func newRegistry(st *store.Store, log zerolog.Logger, self string) *Registry {
 		channels: map[string]map[string]*Channel{},
 		owner:    map[string]string{},
 		byConn:   map[string]string{},
+		byIP:     map[netip.Addr]int{},
 		self:     self,
 		store:    st,
 		log:      log,
@@ -111,6 +114,7 @@ func (r *Registry) load(now time.Time) error {
 			return nil
 		}
 		d.Online = d.Transport == "UDP" && now.Before(d.ExpiresAt)
+		r.countIPLocked(d.Remote, 1)
 		d.LastKeepalive = now
 		r.devices[d.ID] = &d
 		return nil
@@ -216,7 +220,9 @@ func (r *Registry) register(d Device) (fresh bool) {
 	}
 	if old != nil {
 		d.LastCatalog = old.LastCatalog
+		r.countIPLocked(old.Remote, -1)
 	}
+	r.countIPLocked(d.Remote, 1)
 	d.Online = true
 	r.devices[d.ID] = &d
 	if endpoint.ConnOriented(d.Transport) {
@@ -230,6 +236,26 @@ func (r *Registry) register(d Device) (fresh bool) {
 	r.mu.Unlock()
 	r.publish(evs)
 	return fresh
+}
+
+// countIPLocked counts a device record at remote's IP.
+func (r *Registry) countIPLocked(remote string, delta int) {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return
+	}
+	ip := ap.Addr().Unmap()
+	if r.byIP[ip] += delta; r.byIP[ip] <= 0 {
+		delete(r.byIP, ip)
+	}
+}
+
+// hasDeviceAt reports whether any device record has ip as its address: the
+// UDP read path limits other sources before even parsing their datagrams.
+func (r *Registry) hasDeviceAt(ip netip.Addr) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.byIP[ip] > 0
 }
 
 // statusEventsLocked reports every channel of a device with its effective

@@ -121,6 +121,7 @@ type Endpoint struct {
 	onConnClosed func(string)
 	onOutgoing   func(*sip.Request)
 	guard        Guard
+	sources      SourceGuard // the Guard, when it can judge a source IP alone
 	limit        func(string) bool
 	parser       *sip.Parser
 	drops        *dropLog
@@ -174,6 +175,7 @@ func Listen(opts Options) (*Endpoint, error) {
 		hostCache:    map[string]string{},
 		done:         make(chan struct{}),
 	}
+	e.sources, _ = opts.Guard.(SourceGuard)
 	e.conns = newConnLimits(e, opts)
 	udp, tcp, err := listenPair(opts.Name, opts.Listen)
 	if err != nil {

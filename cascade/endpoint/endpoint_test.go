@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"strings"
@@ -671,5 +672,36 @@ func TestOverlongIdentifiersRefused(t *testing.T) {
 	}
 	if n := te.calls.Load(); n != 0 {
 		t.Fatalf("handler ran %d times", n)
+	}
+}
+
+// sourceGuard knows 127.0.0.1 by IP alone.
+type sourceGuard struct{ guardFunc }
+
+func (sourceGuard) KnownSource(ip netip.Addr) bool { return ip == netip.MustParseAddr("127.0.0.1") }
+
+// Datagrams from an IP no peer of ours uses are rate limited before they are
+// parsed (a flood costs a map lookup each); a known IP's are all parsed.
+func TestUnknownSourcesLimitedBeforeParsing(t *testing.T) {
+	var mu sync.Mutex
+	budget := map[string]int{}
+	limit := func(ip string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		budget[ip]++
+		return budget[ip] <= 5
+	}
+	te := newTestEP(t, Options{Guard: sourceGuard{func(*sip.Request) Verdict { return Verdict{} }}, Limit: limit})
+	for _, ip := range []string{"127.0.0.2", "127.0.0.1"} {
+		peer := newUDPPeer(t, ip, te.Addr())
+		for range 20 {
+			peer.send([]byte("garbage that is not SIP"))
+		}
+	}
+	eventually(t, "all 40 datagrams accounted for", func() bool {
+		return te.refusedCount(reasonUnparseable)+te.refusedCount(reasonRateLimited) == 40
+	})
+	if u, r := te.refusedCount(reasonUnparseable), te.refusedCount(reasonRateLimited); u != 25 || r != 15 {
+		t.Fatalf("parsed %d and dropped unparsed %d; want 25 (5 + the known IP's 20) and 15", u, r)
 	}
 }

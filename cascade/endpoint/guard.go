@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -42,6 +43,13 @@ type Verdict struct {
 // per source) and counts every refusal: Admit need not.
 type Guard interface {
 	Admit(req *sip.Request) Verdict
+}
+
+// SourceGuard is a Guard that can also tell, from the source IP alone,
+// whether a peer of ours may be sending: over UDP, datagrams from other
+// IPs are rate limited before they are parsed, so a flood costs little.
+type SourceGuard interface {
+	KnownSource(ip netip.Addr) bool
 }
 
 // Refuse is a Verdict refusing with code.
@@ -91,14 +99,16 @@ func checkRequest(req *sip.Request) Verdict {
 // admit decides about one request: the standard's checks, then the Guard,
 // then the per-IP limit for sources that are not known peers. drop means no
 // answer at all.
-func (e *Endpoint) admit(req *sip.Request) (v Verdict, drop bool) {
+// charged: the request's source was already charged to the limit (UDP,
+// before parsing).
+func (e *Endpoint) admit(req *sip.Request, charged bool) (v Verdict, drop bool) {
 	v = checkRequest(req)
 	if v.Code == 0 && e.guard != nil {
 		v = e.guard.Admit(req)
 	}
 	// Malformed requests are limited too: each is answered, and over UDP an
 	// answer to a forged source would reflect a flood onto it.
-	if (!v.Known || v.Code != 0) && e.limit != nil && !e.limit(sourceIP(req.Source()).String()) {
+	if (!v.Known || v.Code != 0) && e.limit != nil && !charged && !e.limit(sourceIP(req.Source()).String()) {
 		return Verdict{Label: reasonRateLimited}, true
 	}
 	return v, false
@@ -110,7 +120,7 @@ func (e *Endpoint) admit(req *sip.Request) (v Verdict, drop bool) {
 func (e *Endpoint) serve(req *sip.Request, tx sip.ServerTransaction, h Handler) {
 	e.countIn(req)
 	if req.Transport() != "UDP" {
-		v, drop := e.admit(req)
+		v, drop := e.admit(req, false)
 		if drop || v.Code != 0 {
 			e.refused(req, v, drop)
 			if !drop && !req.IsAck() {
@@ -194,6 +204,16 @@ func (e *Endpoint) filterDatagram(data []byte, full bool, src net.Addr) bool {
 	if len(data) <= 4 && len(bytes.Trim(data, "\r\n")) == 0 {
 		return true // CRLF keep-alive (RFC 5626 §3.5.1)
 	}
+	charged := false
+	if e.limit != nil && e.sources != nil {
+		if ip := addrIP(src); !e.sources.KnownSource(ip) {
+			if !e.limit(ip.String()) {
+				e.droppedDatagram(src, reasonRateLimited, data, nil)
+				return false
+			}
+			charged = true
+		}
+	}
 	msg, err := e.parser.ParseSIP(data)
 	if err != nil {
 		e.droppedDatagram(src, reasonUnparseable, data, err)
@@ -205,7 +225,7 @@ func (e *Endpoint) filterDatagram(data []byte, full bool, src net.Addr) bool {
 	}
 	req.SetTransport("UDP")
 	req.SetSource(src.String())
-	v, drop := e.admit(req)
+	v, drop := e.admit(req, charged)
 	if !drop && v.Code == 0 {
 		return true
 	}
@@ -224,11 +244,14 @@ func (e *Endpoint) droppedDatagram(src net.Addr, reason string, data []byte, err
 		return
 	}
 	ev := e.log.Warn().Str("reason", reason).Str("source", src.String()).Int("suppressed", suppressed)
-	if err != nil {
+	switch {
+	case err != nil:
 		ev.Int("bytes", len(data)).Str("error", clip(err.Error())).Str("data", clipBytes(data)).Msg("UDP datagram dropped: not a SIP message")
-		return
+	case reason == reasonRateLimited:
+		ev.Msg("UDP datagram dropped unparsed: a source with no registered device or configured upper over its rate limit (security.unauthenticated_rate)")
+	default:
+		ev.Int("read_buffer", len(data)).Msg("UDP datagram dropped: as large as the read buffer, so possibly cut (send large messages over TCP)")
 	}
-	ev.Int("read_buffer", len(data)).Msg("UDP datagram dropped: as large as the read buffer, so possibly cut (send large messages over TCP)")
 }
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
