@@ -85,7 +85,7 @@ type fakeB2BUA struct {
 	doubled     bool
 	acks        map[string]int // upper Call-ID → ACKs
 	errorAcks   int            // ACKs of our error answers
-	byes        int            // BYEs from the upper
+	byes        map[string]int // upper Call-ID → BYEs (re-sent when our 200 is late)
 	deviceByeOK int            // 200s to our BYEs from the device
 	offers      []string       // our offers to the device
 }
@@ -104,7 +104,7 @@ func startFakeB2BUA(t *testing.T, upperAddr string) *fakeB2BUA {
 		t.Fatal(err)
 	}
 	f := &fakeB2BUA{t: t, lower: loopbackUDP(t), upper: loopbackUDP(t), upperAddr: ua, items: map[string]bool{},
-		calls: map[string]*fakeBridgedCall{}, byLower: map[string]*fakeBridgedCall{}, acks: map[string]int{}}
+		calls: map[string]*fakeBridgedCall{}, byLower: map[string]*fakeBridgedCall{}, acks: map[string]int{}, byes: map[string]int{}}
 	serveFake(t, &f.mu, f.lower, f.upper, f.fromDevice, f.fromUpper)
 	(&fakeRelay{upper: f.upper, upperAddr: ua}).register("")
 	return f
@@ -191,7 +191,7 @@ func (f *fakeB2BUA) fromUpper(msg message, from *net.UDPAddr) {
 			f.acks[msg.callID]++
 		}
 	case msg.method == "BYE":
-		f.byes++
+		f.byes[msg.callID]++
 		f.upper.WriteToUDP(appendReply(nil, msg.raw, "200 OK", ""), from)
 		if c := f.calls[msg.callID]; c != nil {
 			delete(f.calls, msg.callID)
@@ -305,8 +305,8 @@ func TestCallLoadThroughB2BUA(t *testing.T) {
 			t.Errorf("channel %s not in the catalog", id)
 		}
 	}
-	if f.byes != calls+channels || f.deviceByeOK != calls+channels {
-		t.Errorf("%d BYEs from the upper, %d answered by the device; want %d", f.byes, f.deviceByeOK, calls+channels)
+	if len(f.byes) != calls+channels || f.deviceByeOK != calls+channels {
+		t.Errorf("BYEs from the upper for %d calls, %d answered by the device; want %d", len(f.byes), f.deviceByeOK, calls+channels)
 	}
 	twice := 0
 	for _, n := range f.acks {
@@ -356,8 +356,8 @@ func TestCallLoadCountsFailures(t *testing.T) {
 		}
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		if f.byes != 5 {
-			t.Errorf("%d BYEs, want the 5 calls with a bad answer ended", f.byes)
+		if len(f.byes) != 5 {
+			t.Errorf("BYEs for %d calls, want the 5 calls with a bad answer ended", len(f.byes))
 		}
 	})
 	t.Run("timeouts", func(t *testing.T) {

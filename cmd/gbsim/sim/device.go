@@ -493,7 +493,7 @@ func (d *Device) Close() error {
 	d.closeCalls()
 	var err error
 	if ua != nil {
-		err = ua.Close()
+		err = closeStack(ua)
 	}
 	if udpConn != nil {
 		_ = udpConn.Close()

@@ -11,6 +11,7 @@ package sim
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -175,12 +176,55 @@ func newStack(log *slog.Logger, tlsConf *tls.Config) (*sipgo.UserAgent, *sipgo.S
 // sipgo adds it only once Serve runs, and a request sent before that would try to bind the port again.
 func serveUDP(ua *sipgo.UserAgent, srv *sipgo.Server, conn net.PacketConn, wg *sync.WaitGroup) {
 	addr := conn.LocalAddr().String()
-	ua.TransportLayer().Pool("udp").Add(addr, &sip.UDPConnection{PacketConn: conn, PacketAddr: addr, Listener: true})
+	sock := &sip.UDPConnection{PacketConn: conn, PacketAddr: addr, Listener: true}
+	pool := ua.TransportLayer().Pool("udp")
+	pool.Add(addr, sock)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		_ = srv.ServeUDP(conn)
+		_ = srv.ServeUDP(&pinnedConn{PacketConn: conn, pool: pool, sock: sock})
 	}()
+}
+
+// pinnedConn is the UDP socket as sipgo's read loop sees it. sipgo answers a request on the pooled
+// connection of its sender, looked up on the goroutine it handles the request on, which may run
+// after the socket closed; by then the loop has left and removed the pool entries it made, and
+// finding none, sipgo would open a new UDP socket (and a reader for it) that nobody ever closes.
+// So before each read, the entries the loop made (the previous sender's, the socket's own address)
+// are pointed at sock, the same socket pooled under a connection the loop does not own and so
+// does not remove: a late request is answered on the closed socket, which fails and is logged.
+type pinnedConn struct {
+	net.PacketConn
+	pool   *sip.ConnectionPool
+	sock   *sip.UDPConnection
+	last   net.Addr // the sender of the previous datagram; the read loop is the only caller
+	pinned bool     // the socket's own entry, which Serve replaces before its first read
+}
+
+func (c *pinnedConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	if !c.pinned {
+		c.pool.Add(c.sock.PacketAddr, c.sock)
+		c.pinned = true
+	}
+	if c.last != nil {
+		c.pool.Add(c.last.String(), c.sock)
+	}
+	n, addr, err := c.PacketConn.ReadFrom(b)
+	c.last = addr
+	return n, addr, err
+}
+
+// closeStack closes ua as ua.Close does, its UDP pool aside: clearing that pool would drop the
+// entries pinnedConn keeps for requests still being handled (see there). The UDP socket itself is
+// the caller's to close; sipgo never closes a listener.
+func closeStack(ua *sipgo.UserAgent) error {
+	ua.TransactionLayer().Close()
+	tp := ua.TransportLayer()
+	var err error
+	for _, network := range []string{"tcp", "tls", "ws", "wss"} {
+		err = errors.Join(err, tp.Pool(network).Clear())
+	}
+	return err
 }
 
 // respond answers a server transaction, logging failures: the peer's retransmission is the only recovery.

@@ -371,7 +371,7 @@ func (u *Upper) Close() error {
 		_ = u.tlsLn.Close()
 	}
 	_ = u.udpConn.Close()
-	err := u.ua.Close()
+	err := closeStack(u.ua)
 	u.wg.Wait()
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
