@@ -51,6 +51,7 @@ func BenchmarkSessionSetup(b *testing.B) {
 	}
 	b.Cleanup(dl.Close)
 
+	oneAddressForAll(b)
 	px := startProxyProcess(b, buildProxy(b),
 		fmt.Sprintf("[{id: %q, address: %q, transport: udp, password: x, keepalive_interval: 60s}]", upperID, l.UpperAddr()))
 	if err := l.SetProxy(px.lower, px.upper); err != nil {

@@ -76,6 +76,7 @@ func routedQueries(b *testing.B, heavy, light load.QueryConfig) (res [2][2]load.
 		}
 		platforms = append(platforms, fmt.Sprintf("{id: %q, address: %q, transport: udp, password: x, keepalive_interval: 60s%s}", cfg.UpperID, q.UpperAddr(), digest))
 	}
+	oneAddressForAll(b)
 	px := startProxyProcess(b, buildProxy(b), "["+strings.Join(platforms, ", ")+"]", "devices: ["+strings.Join(devices, ", ")+"]")
 	// Light first: its latencies are then read on a process not yet
 	// holding heavy's finished transactions.

@@ -31,6 +31,7 @@ const (
 func BenchmarkRegistration10k(b *testing.B) {
 	baseline := runLoad(b, startBaselineRegistrar(b))
 
+	oneAddressForAll(b)
 	px := startProxyProcess(b, buildProxy(b), "")
 	lower, httpAddr, pid := px.lower, px.http, px.pid
 	rssBefore := vmRSSKiB(b, pid)
@@ -128,6 +129,15 @@ func buildProxy(b testing.TB) string {
 type proxyProcess struct {
 	lower, upper, http string
 	pid                int
+}
+
+// oneAddressForAll lifts the per-IP limit on requests from unregistered
+// sources for the child proxy: the load generators play thousands of
+// devices from 127.0.0.1 (as behind one NAT), and the limit would be what
+// the benchmark measured.
+func oneAddressForAll(b testing.TB) {
+	b.Setenv("GBPROXY_SECURITY_UNAUTHENTICATED_RATE", "1000000")
+	b.Setenv("GBPROXY_SECURITY_UNAUTHENTICATED_BURST", "1000000")
 }
 
 // startProxyProcess runs bin on free 127.0.0.1 ports, with platforms as its
