@@ -321,7 +321,12 @@ func (n *Notary) Verify(req *sip.Request, c NoteConfig) error {
 	if via := req.Via(); via != nil {
 		branch, _ = via.Params.Get("branch")
 	}
-	return n.remember(sum, branch, date, now)
+	// The standard's digest covers neither the method nor CSeq: an ACK and
+	// the BYE after it in the same second (no body either) carry the same
+	// nonce. A nonce counts as replayed when seen for the same method.
+	var keyBuf [sha256.Size + 16]byte
+	key := append(append(keyBuf[:0], sum...), req.Method...)
+	return n.remember(key, branch, date, now)
 }
 
 // decodeNote decodes the digest written in nonce into dst's capacity. Base64
@@ -351,7 +356,8 @@ func decodeNote(dst []byte, nonce string, isHex bool) ([]byte, error) {
 	return dst[:m], nil
 }
 
-// remember records a verified digest, or refuses it as a replay.
+// remember records a verified digest (with its method), or refuses it as a
+// replay.
 func (n *Notary) remember(sum []byte, branch string, date, now time.Time) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -503,3 +503,36 @@ func BenchmarkNoteVerify(b *testing.B) {
 		})
 	}
 }
+
+// The digest covers neither method nor CSeq: the ACK and the BYE after it in
+// the same second, both without a body, carry the same nonce. Both pass; the
+// BYE again under another branch is a replay.
+func TestNoteSameNonceOtherMethod(t *testing.T) {
+	c := NoteConfig{Algorithm: "MD5", Seed: noteSeed}
+	n := NewNotary(10*time.Minute, noteClock(t))
+	inDialog := func(method, branch string) *sip.Request {
+		raw := "MESSAGE sip:34020000002000000001@3402000000 SIP/2.0\r\n" +
+			"Via: SIP/2.0/UDP 192.0.2.10:5060;rport;branch=" + branch + "\r\n" +
+			"From: <sip:34020000001320000001@3402000000>;tag=1928169842\r\n" +
+			"To: <sip:34020000002000000001@3402000000>;tag=77\r\n" +
+			"Call-ID: 3187228566@192.0.2.10\r\n" +
+			"CSeq: 20 MESSAGE\r\n" +
+			"Date: " + noteDate + "\r\n" +
+			"Content-Length: 0\r\n\r\n"
+		raw = strings.ReplaceAll(raw, "MESSAGE", method)
+		return signRaw(t, c, raw, nil)
+	}
+	ack, bye := inDialog("ACK", "z9hG4bKa"), inDialog("BYE", "z9hG4bKb")
+	if ack.GetHeader(NoteHeader).Value() != bye.GetHeader(NoteHeader).Value() {
+		t.Fatal("test premise: ACK and BYE should carry the same Note")
+	}
+	if err := n.Verify(ack, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Verify(bye, c); err != nil {
+		t.Fatalf("BYE after the ACK in the same second: %v", err)
+	}
+	if err := n.Verify(inDialog("BYE", "z9hG4bKc"), c); !errors.Is(err, ErrNoteReplay) {
+		t.Fatalf("the BYE under another branch: got %v, want ErrNoteReplay", err)
+	}
+}
