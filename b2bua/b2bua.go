@@ -58,8 +58,11 @@ type Options struct {
 	Upper     *endpoint.Endpoint // upper platforms side
 	Directory Directory
 	Relay     *relay.Relay
-	Logger    zerolog.Logger
-	Metrics   *metrics.Registry
+	// Broadcasts, when set, lets devices take up voice broadcasts the
+	// cascade routed to them (see broadcast.go).
+	Broadcasts Broadcasts
+	Logger     zerolog.Logger
+	Metrics    *metrics.Registry
 }
 
 // B2BUA holds the live calls. Safe for concurrent use.
@@ -84,6 +87,7 @@ type B2BUA struct {
 	calls   map[string]*call   // upper dialog: Call-ID + ";" + upper's tag
 	streams map[string]*stream // local channel ID -> its device stream
 	byLower map[string]*stream // device leg Call-ID -> stream
+	voice   *voiceTable        // voice broadcasts, under their own lock
 	closed  bool
 }
 
@@ -101,6 +105,7 @@ func New(o Options) *B2BUA {
 		platforms: map[string]bool{},
 		ctx:       ctx, cancel: cancel,
 		calls: map[string]*call{}, streams: map[string]*stream{}, byLower: map[string]*stream{},
+		voice: newVoiceTable(o.Broadcasts),
 	}
 	for _, p := range o.Config.Upper.Platforms {
 		b.platforms[p.ID] = true
@@ -113,6 +118,7 @@ func New(o Options) *B2BUA {
 	b.upper.Handle(sip.BYE, b.handleUpperBye)
 	b.upper.Handle(sip.CANCEL, noTransaction(b.upper))
 	b.lower.Handle(sip.BYE, b.handleLowerBye)
+	b.lower.Handle(sip.INVITE, b.handleDeviceInvite)
 	b.lower.Handle(sip.ACK, func(*sip.Request, sip.ServerTransaction) {}) // nothing of ours asks for one
 	b.describeMetrics()
 	return b
@@ -152,6 +158,7 @@ func (b *B2BUA) describeMetrics() {
 	m := b.metrics
 	m.Describe("gbproxy_calls_total", "Live INVITEs from upper platforms by platform and result.")
 	m.Describe("gbproxy_call_ends_total", "Live calls ended, by reason.")
+	m.Describe("gbproxy_broadcasts_total", "Voice broadcast INVITEs from devices by result.")
 	m.Describe("gbproxy_media_connections_refused_total", "TCP media connections refused on an upper's TCP-passive leg (not from the upper's address or outside media_allow), by platform.")
 	m.Gauge("gbproxy_sessions", "Established live sessions (upper platform legs answered 200) now, as /api/v1/sessions lists them.", func() float64 {
 		sessions, _, _ := b.Counts()
@@ -208,7 +215,7 @@ func (b *B2BUA) Sessions() []Session {
 			DeviceID: st.deviceID, UpperChannelID: c.targetID, LowerCallID: st.callID, LastPacketAt: in.Last,
 		})
 	}
-	return out
+	return append(out, b.broadcastSessions()...)
 }
 
 // ErrNoSession: no live session has that Call-ID.
@@ -225,6 +232,9 @@ func (b *B2BUA) Hangup(callID string) error {
 		}
 	}
 	b.mu.Unlock()
+	if found == nil && b.hangupBroadcast(callID) {
+		return nil
+	}
 	if found == nil {
 		return ErrNoSession
 	}
@@ -253,6 +263,7 @@ func (b *B2BUA) DeviceOffline(deviceID, reason string) {
 			b.endStream(st, "device offline: "+reason, true)
 		}()
 	}
+	b.endBroadcasts(deviceID, "device offline: "+reason, &b.wg)
 }
 
 // Close ends every call on both sides (BYEs bounded by ctx) and stops.
@@ -274,6 +285,7 @@ func (b *B2BUA) Close(ctx context.Context) {
 			b.endCall(c, "proxy shutting down", true)
 		}()
 	}
+	b.endBroadcasts("", "proxy shutting down", &wg)
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {

@@ -449,6 +449,9 @@ func (b *B2BUA) handleLowerBye(req *sip.Request, tx sip.ServerTransaction) {
 	b.mu.Lock()
 	st := b.byLower[req.CallID().Value()]
 	b.mu.Unlock()
+	if st == nil && b.byeBroadcast(req, tx, true) {
+		return
+	}
 	if st == nil {
 		b.lower.Respond(tx, req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil)
 		return

@@ -216,6 +216,9 @@ func (b *B2BUA) handleUpperBye(req *sip.Request, tx sip.ServerTransaction) {
 		c = nil
 	}
 	b.mu.Unlock()
+	if c == nil && b.byeBroadcast(req, tx, false) {
+		return
+	}
 	if c == nil {
 		b.upper.Respond(tx, req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil)
 		return

@@ -38,6 +38,7 @@ type Cascade struct {
 	sig      *signalling
 	catalogs *catalogCollector
 	routes   *routeTable
+	follow   *followUps // broadcast and snapshot follow-ups of routed requests
 	subs     *subscriptions
 	uppers   []*upperClient
 	// offlineHooks run when a device goes offline (the B2BUA ends its calls).
@@ -67,6 +68,7 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 	c.sig = newSignalling(cfg)
 	c.catalogs = newCatalogCollector(c)
 	c.routes = newRouteTable(c)
+	c.follow = newFollowUps()
 	c.subs = newSubscriptions(c)
 	c.registry.publish = c.subs.channelEvents
 	if err := c.registry.load(c.now()); err != nil {

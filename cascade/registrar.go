@@ -285,6 +285,8 @@ func (c *Cascade) fromDevice(req *sip.Request, tx sip.ServerTransaction, isMessa
 		c.catalogNotify(deviceID, body)
 	case hdr.Root == manscdp.RootNotify && hdr.CmdType == "Alarm":
 		c.alarmFromDevice(deviceID, hdr, body, isMessage, c.sig.forwardIdentity(req, deviceID))
+	case hdr.Root == manscdp.RootNotify && hdr.CmdType == manscdp.CmdUploadSnapShotFinished:
+		c.snapshotFinished(deviceID, hdr, body, c.sig.forwardIdentity(req, deviceID))
 	case hdr.Root == manscdp.RootNotify && subscriptionKinds[hdr.CmdType]:
 		c.subs.forward(hdr.CmdType, deviceID, hdr.DeviceID, body, c.sig.forwardIdentity(req, deviceID))
 	default:

@@ -150,6 +150,7 @@ func (c *Cascade) route(u *upperClient, req *sip.Request, tx sip.ServerTransacti
 			}
 		}
 		expects = manscdp.ExpectsResponse(hdr.Root, hdr.CmdType, &m)
+		c.noteSnapshot(u, &m)
 	}
 	sn := nextSN()
 	body, err := manscdp.Rewrite(req.Body(), sn, func(id string) (string, bool) { return v.down(id) }, "")

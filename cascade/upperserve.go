@@ -57,6 +57,8 @@ func (c *Cascade) handleUpperMessage(req *sip.Request, tx sip.ServerTransaction)
 		// The upper's side of an exchange we started (alarm acknowledgement).
 		c.upper.Respond(tx, req, sip.StatusOK, "OK", nil)
 		u.log.Debug().Str("cmd_type", hdr.CmdType).Int64("sn", hdr.SN).Str("device_id", hdr.DeviceID).Msg("response from upper platform taken")
+	case hdr.Root == manscdp.RootNotify && hdr.CmdType == manscdp.CmdBroadcast:
+		c.routeBroadcast(u, req, tx, hdr)
 	case hdr.DeviceID == c.cfg.ID:
 		c.answerForSelf(u, req, tx, hdr)
 	default:

@@ -71,7 +71,7 @@ func start(cfg *configs.Config, log zerolog.Logger) (*app, error) {
 	}
 	a.b2bua = b2bua.New(b2bua.Options{
 		Config: cfg, Lower: a.cascade.LowerEndpoint(), Upper: a.cascade.UpperEndpoint(),
-		Directory: directory{a.cascade}, Relay: a.relay, Logger: log, Metrics: a.metrics,
+		Directory: directory{a.cascade}, Broadcasts: directory{a.cascade}, Relay: a.relay, Logger: log, Metrics: a.metrics,
 	})
 	a.cascade.OnDeviceOffline(a.b2bua.DeviceOffline)
 	a.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen)
@@ -129,4 +129,12 @@ func (d directory) Callee(upperID, id string) (b2bua.Callee, error) {
 	}
 	return b2bua.Callee{ChannelID: ce.ChannelID, DeviceID: ce.Device.ID,
 		Peer: endpoint.Peer{Transport: ce.Device.Transport, Addr: ce.Device.Remote}}, nil
+}
+
+func (d directory) TakeBroadcast(ctx context.Context, deviceID, sourceID string) (b2bua.Broadcast, error) {
+	bc, err := d.c.TakeBroadcast(ctx, deviceID, sourceID)
+	if errors.Is(err, cascade.ErrNoBroadcast) {
+		return b2bua.Broadcast{}, b2bua.ErrNoBroadcast
+	}
+	return b2bua.Broadcast(bc), err
 }

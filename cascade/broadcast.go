@@ -1,0 +1,241 @@
+package cascade
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/gbproxy/gbproxy/cascade/endpoint"
+	"github.com/gbproxy/gbproxy/cascade/manscdp"
+)
+
+// Voice broadcast (GB/T 28181-2016 §9.12) and snapshots (2022 §9.14) cross
+// the proxy as a request routed down whose follow-up comes back later from
+// the device: the device's INVITE to the broadcast's SourceID, the device's
+// UploadSnapShotFinished. The tables here remember, for a while, whom that
+// follow-up belongs to.
+
+const (
+	// broadcastWait is how long after the Notify a device may INVITE the
+	// voice source: devices do it at once after their Response.
+	broadcastWait = time.Minute
+	// snapshotWait is how long an UploadSnapShotFinished still finds the
+	// upper that ordered it: up to 10 pictures, seconds apart, uploaded over
+	// a slow link.
+	snapshotWait = 10 * time.Minute
+)
+
+// ErrNoBroadcast: no broadcast from that source to any target of the
+// device is pending.
+var ErrNoBroadcast = errors.New("no voice broadcast pending from this source to this device")
+
+// Broadcast is a routed Notify Broadcast the device may now answer with its
+// INVITE to SourceID.
+type Broadcast struct {
+	UpperID   string
+	SourceID  string        // the upper's voice source, as it named it
+	TargetID  string        // the target as the upper named it
+	ChannelID string        // the target, local
+	Peer      endpoint.Peer // where requests to the upper go
+	URI       sip.Uri       // Request-URI of the INVITE to SourceID
+	To        sip.Uri
+}
+
+type pendingBroadcast struct {
+	upper     *upperClient
+	targetID  string
+	channelID string
+	until     time.Time
+}
+
+type pendingSnapshot struct {
+	upper *upperClient
+	until time.Time
+}
+
+// followUps holds what routed requests leave behind for the device's
+// follow-up. Entries are dropped when taken or, lazily, once expired.
+type followUps struct {
+	mu         sync.Mutex
+	broadcasts map[string]pendingBroadcast // device ID + "/" + SourceID
+	snapshots  map[string]pendingSnapshot  // SessionID
+}
+
+func newFollowUps() *followUps {
+	return &followUps{broadcasts: map[string]pendingBroadcast{}, snapshots: map[string]pendingSnapshot{}}
+}
+
+func (f *followUps) purgeLocked(now time.Time) {
+	for k, b := range f.broadcasts {
+		if now.After(b.until) {
+			delete(f.broadcasts, k)
+		}
+	}
+	for k, s := range f.snapshots {
+		if now.After(s.until) {
+			delete(f.snapshots, k)
+		}
+	}
+}
+
+func broadcastKey(deviceID, sourceID string) string { return deviceID + "/" + sourceID }
+
+// routeBroadcast carries an upper's Notify Broadcast to the device that owns
+// its TargetID: our SN, the local target, SourceID unchanged (the device
+// calls it back here). The device's Response returns through the route
+// table with the upper's SN and IDs.
+func (c *Cascade) routeBroadcast(u *upperClient, req *sip.Request, tx sip.ServerTransaction, hdr manscdp.Header) {
+	log := u.log.With().Str("cmd_type", hdr.CmdType).Int64("sn", hdr.SN).Str("call_id", callIDOf(req)).Logger()
+	answer := func(result string, code int, reason string) {
+		c.metrics.Inc("gbproxy_routed_total", "platform", u.cfg.ID, "result", result)
+		c.upper.Respond(tx, req, code, reason, nil)
+	}
+	var n manscdp.BroadcastNotify
+	if err := manscdp.Decode(req.Body(), &n); err != nil || n.SourceID == "" || n.TargetID == "" {
+		log.Warn().Err(err).Msg("Broadcast without readable SourceID and TargetID answered 400")
+		answer("bad_request", sip.StatusBadRequest, "Bad Request (Broadcast needs SourceID and TargetID)")
+		return
+	}
+	log = log.With().Str("source_id", n.SourceID).Str("target_id", n.TargetID).Logger()
+	v := u.view()
+	local, dev, ok := c.registry.resolve(v, n.TargetID)
+	switch {
+	case !ok:
+		log.Info().Msg("Broadcast to a target not shared with this upper platform answered 404")
+		answer("not_found", sip.StatusNotFound, "Not Found (not shared with this platform)")
+		return
+	case !dev.Online:
+		log.Info().Str("device_id", dev.ID).Msg("Broadcast to a target whose device is offline answered 480")
+		answer("offline", sip.StatusTemporarilyUnavailable, "Temporarily Unavailable (device offline)")
+		return
+	}
+	log = log.With().Str("device_id", dev.ID).Str("channel_id", local).Logger()
+	hops := 70
+	if mf := req.MaxForwards(); mf != nil {
+		hops = int(mf.Val())
+	}
+	if hops <= 1 {
+		log.Warn().Msg("Broadcast has passed too many proxies (cascade loop?) and is refused with 483")
+		answer("loop", sip.StatusTooManyHops, "Too Many Hops")
+		return
+	}
+	sn := nextSN()
+	upperTarget := n.TargetID
+	n.SN, n.TargetID = sn, local
+	body, err := manscdp.Encode(manscdp.RootNotify, &n, manscdp.CharsetGB2312)
+	if err != nil {
+		log.Warn().Err(err).Msg("Broadcast could not be encoded for the device; answered 400")
+		answer("bad_request", sip.StatusBadRequest, "Bad Request (MANSCDP body)")
+		return
+	}
+	c.routes.add(&routedQuery{sn: sn, origSN: hdr.SN, upper: u, view: v, deviceID: dev.ID,
+		targetID: upperTarget, cmdType: manscdp.CmdBroadcast})
+	key := broadcastKey(dev.ID, n.SourceID)
+	c.follow.mu.Lock()
+	c.follow.purgeLocked(c.now())
+	c.follow.broadcasts[key] = pendingBroadcast{upper: u, targetID: upperTarget, channelID: local, until: c.now().Add(broadcastWait)}
+	c.follow.mu.Unlock()
+	forget := func() {
+		c.routes.remove(sn)
+		c.follow.mu.Lock()
+		delete(c.follow.broadcasts, key)
+		c.follow.mu.Unlock()
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
+	defer cancel()
+	mf := sip.MaxForwardsHeader(hops - 1)
+	res, err := c.sendToDevice(ctx, dev, sip.MESSAGE, body, &mf, c.sig.forwardIdentity(req, u.cfg.ID))
+	switch {
+	case err != nil:
+		forget()
+		log.Warn().Err(err).Msg("device did not take the Broadcast; answered 408")
+		answer("device_timeout", sip.StatusRequestTimeout, "Request Timeout (device did not answer)")
+	case !res.IsSuccess():
+		forget()
+		log.Warn().Int("status", res.StatusCode).Msg("device refused the Broadcast; its answer is passed up")
+		answer("device_refused", res.StatusCode, res.Reason)
+	default:
+		log.Info().Msg("Broadcast routed to the device; waiting for its INVITE to the source")
+		answer("ok", sip.StatusOK, "OK")
+	}
+}
+
+// TakeBroadcast hands over, once, the broadcast from sourceID pending for
+// device deviceID, with where the INVITE to sourceID goes (our connection
+// to the upper platform, opened when needed).
+func (c *Cascade) TakeBroadcast(ctx context.Context, deviceID, sourceID string) (Broadcast, error) {
+	key := broadcastKey(deviceID, sourceID)
+	c.follow.mu.Lock()
+	c.follow.purgeLocked(c.now())
+	p, ok := c.follow.broadcasts[key]
+	delete(c.follow.broadcasts, key)
+	c.follow.mu.Unlock()
+	if !ok {
+		return Broadcast{}, ErrNoBroadcast
+	}
+	t := p.upper.target()
+	peer, err := p.upper.peer(ctx, t)
+	if err != nil {
+		return Broadcast{}, err
+	}
+	host, port := endpoint.SplitHostPort(t.addr)
+	domain := p.upper.cfg.Domain
+	if len(sourceID) >= 10 {
+		domain = sourceID[:10]
+	}
+	return Broadcast{
+		UpperID: p.upper.cfg.ID, SourceID: sourceID, TargetID: p.targetID, ChannelID: p.channelID, Peer: peer,
+		URI: sip.Uri{Scheme: "sip", User: sourceID, Host: host, Port: port},
+		To:  sip.Uri{Scheme: "sip", User: sourceID, Host: domain},
+	}, nil
+}
+
+// noteSnapshot remembers which upper ordered the snapshots of a routed
+// DeviceConfig SnapShotConfig, by its SessionID.
+func (c *Cascade) noteSnapshot(u *upperClient, m *manscdp.Message) {
+	id := m.Text("SnapShotConfig/SessionID")
+	if id == "" {
+		return
+	}
+	c.follow.mu.Lock()
+	defer c.follow.mu.Unlock()
+	c.follow.purgeLocked(c.now())
+	c.follow.snapshots[id] = pendingSnapshot{upper: u, until: c.now().Add(snapshotWait)}
+}
+
+// snapshotFinished relays a device's UploadSnapShotFinished up, SessionID
+// kept and IDs mapped: to the upper that ordered it, or (order unknown, e.g.
+// after a restart) to every upper that sees the channel.
+func (c *Cascade) snapshotFinished(deviceID string, hdr manscdp.Header, body []byte, identity sip.Header) {
+	var n manscdp.UploadSnapShotFinished
+	if err := manscdp.Decode(body, &n); err != nil {
+		c.log.Warn().Err(err).Str("device_id", deviceID).Msg("unreadable UploadSnapShotFinished dropped")
+		return
+	}
+	log := c.log.With().Str("device_id", deviceID).Str("channel_id", hdr.DeviceID).Str("session_id", n.SessionID).Logger()
+	c.follow.mu.Lock()
+	p, ordered := c.follow.snapshots[n.SessionID]
+	c.follow.mu.Unlock()
+	sent := 0
+	for _, u := range c.uppers {
+		v := u.view()
+		if (ordered && u != p.upper) || !c.registry.sharesID(v, hdr.DeviceID) {
+			continue
+		}
+		out, err := manscdp.Rewrite(body, nextSN(), func(id string) (string, bool) { return v.up(id), true }, u.charset())
+		if err != nil {
+			u.log.Warn().Err(err).Str("device_id", deviceID).Msg("UploadSnapShotFinished could not be rewritten for the upper platform; dropped")
+			continue
+		}
+		sent++
+		go func() {
+			if err := u.message(out, identity); err != nil {
+				u.log.Warn().Err(err).Str("device_id", deviceID).Str("session_id", n.SessionID).Msg("upper platform did not take UploadSnapShotFinished")
+			}
+		}()
+	}
+	log.Info().Bool("ordered_here", ordered).Int("uppers", sent).Msg("snapshot upload finished; relayed up")
+}
