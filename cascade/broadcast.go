@@ -239,3 +239,15 @@ func (c *Cascade) snapshotFinished(deviceID string, hdr manscdp.Header, body []b
 	}
 	log.Info().Bool("ordered_here", ordered).Int("uppers", sent).Msg("snapshot upload finished; relayed up")
 }
+
+// upperAt is the configured upper platform that a request over transport
+// from source comes from. In-dialog requests of a call we made to one of
+// its IDs (its voice source) are From that ID, not the platform's.
+func (c *Cascade) upperAt(transport, source string) *upperClient {
+	for _, u := range c.uppers {
+		if u.sentFrom(transport, source) {
+			return u
+		}
+	}
+	return nil
+}

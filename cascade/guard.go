@@ -80,6 +80,9 @@ type upperGuard struct {
 func (g *upperGuard) Admit(req *sip.Request) endpoint.Verdict {
 	source := req.Source()
 	u := g.c.upperOf(req)
+	if u == nil && req.To() != nil && req.To().Params.Has("tag") {
+		u = g.c.upperAt(req.Transport(), source) // in a dialog we opened to one of its IDs (voice source)
+	}
 	if u != nil && u.sentFrom(req.Transport(), source) {
 		v := g.c.sig.check(req, u.cfg.SignallingConfig)
 		v.Hint = "request from the upper platform failed the signalling checks; check its note_seed, note_algorithm and clock, or look for a cascade loop"

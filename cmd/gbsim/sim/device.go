@@ -153,6 +153,8 @@ type Device struct {
 	callOrder    []string               // Call-IDs in arrival order
 	ssrcSeq      int
 	streamChange signal // a call or its counters changed
+	voices       journal[*Voice]
+	voiceCalls   map[string]*Voice // broadcast calls by Call-ID
 }
 
 // NewDevice validates cfg and applies defaults; nothing is opened until Start or Register.
@@ -255,19 +257,20 @@ func NewDevice(cfg DeviceConfig) (*Device, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Device{
-		guard:     g,
-		frames:    frames,
-		calls:     make(map[string]*deviceCall),
-		cfg:       cfg,
-		transport: transport,
-		log:       log.With("device", cfg.ID),
-		ctx:       ctx,
-		cancel:    cancel,
-		callID:    randomHex(8),
-		fromTag:   randomHex(5),
-		channels:  slices.Clone(cfg.Channels),
-		duty:      "OFFDUTY",
-		subs:      make(map[string]*deviceSub),
+		guard:      g,
+		frames:     frames,
+		calls:      make(map[string]*deviceCall),
+		voiceCalls: make(map[string]*Voice),
+		cfg:        cfg,
+		transport:  transport,
+		log:        log.With("device", cfg.ID),
+		ctx:        ctx,
+		cancel:     cancel,
+		callID:     randomHex(8),
+		fromTag:    randomHex(5),
+		channels:   slices.Clone(cfg.Channels),
+		duty:       "OFFDUTY",
+		subs:       make(map[string]*deviceSub),
 	}
 	d.keepalive.Store(true)
 	return d, nil

@@ -96,6 +96,9 @@ func (d *Device) onMessage(req *sip.Request, tx sip.ServerTransaction, rec Recei
 	if d.cfg.NoAnswer[rec.CmdType] {
 		return
 	}
+	if rec.Root == "Notify" && rec.CmdType == "Broadcast" {
+		d.onBroadcast(rec.Body)
+	}
 	switch rec.Root {
 	case "Query":
 		d.answerQuery(cmd)
@@ -288,6 +291,9 @@ func (d *Device) answerControl(cmd command, ctl Control) {
 	}
 	if cmd.CmdType == "DeviceConfig" || cmd.CmdType == "DeviceControl" && controlsAnswered[ctl.Command] {
 		d.answer(cmd, resultResponse{CmdType: cmd.CmdType, SN: cmd.SN, DeviceID: d.targetID(cmd), Result: result})
+	}
+	if ctl.Command == "SnapShotConfig" && ctl.Err == nil {
+		d.finishSnapshot(cmd)
 	}
 }
 

@@ -516,6 +516,9 @@ func (d *Device) onAck(req *sip.Request) {
 
 // onBye ends a call at the peer's request: media stopped, 200 OK; an unknown call gets 481.
 func (d *Device) onBye(req *sip.Request, tx sip.ServerTransaction) {
+	if req.CallID() != nil && d.onVoiceBye(req, tx) {
+		return
+	}
 	var c *deviceCall
 	if req.CallID() != nil {
 		d.mu.Lock()

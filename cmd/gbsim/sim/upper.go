@@ -113,6 +113,7 @@ type Upper struct {
 	journal        journal[Received]
 	alarms         journal[Received]
 	lowerChange    signal
+	voiceJournal   journal[*VoiceSource]
 	ctx            context.Context // cancelled by Close
 	cancel         context.CancelFunc
 
@@ -122,6 +123,7 @@ type Upper struct {
 	pending map[int]*pendingQuery
 	subs    map[string]*Subscription // by Call-ID
 	plays   map[string]*Play         // live-video calls by Call-ID
+	voices  map[string]*VoiceSource  // calls to our voice sources by Call-ID
 	closed  bool
 	ssrcSeq atomic.Int64
 }
@@ -160,6 +162,7 @@ func NewUpper(cfg UpperConfig) (*Upper, error) {
 		pending: make(map[int]*pendingQuery),
 		subs:    make(map[string]*Subscription),
 		plays:   make(map[string]*Play),
+		voices:  make(map[string]*VoiceSource),
 	}
 	u.ctx, u.cancel = context.WithCancel(context.Background())
 	u.keepaliveReply.Store(true)
@@ -573,12 +576,13 @@ func (u *Upper) onOther(req *sip.Request, tx sip.ServerTransaction) {
 	u.log.Info("request received", "method", rec.Method, "source", rec.Source)
 	switch {
 	case req.IsAck(): // the upper answers no INVITE: an ACK is stray, nothing to do
+	case req.Method == sip.BYE && req.CallID() != nil && u.onVoiceBye(req, tx):
 	case req.Method == sip.BYE:
 		u.onBye(req, tx)
 	case req.Method == sip.CANCEL:
 		u.reply(req, tx, sip.StatusCallTransactionDoesNotExists, "Call Does Not Exist")
 	case req.Method == sip.INVITE:
-		u.reply(req, tx, sip.StatusNotImplemented, "Calls From Lowers Not Simulated")
+		u.onVoiceInvite(req, tx)
 	default: // OPTIONS included: a lower checking the link gets 200
 		u.reply(req, tx, sip.StatusOK, "OK")
 	}
