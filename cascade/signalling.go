@@ -121,10 +121,15 @@ func (c *Cascade) toDevice(req *sip.Request) {
 	}
 }
 
-// toUpper is the upper endpoint's Outgoing hook: To names the platform.
+// toUpper is the upper endpoint's Outgoing hook: To names the platform, or
+// another of its IDs (a voice source): then where the request goes does.
 func (c *Cascade) toUpper(req *sip.Request) {
 	var peer configs.SignallingConfig
-	if u := c.upperByID(toUser(req)); u != nil {
+	u := c.upperByID(toUser(req))
+	if u == nil {
+		u = c.upperAt(req.Transport(), req.Destination())
+	}
+	if u != nil {
 		peer = u.cfg.SignallingConfig
 	}
 	if err := c.sig.outgoing(req, peer); err != nil {
