@@ -18,10 +18,25 @@ const (
 
 // newVoiceRig is a live rig whose upper sees the device's channel under
 // another ID, so that every test also proves the IDs are mapped.
-func newVoiceRig(t *testing.T, transport string) (*liveRig, string) {
+// With note, the upper requires a Note on every request: our INVITE and BYE
+// to its voice source (an ID of its other than the platform's) too.
+func newVoiceRig(t *testing.T, transport string, note bool) (*liveRig, string) {
 	ch := sim.MakeChannels(liveDevice, 1)[0].ID
-	rig := newLiveRig(t, rigOptions{sipTransport: transport,
-		platform: fmt.Sprintf("      share:\n        map: {%q: %q}", ch, mappedTarget)})
+	o := rigOptions{sipTransport: transport,
+		platform: fmt.Sprintf("      share:\n        map: {%q: %q}", ch, mappedTarget)}
+	if note {
+		const seed = "voice-note-seed"
+		o.platform += "\n      signalling_digest: require\n      note_seed: " + seed
+		o.upper = func(c *sim.UpperConfig) { c.Note = sim.NoteConfig{Seed: seed, Algorithm: "MD5", Require: true} }
+	}
+	rig := newLiveRig(t, o)
+	if note {
+		t.Cleanup(func() {
+			if st := rig.upper.NoteStats(); st.Invalid != 0 || st.Valid == 0 {
+				t.Errorf("upper's Note checks: %+v; want all valid", st)
+			}
+		})
+	}
 	return rig, ch
 }
 
@@ -32,9 +47,12 @@ func newVoiceRig(t *testing.T, transport string) (*liveRig, string) {
 // upper sends arrives at the device byte-identical under the device's SSRC.
 // BYE from either side ends both legs with nothing left behind.
 func TestBroadcast(t *testing.T) {
-	for _, transport := range []string{"udp", "tcp"} {
-		t.Run(transport, func(t *testing.T) {
-			rig, ch := newVoiceRig(t, transport)
+	for _, tc := range []struct {
+		name, transport string
+		note            bool
+	}{{"udp", "udp", false}, {"tcp", "tcp", false}, {"udp-note-required", "udp", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			rig, ch := newVoiceRig(t, tc.transport, tc.note)
 			ctx := ctxTimeout(t, 30*time.Second)
 
 			for _, target := range []string{"44010000001379999999", ch} { // unknown; hidden by the map
@@ -135,7 +153,7 @@ func waitClosed(t *testing.T, ctx interface{ Done() <-chan struct{} }, c <-chan 
 func TestSnapshot(t *testing.T) {
 	for _, transport := range []string{"udp", "tcp"} {
 		t.Run(transport, func(t *testing.T) {
-			rig, ch := newVoiceRig(t, transport)
+			rig, ch := newVoiceRig(t, transport, false)
 			ctx := ctxTimeout(t, 20*time.Second)
 			session := "0f8e2b6c-5a3d-4c1e-9b7a-2d4f6e8a0c1b-" + transport
 			ans, err := rig.upper.Request(ctx, proxyID, "Control", "DeviceConfig", mappedTarget, sim.Field{Name: "SnapShotConfig", Raw: true,

@@ -41,6 +41,7 @@ type rigOptions struct {
 	extraTop     string // more top-level sections (media: ...)
 	platform     string // more keys of the upper platform
 	device       func(*sim.DeviceConfig)
+	upper        func(*sim.UpperConfig)
 }
 
 func newLiveRig(t *testing.T, o rigOptions) *liveRig {
@@ -52,7 +53,7 @@ func newLiveRig(t *testing.T, o rigOptions) *liveRig {
 	if o.streamMode == "" {
 		o.streamMode = "udp"
 	}
-	u := newUpper(t, "127.0.0.1:0", nil)
+	u := newUpper(t, "127.0.0.1:0", o.upper)
 	yaml := fmt.Sprintf(`
 lower:
   listen: "127.0.0.1:0"
