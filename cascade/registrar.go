@@ -274,6 +274,9 @@ func (c *Cascade) fromDevice(req *sip.Request, tx sip.ServerTransaction, isMessa
 		c.subs.poke()
 	}
 	c.lower.Respond(tx, req, sip.StatusOK, "OK", nil)
+	if isMessage && c.dialogHook != nil && req.To().Params.Has("tag") && c.dialogHook(deviceID, req) {
+		return
+	}
 	switch {
 	case hdr.Root == manscdp.RootNotify && hdr.CmdType == "Keepalive":
 		c.metrics.Inc("gbproxy_keepalives_total", "side", "lower", "result", "ok")
