@@ -242,7 +242,7 @@ func (b *B2BUA) Hangup(callID string) error {
 func (b *B2BUA) DeviceOffline(deviceID, reason string) {
 	b.mu.Lock()
 	var gone []*stream
-	for _, st := range b.streams {
+	for _, st := range b.byLower { // live, playback and download
 		if st.deviceID == deviceID {
 			gone = append(gone, st)
 		}
@@ -297,7 +297,7 @@ func (b *B2BUA) Counts() (sessions, streams, ssrcs int) {
 			sessions++
 		}
 	}
-	streams = len(b.streams)
+	streams = len(b.byLower)
 	b.mu.Unlock()
 	return sessions, streams, b.ssrc.size()
 }

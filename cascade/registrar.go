@@ -259,6 +259,13 @@ func (c *Cascade) fromDevice(req *sip.Request, tx sip.ServerTransaction, isMessa
 		return
 	}
 	deviceID := from.Address.User
+	if _, ok := c.registry.Device(deviceID); !ok {
+		// In-dialog requests (MediaStatus of a playback) carry the channel
+		// ID the dialog was made with; the lower guard bound it to its owner.
+		if owner, ok := c.registry.ChannelOwner(deviceID); ok {
+			deviceID = owner
+		}
+	}
 	now := c.now()
 	known, revived := c.registry.keepalive(deviceID, strings.ToUpper(req.Transport()), req.Source(), now)
 	if !known {

@@ -150,6 +150,7 @@ func (d *Device) runRecording(ctx context.Context, c *deviceCall, s media.Sender
 			case <-ctx.Done():
 				return nil
 			case <-timer.C:
+				continue // a PAUSE or seek may have come meanwhile
 			}
 		}
 		f := d.frames[frame%len(d.frames)]

@@ -32,14 +32,18 @@ func timing(start, end time.Time) string {
 }
 
 // MANSRTSP request bodies (GB/T 28181 Annex B) for Info. cseq is the RTSP CSeq.
-func RTSPPlay(cseq int) string { return fmt.Sprintf("PLAY RTSP/1.0\r\nCSeq: %d\r\nRange: npt=now-\r\n", cseq) }
+func RTSPPlay(cseq int) string {
+	return fmt.Sprintf("PLAY RTSP/1.0\r\nCSeq: %d\r\nRange: npt=now-\r\n", cseq)
+}
 func RTSPSeek(cseq int, sec float64) string {
 	return fmt.Sprintf("PLAY RTSP/1.0\r\nCSeq: %d\r\nRange: npt=%s-\r\n", cseq, strconv.FormatFloat(sec, 'f', -1, 64))
 }
 func RTSPScale(cseq int, x float64) string {
 	return fmt.Sprintf("PLAY RTSP/1.0\r\nCSeq: %d\r\nScale: %s\r\n", cseq, strconv.FormatFloat(x, 'f', -1, 64))
 }
-func RTSPPause(cseq int) string    { return fmt.Sprintf("PAUSE RTSP/1.0\r\nCSeq: %d\r\nPauseTime: now\r\n", cseq) }
+func RTSPPause(cseq int) string {
+	return fmt.Sprintf("PAUSE RTSP/1.0\r\nCSeq: %d\r\nPauseTime: now\r\n", cseq)
+}
 func RTSPTeardown(cseq int) string { return fmt.Sprintf("TEARDOWN RTSP/1.0\r\nCSeq: %d\r\n", cseq) }
 
 // Info sends an INFO with a MANSRTSP body in the call's dialog and returns the final answer: its
