@@ -412,7 +412,9 @@ func runPlay(ctx context.Context, u *sim.Upper, timeout time.Duration, lowerID, 
 		return err
 	}
 	if start == nil {
-		start = func(ctx context.Context, lowerID string) (*sim.Play, error) { return u.Play(ctx, lowerID, channelID, opts) }
+		start = func(ctx context.Context, lowerID string) (*sim.Play, error) {
+			return u.Play(ctx, lowerID, channelID, opts)
+		}
 	}
 	p, err := start(wctx, lowerID)
 	if err != nil {
