@@ -68,6 +68,8 @@ type oneCallee struct{ c Callee }
 
 func (o oneCallee) Callee(string, string) (Callee, error) { return o.c, nil }
 
+func (o oneCallee) ForUpper(_ string, body []byte) ([]byte, error) { return body, nil }
+
 // newTestB2BUA is a B2BUA on 127.0.0.1 whose every channel is dev's.
 func newTestB2BUA(t *testing.T, dev string) (*B2BUA, *endpoint.Endpoint, *relay.Relay) {
 	t.Helper()

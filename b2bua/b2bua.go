@@ -42,6 +42,9 @@ type Directory interface {
 	// Callee resolves id, as upper platform upperID sees it, to the channel
 	// and the device that must be called.
 	Callee(upperID, id string) (Callee, error)
+	// ForUpper rewrites a MANSCDP body from a device for upper platform
+	// upperID: IDs as it sees them, in its charset.
+	ForUpper(upperID string, body []byte) ([]byte, error)
 }
 
 // Callee is the device side of a call.
@@ -117,6 +120,7 @@ func New(o Options) *B2BUA {
 	b.upper.Handle(sip.ACK, b.handleAck)
 	b.upper.Handle(sip.BYE, b.handleUpperBye)
 	b.upper.Handle(sip.CANCEL, noTransaction(b.upper))
+	b.upper.Handle(sip.INFO, b.handleUpperInfo)
 	b.lower.Handle(sip.BYE, b.handleLowerBye)
 	b.lower.Handle(sip.INVITE, b.handleDeviceInvite)
 	b.lower.Handle(sip.ACK, func(*sip.Request, sip.ServerTransaction) {}) // nothing of ours asks for one
@@ -208,7 +212,7 @@ func (b *B2BUA) Sessions() []Session {
 		in := st.src.Stats().In
 		sent := c.sink.Stats().Out
 		out = append(out, Session{
-			CallID: c.callID, ChannelID: st.channelID, UpperID: c.upperID, Kind: "live",
+			CallID: c.callID, ChannelID: st.channelID, UpperID: c.upperID, Kind: sessionLabel(st.kind),
 			UpperTransport: c.sink.Transport().String(), LowerTransport: st.src.Transport().String(),
 			SSRCUpper: formatSSRC(c.ssrc), SSRCLower: st.ssrcLower,
 			Packets: sent.Packets, Bytes: sent.Bytes, Lost: in.Lost, StartedAt: c.started,
@@ -248,7 +252,7 @@ func (b *B2BUA) Hangup(callID string) error {
 func (b *B2BUA) DeviceOffline(deviceID, reason string) {
 	b.mu.Lock()
 	var gone []*stream
-	for _, st := range b.streams {
+	for _, st := range b.byLower { // live, playback and download
 		if st.deviceID == deviceID {
 			gone = append(gone, st)
 		}
@@ -305,7 +309,7 @@ func (b *B2BUA) Counts() (sessions, streams, ssrcs int) {
 			sessions++
 		}
 	}
-	streams = len(b.streams)
+	streams = len(b.byLower)
 	b.mu.Unlock()
 	return sessions, streams, b.ssrc.size()
 }

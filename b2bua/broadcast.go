@@ -177,7 +177,7 @@ func (b *B2BUA) setUpBroadcast(ctx context.Context, v *voiceCall, req *sip.Reque
 		return nil, failWith(sip.StatusServiceUnavailable, "upper platform unreachable: "+err.Error())
 	}
 	v.log = v.log.With().Str("upper_id", v.bc.UpperID).Str("channel_id", v.bc.ChannelID).Logger()
-	if v.devSSRC, v.devHeld, err = b.upperSSRC(offer.SSRC); err != nil {
+	if v.devSSRC, v.devHeld, err = b.upperSSRC(offer.SSRC, false); err != nil {
 		return nil, failWith(sip.StatusServiceUnavailable, err.Error())
 	}
 	if v.upSSRC, err = b.ssrc.take(false); err != nil {

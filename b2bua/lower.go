@@ -20,6 +20,7 @@ import (
 // stream is our call to a device for one channel, and the relay Source that
 // receives its media. Every upper watching the channel is a Sink on it.
 type stream struct {
+	kind      string // s= of the call: Play (shared), Playback or Download (never shared)
 	channelID string
 	deviceID  string
 	peer      endpoint.Peer
@@ -40,6 +41,7 @@ type stream struct {
 	// device dialog once answered, guarded by mu (teardown may race it)
 	invite   *sip.Request
 	response *sip.Response
+	cseq     uint32       // of our last request in the device dialog
 	answer   *sdp.Session // set before ready is closed
 
 	refs    int // calls attached, guarded by B2BUA.mu
@@ -56,7 +58,23 @@ func (st *stream) setDialog(inv *sip.Request, res *sip.Response) (ended bool) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.invite, st.response = inv, res
+	st.cseq = inv.CSeq().SeqNo
 	return st.ended
+}
+
+// dialog is the device dialog: nil until answered.
+func (st *stream) dialog() (*sip.Request, *sip.Response) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.invite, st.response
+}
+
+// nextCSeq is the CSeq of our next request in the device dialog.
+func (st *stream) nextCSeq() uint32 {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.cseq++
+	return st.cseq
 }
 
 // attach gives st its relay leg and SSRC unless it has ended meanwhile.
@@ -81,19 +99,26 @@ func transportOf(mode string) relay.Transport {
 	return relay.UDP
 }
 
-// joinStream attaches c to the channel's running device stream, or starts
-// one, and waits until the device has answered.
-func (b *B2BUA) joinStream(ctx context.Context, c *call, callee Callee, offer *sdp.Session) (*stream, error) {
+// joinStream attaches c to the channel's running live stream, or starts
+// one, and waits until the device has answered. A playback or download
+// always gets a device call of its own: its position and pace are its
+// viewer's.
+func (b *B2BUA) joinStream(ctx context.Context, c *call, callee Callee, offer *sdp.Session, kind string) (*stream, error) {
 	b.mu.Lock()
-	st := b.streams[callee.ChannelID]
+	var st *stream
+	if kind == kindLive {
+		st = b.streams[callee.ChannelID]
+	}
 	fresh := st == nil
 	if fresh {
-		st = &stream{channelID: callee.ChannelID, deviceID: callee.DeviceID, peer: callee.Peer,
+		st = &stream{kind: kind, channelID: callee.ChannelID, deviceID: callee.DeviceID, peer: callee.Peer,
 			callID: sip.GenerateTagN(24), ready: make(chan struct{}),
 			identity: security.ForwardIdentity(b.cfg.GatewayID(), endpoint.HeaderValue(c.invite, security.MonitorUserIdentityHeader), c.upperID)}
 		st.ctx, st.cancel = context.WithCancel(b.ctx)
-		st.log = b.log.With().Str("channel_id", st.channelID).Str("device_id", st.deviceID).Str("lower_call_id", st.callID).Logger()
-		b.streams[callee.ChannelID] = st
+		st.log = b.log.With().Str("channel_id", st.channelID).Str("device_id", st.deviceID).Str("lower_call_id", st.callID).Str("kind", kind).Logger()
+		if kind == kindLive {
+			b.streams[callee.ChannelID] = st
+		}
 		b.byLower[st.callID] = st
 	}
 	st.refs++
@@ -142,7 +167,7 @@ func (b *B2BUA) callDevice(st *stream, upperOffer *sdp.Session) {
 		b.endStream(st, "device stream not set up", true)
 	}
 	mode := b.cfg.DeviceStreamMode(st.deviceID)
-	ssrc, err := b.ssrc.take(false)
+	ssrc, err := b.ssrc.take(st.kind != kindLive)
 	if err != nil {
 		fail(failWith(sip.StatusServiceUnavailable, err.Error()))
 		return
@@ -260,7 +285,7 @@ func (b *B2BUA) deviceInvite(st *stream, upperOffer *sdp.Session, mode string) *
 	}
 	offer := &sdp.Session{
 		Origin:       sdp.Origin{Username: b.cfg.ID, SessionID: "0", SessionVersion: "0", Address: ip},
-		Name:         "Play",
+		Name:         st.kind,
 		URI:          st.channelID + ":0",
 		ConnectionIP: ip,
 		StartTime:    upperOffer.StartTime, StopTime: upperOffer.StopTime,
@@ -436,7 +461,7 @@ func (b *B2BUA) deviceRequest(st *stream, method sip.RequestMethod, inv *sip.Req
 
 // byeDevice ends our call to the device (dialog inv/res), best effort.
 func (b *B2BUA) byeDevice(st *stream, inv *sip.Request, res *sip.Response) {
-	req := b.deviceRequest(st, sip.BYE, inv, res, inv.CSeq().SeqNo+1)
+	req := b.deviceRequest(st, sip.BYE, inv, res, st.nextCSeq())
 	ctx, cancel := context.WithTimeout(b.ctx, byeTimeout)
 	defer cancel()
 	ans, err := b.lower.Do(ctx, req)

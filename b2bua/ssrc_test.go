@@ -57,16 +57,20 @@ func TestParseSSRC(t *testing.T) {
 func TestUpperSSRCHeldOnlyWhenFree(t *testing.T) {
 	b := &B2BUA{ssrc: newSSRCPool("3402000000")}
 	ours, _ := b.ssrc.take(false)
-	if v, held, err := b.upperSSRC(formatSSRC(ours)); err != nil || v != ours || held {
+	if v, held, err := b.upperSSRC(formatSSRC(ours), false); err != nil || v != ours || held {
 		t.Fatalf("upper asking for our stream's SSRC: %v held=%v %v; want it used but not held", v, held, err)
 	}
-	if v, held, err := b.upperSSRC("0100000001"); err != nil || v != 100000001 || !held {
+	if v, held, err := b.upperSSRC("0100000001", false); err != nil || v != 100000001 || !held {
 		t.Fatalf("free upper SSRC: %v held=%v %v", v, held, err)
 	}
-	if v, held, err := b.upperSSRC(""); err != nil || !held || v == ours {
+	if v, held, err := b.upperSSRC("", false); err != nil || !held || v == ours {
 		t.Fatalf("no y=: %v held=%v %v, want a fresh one of ours", v, held, err)
 	}
-	if n := b.ssrc.size(); n != 3 {
-		t.Errorf("pool holds %d SSRCs, want 3", n)
+	// A playback without y= gets a history SSRC: first digit 1.
+	if v, held, err := b.upperSSRC("", true); err != nil || !held || formatSSRC(v)[0] != '1' {
+		t.Fatalf("playback without y=: %s held=%v %v, want 1xxxxxxxxx", formatSSRC(v), held, err)
+	}
+	if n := b.ssrc.size(); n != 4 {
+		t.Errorf("pool holds %d SSRCs, want 4", n)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -28,6 +29,7 @@ type call struct {
 	peer     endpoint.Peer // where our requests to the upper go
 	localTag string
 	started  time.Time
+	cseq     atomic.Uint32 // of our last request in the upper's dialog
 
 	// set while setting up; st and sink are fixed once answered
 	cancel   context.CancelFunc
@@ -88,6 +90,7 @@ func (b *B2BUA) handleInvite(req *sip.Request, tx sip.ServerTransaction) {
 			localTag: sip.GenerateTagN(16), started: time.Now(),
 			answered: make(chan struct{}), acked: make(chan struct{}), ended: make(chan struct{}),
 		}
+		c.cseq.Store(req.CSeq().SeqNo)
 		c.log = b.log.With().Str("call_id", callID).Str("upper_id", c.upperID).Logger()
 		b.calls[key] = c
 		b.mu.Unlock()
@@ -164,9 +167,9 @@ func (b *B2BUA) answerNew(c *call, req *sip.Request, tx sip.ServerTransaction) {
 	close(c.answered)
 	b.respond(c, req, tx)
 	b.metrics.Inc("gbproxy_calls_total", "platform", b.platformLabel(c.upperID), "result", "200")
-	c.log.Info().Str("channel_id", c.st.channelID).Str("device_id", c.st.deviceID).Str("lower_call_id", c.st.callID).
+	c.log.Info().Str("kind", c.st.kind).Str("channel_id", c.st.channelID).Str("device_id", c.st.deviceID).Str("lower_call_id", c.st.callID).
 		Str("upper_transport", c.sink.Transport().String()).Str("ssrc_upper", formatSSRC(c.ssrc)).
-		Stringer("media", c.sink.LocalAddr()).Msg("live session answered")
+		Stringer("media", c.sink.LocalAddr()).Msg("session answered")
 	b.wg.Add(1)
 	go b.awaitAck(c, req)
 }
@@ -244,8 +247,9 @@ func (b *B2BUA) setUp(ctx context.Context, c *call, req *sip.Request, tx sip.Ser
 	if err != nil {
 		return nil, failWith(sip.StatusBadRequest, "SDP: "+err.Error())
 	}
-	if !strings.EqualFold(offer.Name, "Play") {
-		return nil, failWith(sip.StatusNotAcceptableHere, fmt.Sprintf("s=%s: only live video (s=Play) is bridged", offer.Name))
+	kind := sessionKind(offer.Name)
+	if kind == "" {
+		return nil, failWith(sip.StatusNotAcceptableHere, fmt.Sprintf("s=%s: only Play, Playback and Download are bridged", offer.Name))
 	}
 	m := offer.FirstMedia("video")
 	if m == nil {
@@ -278,20 +282,20 @@ func (b *B2BUA) setUp(ctx context.Context, c *call, req *sip.Request, tx sip.Ser
 	} else if err := relay.CheckDest(leg.dest, b.allow[c.upperID]); err != nil {
 		return nil, failWith(sip.StatusForbidden, "media destination "+leg.dest.String()+" not in this platform's media_allow")
 	}
-	c.ssrc, c.ssrcHeld, err = b.upperSSRC(offer.SSRC)
+	c.ssrc, c.ssrcHeld, err = b.upperSSRC(offer.SSRC, kind != kindLive)
 	if err != nil {
 		return nil, failWith(sip.StatusServiceUnavailable, err.Error())
 	}
 	b.upper.Respond(tx, req, sip.StatusTrying, "Trying", nil)
 
-	st, err := b.joinStream(ctx, c, callee, offer)
+	st, err := b.joinStream(ctx, c, callee, offer, kind)
 	if err != nil {
 		return nil, err
 	}
 	// Two-way audio when both ends send (a=sendrecv): what the upper sends on
 	// its leg goes to the device. One viewer of a stream at a time.
 	opts := relay.SinkOptions{ID: c.callID, AllowedDest: b.allow[c.upperID], ReverseSSRC: st.ssrc,
-		Reverse:    m.Direction() == "sendrecv" && st.answer.FirstMedia("video").Direction() == "sendrecv",
+		Reverse:    kind == kindLive && m.Direction() == "sendrecv" && st.answer.FirstMedia("video").Direction() == "sendrecv",
 		AcceptFrom: acceptFrom,
 		OnRefused: func(netip.AddrPort) {
 			b.metrics.Inc("gbproxy_media_connections_refused_total", "platform", c.upperID) // a configured ID: Callee passed
@@ -338,11 +342,11 @@ func (b *B2BUA) mediaPeers(c *call, offer *sdp.Session, m *sdp.Media) []netip.Ad
 // none (or an unreadable one). held says whether the pool now counts it as
 // ours to release: an upper's y= that one of our streams already uses
 // stays that stream's.
-func (b *B2BUA) upperSSRC(y string) (v uint32, held bool, err error) {
+func (b *B2BUA) upperSSRC(y string, history bool) (v uint32, held bool, err error) {
 	if v, ok := parseSSRC(y); ok {
 		return v, b.ssrc.hold(v), nil
 	}
-	v, err = b.ssrc.take(false)
+	v, err = b.ssrc.take(history)
 	return v, err == nil, err
 }
 
@@ -396,7 +400,7 @@ func (b *B2BUA) upperAnswer(c *call, offer *sdp.Session, leg legSpec) *sdp.Sessi
 	}
 	return &sdp.Session{
 		Origin:       sdp.Origin{Username: b.cfg.ID, SessionID: "0", SessionVersion: "0", Address: ip},
-		Name:         "Play",
+		Name:         c.st.kind,
 		ConnectionIP: ip,
 		StartTime:    offer.StartTime, StopTime: offer.StopTime,
 		Media:  []sdp.Media{m},
@@ -487,7 +491,7 @@ func (b *B2BUA) endCall(c *call, reason string, byeUpper bool) {
 			return
 		}
 		b.metrics.Inc("gbproxy_call_ends_total", "reason", reasonLabel(reason))
-		c.log.Info().Str("reason", reason).Msg("live session ended")
+		c.log.Info().Str("kind", c.st.kind).Str("reason", reason).Msg("session ended")
 		if byeUpper {
 			b.byeUpper(c)
 		}
@@ -524,6 +528,17 @@ func reasonLabel(reason string) string {
 
 // byeUpper sends BYE in the upper's dialog, from our side of it.
 func (b *B2BUA) byeUpper(c *call) {
+	req := b.upperRequest(c, sip.BYE)
+	ctx, cancel := context.WithTimeout(b.ctx, byeTimeout)
+	defer cancel()
+	res, err := b.upper.Do(ctx, req)
+	if err != nil || !res.IsSuccess() {
+		c.log.Warn().Err(err).Int("status", statusOf(res)).Msg("upper platform did not take our BYE; the session is ended on our side")
+	}
+}
+
+// upperRequest builds our next request in the upper's dialog.
+func (b *B2BUA) upperRequest(c *call, method sip.RequestMethod) *sip.Request {
 	inv := c.invite
 	target := inv.From().Address
 	if ct := inv.Contact(); ct != nil {
@@ -533,14 +548,8 @@ func (b *B2BUA) byeUpper(c *call) {
 	from := sip.HeaderClone(inv.To()).(*sip.ToHeader)
 	from.Params = from.Params.Clone()
 	from.Params.Add("tag", c.localTag)
-	req := inDialog(b.upper, sip.BYE, target, c.peer, &sip.FromHeader{DisplayName: from.DisplayName, Address: from.Address, Params: from.Params},
-		&sip.ToHeader{DisplayName: to.DisplayName, Address: to.Address, Params: to.Params}, c.callID, inv.CSeq().SeqNo+1)
-	ctx, cancel := context.WithTimeout(b.ctx, byeTimeout)
-	defer cancel()
-	res, err := b.upper.Do(ctx, req)
-	if err != nil || !res.IsSuccess() {
-		c.log.Warn().Err(err).Int("status", statusOf(res)).Msg("upper platform did not take our BYE; the session is ended on our side")
-	}
+	return inDialog(b.upper, method, target, c.peer, &sip.FromHeader{DisplayName: from.DisplayName, Address: from.Address, Params: from.Params},
+		&sip.ToHeader{DisplayName: to.DisplayName, Address: to.Address, Params: to.Params}, c.callID, c.cseq.Add(1))
 }
 
 // byeTimeout bounds a BYE: a peer that is gone must not hold teardown.

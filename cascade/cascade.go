@@ -43,6 +43,9 @@ type Cascade struct {
 	uppers   []*upperClient
 	// offlineHooks run when a device goes offline (the B2BUA ends its calls).
 	offlineHooks []func(deviceID, reason string)
+	// dialogHook takes a device's MESSAGE inside a call's dialog (the
+	// B2BUA forwards MediaStatus); nil when nothing does.
+	dialogHook func(deviceID string, req *sip.Request) bool
 
 	now    func() time.Time
 	ctx    context.Context

@@ -3,7 +3,10 @@ package cascade
 import (
 	"errors"
 
+	"github.com/emiago/sipgo/sip"
+
 	"github.com/gbproxy/gbproxy/cascade/endpoint"
+	"github.com/gbproxy/gbproxy/cascade/manscdp"
 )
 
 // What the B2BUA needs from the cascade: the SIP zones (to serve INVITE and
@@ -56,4 +59,22 @@ func (c *Cascade) UpperEndpoint() *endpoint.Endpoint { return c.upper }
 // Call it before Start.
 func (c *Cascade) OnDeviceOffline(f func(deviceID, reason string)) {
 	c.offlineHooks = append(c.offlineHooks, f)
+}
+
+// OnDeviceDialogMessage sets what takes a device's MESSAGE sent inside a
+// dialog (its To has a tag), after the cascade has answered it 200: f
+// reports whether it was for one of its calls. Call it before Start.
+func (c *Cascade) OnDeviceDialogMessage(f func(deviceID string, req *sip.Request) bool) {
+	c.dialogHook = f
+}
+
+// ForUpper rewrites a MANSCDP body from a device for upper platform
+// upperID: IDs as the platform sees them, in its charset, SN kept.
+func (c *Cascade) ForUpper(upperID string, body []byte) ([]byte, error) {
+	u := c.upperByID(upperID)
+	if u == nil {
+		return nil, ErrUnknownPlatform
+	}
+	v := u.view()
+	return manscdp.Rewrite(body, -1, func(id string) (string, bool) { return v.up(id), true }, u.charset())
 }

@@ -259,6 +259,13 @@ func (c *Cascade) fromDevice(req *sip.Request, tx sip.ServerTransaction, isMessa
 		return
 	}
 	deviceID := from.Address.User
+	if _, ok := c.registry.Device(deviceID); !ok {
+		// In-dialog requests (MediaStatus of a playback) carry the channel
+		// ID the dialog was made with; the lower guard bound it to its owner.
+		if owner, ok := c.registry.ChannelOwner(deviceID); ok {
+			deviceID = owner
+		}
+	}
 	now := c.now()
 	known, revived := c.registry.keepalive(deviceID, strings.ToUpper(req.Transport()), req.Source(), now)
 	if !known {
@@ -274,6 +281,9 @@ func (c *Cascade) fromDevice(req *sip.Request, tx sip.ServerTransaction, isMessa
 		c.subs.poke()
 	}
 	c.lower.Respond(tx, req, sip.StatusOK, "OK", nil)
+	if isMessage && c.dialogHook != nil && req.To().Params.Has("tag") && c.dialogHook(deviceID, req) {
+		return
+	}
 	switch {
 	case hdr.Root == manscdp.RootNotify && hdr.CmdType == "Keepalive":
 		c.metrics.Inc("gbproxy_keepalives_total", "side", "lower", "result", "ok")

@@ -310,6 +310,10 @@ type MediaConfig struct {
 	// NoMediaTimeout ends a live session on both sides when its device has
 	// sent nothing for this long.
 	NoMediaTimeout time.Duration `mapstructure:"no_media_timeout"`
+	// EndOfFileGrace is how long a playback or download whose device
+	// reported the end of the file waits for the upper's BYE before the
+	// proxy ends it on both sides.
+	EndOfFileGrace time.Duration `mapstructure:"end_of_file_grace"`
 }
 
 // StreamModes are the values of lower.stream_mode.
@@ -557,6 +561,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Media.NoMediaTimeout <= 0 {
 		bad("media.no_media_timeout", "must be positive")
+	}
+	if c.Media.EndOfFileGrace <= 0 {
+		bad("media.end_of_file_grace", "must be positive")
 	}
 	if !slices.Contains(BindSources, c.Lower.BindSource) {
 		bad("lower.bind_source", "%q is not one of %s", c.Lower.BindSource, strings.Join(BindSources, ", "))

@@ -74,6 +74,7 @@ func start(cfg *configs.Config, log zerolog.Logger) (*app, error) {
 		Directory: directory{a.cascade}, Broadcasts: directory{a.cascade}, Relay: a.relay, Logger: log, Metrics: a.metrics,
 	})
 	a.cascade.OnDeviceOffline(a.b2bua.DeviceOffline)
+	a.cascade.OnDeviceDialogMessage(a.b2bua.DeviceDialogMessage)
 	a.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		a.b2bua.Close(context.Background())
@@ -114,6 +115,10 @@ func (a *app) stop(ctx context.Context) error {
 // directory answers the B2BUA's "who is this INVITE for" from the cascade's
 // registry and sharing.
 type directory struct{ c *cascade.Cascade }
+
+func (d directory) ForUpper(upperID string, body []byte) ([]byte, error) {
+	return d.c.ForUpper(upperID, body)
+}
 
 func (d directory) Callee(upperID, id string) (b2bua.Callee, error) {
 	ce, err := d.c.Callee(upperID, id)

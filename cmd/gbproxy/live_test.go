@@ -583,7 +583,7 @@ func TestLiveMalformedInvites(t *testing.T) {
 		want       int
 	}{
 		{"garbage body", "this is not SDP at all", 70, 400},
-		{"playback", sdpFor("Playback", video), 70, 488},
+		{"unknown s=", sdpFor("Broadcast", video), 70, 488}, // Play, Playback and Download are bridged
 		{"no video", sdpFor("Play", "m=audio 40000 RTP/AVP 8\r\na=recvonly\r\n"), 70, 488},
 		{"UDP to port 0", sdpFor("Play", "m=video 0 RTP/AVP 96\r\na=recvonly\r\n"), 70, 488},
 		{"TCP passive to 0.0.0.0", strings.Replace(sdpFor("Play", "m=video 40000 TCP/RTP/AVP 96\r\na=setup:passive\r\n"), "c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0", 1), 70, 488},

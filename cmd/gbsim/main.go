@@ -6,6 +6,8 @@
 //	gbsim upper --subscribe catalog,alarm                                 # subscribe to every lower that registers
 //	gbsim upper --query RecordInfo --device 34020000001310000001         # one query, print the answers, exit
 //	gbsim upper --play 34020000001310000001 --transport tcp-passive --out live.ps --duration 10s  # live video to a file
+//	gbsim upper --playback 34020000001310000001 --from 2026-01-01T08:00:00 --to 2026-01-01T09:00:00 --control 2s:seek=600,4s:scale=2,6s:pause,7s:play
+//	gbsim upper --download 34020000001310000001 --from 2026-01-01T08:00:00 --to 2026-01-01T08:00:20 --speed 4 --out clip.ps
 //
 // Run "gbsim <subcommand> -h" for every flag.
 package main
@@ -283,6 +285,12 @@ func runUpper(ctx context.Context, args []string) error {
 	var fields fieldFlag
 	fs.Var(&fields, "field", "--query: extra element Name=Value, repeatable; a Value starting with < is sent as raw XML\n(RecordInfo gets today's StartTime and EndTime unless given)")
 	timeout := fs.Duration("timeout", 30*time.Second, "--query, --play: how long to wait for a lower and its answers")
+	playback := fs.String("playback", "", "play this channel's recording (INVITE s=Playback) from --from to --to, like --play")
+	download := fs.String("download", "", "download this channel's recording (INVITE s=Download) from --from to --to at --speed, like --play")
+	from := fs.String("from", "", "--playback, --download: start of the recording, 2006-01-02T15:04:05 local time (default: an hour ago)")
+	to := fs.String("to", "", "--playback, --download: end of the recording (default: --from + 10 minutes)")
+	speed := fs.Int("speed", 4, "--download: a=downloadspeed")
+	control := fs.String("control", "", "--playback: MANSRTSP steps, after:what, e.g. 2s:seek=600,4s:scale=2,6s:pause,7s:play,9s:teardown")
 	verbose := fs.Bool("v", false, "debug logs, SIP stack included")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -306,7 +314,10 @@ func runUpper(ctx context.Context, args []string) error {
 		return runQuery(ctx, u, *timeout, *lower, *root, *query, *device, fields)
 	}
 	if *play != "" {
-		return runPlay(ctx, u, *timeout, *lower, *play, playOpts, *duration, *out)
+		return runPlay(ctx, u, *timeout, *lower, *play, playOpts, *duration, *out, nil)
+	}
+	if *playback != "" || *download != "" {
+		return runRecording(ctx, u, *timeout, *lower, *playback, *download, *from, *to, *speed, *control, playOpts, *duration, *out)
 	}
 	var catalogTick <-chan time.Time
 	if *queryEvery > 0 {
@@ -391,14 +402,21 @@ func runQuery(ctx context.Context, u *sim.Upper, timeout time.Duration, lowerID,
 
 // runPlay waits for the lower, plays the channel for duration (or until the lower hangs up or
 // Ctrl-C), hangs up and writes the received program stream to out.
-func runPlay(ctx context.Context, u *sim.Upper, timeout time.Duration, lowerID, channelID string, opts sim.PlayOptions, duration time.Duration, out string) error {
+// With start set, it makes the call instead of a live Play (a playback or a download).
+func runPlay(ctx context.Context, u *sim.Upper, timeout time.Duration, lowerID, channelID string, opts sim.PlayOptions, duration time.Duration, out string,
+	start func(ctx context.Context, lowerID string) (*sim.Play, error)) error {
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	lowerID, err := waitLower(wctx, u, lowerID)
 	if err != nil {
 		return err
 	}
-	p, err := u.Play(wctx, lowerID, channelID, opts)
+	if start == nil {
+		start = func(ctx context.Context, lowerID string) (*sim.Play, error) {
+			return u.Play(ctx, lowerID, channelID, opts)
+		}
+	}
+	p, err := start(wctx, lowerID)
 	if err != nil {
 		return err
 	}
@@ -411,7 +429,9 @@ func runPlay(ctx context.Context, u *sim.Upper, timeout time.Duration, lowerID, 
 	case <-timer.C:
 	case <-ctx.Done():
 	case <-p.Ended():
-		fmt.Println("the lower hung up")
+		if p.EndedBy() == "bye-received" {
+			fmt.Println("the lower hung up")
+		}
 	}
 	select {
 	case <-p.Ended():
@@ -536,4 +556,113 @@ func printCatalog(ctx context.Context, u *sim.Upper, lowerID string, timeout tim
 		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\n", it.DeviceID, it.Status, it.Name, it.ParentID, it.Manufacturer)
 	}
 	_ = w.Flush()
+}
+
+// runRecording plays back or downloads a recording as runPlay does, sends the --control MANSRTSP
+// steps on schedule and reports the position (PS timestamp) after each, and any MediaStatus.
+func runRecording(ctx context.Context, u *sim.Upper, timeout time.Duration, lowerID, playback, download, from, to string, speed int, control string,
+	opts sim.PlayOptions, duration time.Duration, out string) error {
+	const layout = "2006-01-02T15:04:05"
+	start, end := time.Now().Add(-time.Hour).Truncate(time.Second), time.Time{}
+	var err error
+	if from != "" {
+		if start, err = time.ParseInLocation(layout, from, time.Local); err != nil {
+			return fmt.Errorf("--from: %w", err)
+		}
+	}
+	end = start.Add(10 * time.Minute)
+	if to != "" {
+		if end, err = time.ParseInLocation(layout, to, time.Local); err != nil {
+			return fmt.Errorf("--to: %w", err)
+		}
+	}
+	steps, err := parseControl(control)
+	if err != nil {
+		return err
+	}
+	channelID := playback
+	if download != "" {
+		channelID = playback + download
+	}
+	return runPlay(ctx, u, timeout, lowerID, channelID, opts, duration, out, func(ctx context.Context, lowerID string) (*sim.Play, error) {
+		var p *sim.Play
+		var err error
+		if download != "" {
+			p, err = u.Download(ctx, lowerID, download, start, end, speed, opts)
+		} else {
+			p, err = u.Playback(ctx, lowerID, playback, start, end, opts)
+		}
+		if err != nil {
+			return nil, err
+		}
+		fmt.Printf("%s of %s from %s to %s: a=filesize:%d\n", p.Answer.Session, channelID, start.Format(layout), end.Format(layout), p.Answer.FileSize)
+		go func() {
+			if ms, err := p.WaitMediaStatus(ctx); err == nil {
+				fmt.Printf("MediaStatus in the dialog: %s; hanging up\n", strings.Join(strings.Fields(string(ms.Body)), " "))
+				bctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_ = p.Bye(bctx)
+				cancel()
+			}
+		}()
+		go func() {
+			began := time.Now()
+			for i, st := range steps {
+				select {
+				case <-time.After(time.Until(began.Add(st.after))):
+				case <-p.Ended():
+					return
+				}
+				status, body, err := p.Info(context.Background(), st.body(i+1))
+				pos := p.Positions()
+				at := 0.0
+				if len(pos) > 0 {
+					at = float64(pos[len(pos)-1].PTS) / 90000
+				}
+				fmt.Printf("%v %s: INFO answered %d %q (err %v); position %.1f s\n", st.after, st.what, status, strings.TrimSpace(body), err, at)
+			}
+		}()
+		return p, nil
+	})
+}
+
+// controlStep is one --control step: after this long, send this MANSRTSP request.
+type controlStep struct {
+	after time.Duration
+	what  string
+	body  func(cseq int) string
+}
+
+func parseControl(s string) ([]controlStep, error) {
+	var steps []controlStep
+	for _, item := range splitList(s) {
+		after, what, ok := strings.Cut(item, ":")
+		d, err := time.ParseDuration(after)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("--control %q: want <duration>:<seek=S|scale=X|pause|play|teardown>", item)
+		}
+		name, arg, _ := strings.Cut(what, "=")
+		st := controlStep{after: d, what: what}
+		switch name {
+		case "seek", "scale":
+			x, err := strconv.ParseFloat(arg, 64)
+			if err != nil {
+				return nil, fmt.Errorf("--control %q: %s needs a number", item, name)
+			}
+			if name == "seek" {
+				st.body = func(cseq int) string { return sim.RTSPSeek(cseq, x) }
+			} else {
+				st.body = func(cseq int) string { return sim.RTSPScale(cseq, x) }
+			}
+		case "pause":
+			st.body = sim.RTSPPause
+		case "play":
+			st.body = sim.RTSPPlay
+		case "teardown":
+			st.body = sim.RTSPTeardown
+		default:
+			return nil, fmt.Errorf("--control %q: unknown step %q", item, name)
+		}
+		steps = append(steps, st)
+	}
+	return steps, nil
 }

@@ -63,6 +63,8 @@ func (d *Device) onRequest(req *sip.Request, tx sip.ServerTransaction) {
 		d.onMessage(req, tx, rec)
 	case req.Method == sip.SUBSCRIBE:
 		d.onSubscribe(req, tx, rec)
+	case req.Method == sip.INFO:
+		d.onInfo(req, tx)
 	default:
 		respond(d.log, tx, sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil))
 	}

@@ -83,6 +83,7 @@ type deviceCall struct {
 	tcpLn    net.Listener
 	media    context.CancelFunc // stops the media loop; nil before it starts
 	mediaEnd chan struct{}      // closed when the media loop returned
+	rec      *recording         // playback and download: position, pace, pause
 }
 
 func (c *deviceCall) ack() { c.ackOnce.Do(func() { close(c.acked) }) }
@@ -265,8 +266,8 @@ func (d *Device) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		d.log.Warn("INVITE with unusable SDP", "call_id", callID, "error", err)
 		reject(sip.StatusBadRequest, "Bad SDP")
 		return
-	case !strings.EqualFold(offer.Session, "Play"):
-		reject(488, "Only Live Video (s=Play) Simulated")
+	case !strings.EqualFold(offer.Session, "Play") && recordingKind(offer) == "":
+		reject(488, "Only Play, Playback and Download Simulated")
 		return
 	}
 	if d.cfg.InviteDelay > 0 {
@@ -384,15 +385,22 @@ func (d *Device) answerInvite(req *sip.Request, c *deviceCall, offer SDP) (*sip.
 	case "tcp-passive":
 		proto, setup = "TCP/RTP/AVP", "passive"
 	}
+	session, timing := "Play", "t=0 0"
+	if kind := recordingKind(offer); kind != "" {
+		session, timing = kind, "t="+strconv.FormatInt(offer.Start, 10)+" "+strconv.FormatInt(offer.Stop, 10)
+	}
 	lines := []string{
 		"v=0",
 		"o=" + c.info.ChannelID + " 0 0 IN IP4 " + ip,
-		"s=Play",
+		"s=" + session,
 		"c=IN IP4 " + ip,
-		"t=0 0",
+		timing,
 		"m=video " + strconv.Itoa(port) + " " + proto + " 96",
 		"a=" + answerDirection(offer.Direction),
 		"a=rtpmap:96 PS/90000",
+	}
+	if session == "Download" {
+		lines = append(lines, "a=filesize:"+strconv.FormatInt(recordingFileSize(offer), 10))
 	}
 	if setup != "" {
 		lines = append(lines, "a=setup:"+setup, "a=connection:new")
@@ -658,6 +666,9 @@ func (d *Device) runMedia(ctx context.Context, c *deviceCall) error {
 	maxPkt := media.DefaultMaxRTPSize
 	if transport != "udp" && d.cfg.TCPMaxRTPPacket > 0 {
 		maxPkt = d.cfg.TCPMaxRTPPacket
+	}
+	if recordingKind(c.info.Offer) != "" {
+		return d.runRecording(ctx, c, s, media.PacketizerConfig{SSRC: ssrc, MaxPacketSize: maxPkt, FirstSequence: uint16(randomUint32())})
 	}
 	cfg := media.StreamConfig{
 		Frames: d.frames, FrameRate: d.cfg.FrameRate, Loop: !d.cfg.StreamOnce,

@@ -155,3 +155,38 @@ func FuzzBodyDecoding(f *testing.F) {
 		_ = decodeBody(text, &h)
 	})
 }
+
+// FuzzParseMANSRTSP: any body parses or fails cleanly, and a parsed seek is
+// a number or empty.
+func FuzzParseMANSRTSP(f *testing.F) {
+	f.Add([]byte("PLAY RTSP/1.0\r\nCSeq: 2\r\nRange: npt=100-\r\n"))
+	f.Add([]byte("PLAY RTSP/1.0\r\nCSeq: 3\r\nScale: -2.0\r\n"))
+	f.Add([]byte("PAUSE RTSP/1.0\r\nCSeq: 4\r\nPauseTime: now\r\n"))
+	f.Add([]byte("TEARDOWN RTSP/1.0\r\n"))
+	f.Add([]byte(""))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		m, err := ParseMANSRTSP(body)
+		if err == nil && m.Method == "" {
+			t.Fatalf("%q parsed without a method", body)
+		}
+	})
+}
+
+func TestParseMANSRTSP(t *testing.T) {
+	for _, tc := range []struct {
+		body string
+		want MANSRTSP
+		bad  bool
+	}{
+		{"PLAY RTSP/1.0\r\nCSeq: 2\r\nRange: npt=100-\r\n", MANSRTSP{Method: "PLAY", CSeq: 2, Range: "100"}, false},
+		{"PLAY RTSP/1.0\nCSeq: 5\nRange: npt=now-\nScale: 0.5\n", MANSRTSP{Method: "PLAY", CSeq: 5, Scale: "0.5"}, false},
+		{"pause RTSP/1.0\r\nCSeq: 1\r\n", MANSRTSP{Method: "PAUSE", CSeq: 1}, false},
+		{"PLAY RTSP/1.0\r\nRange: clock=20260101T000000Z-\r\n", MANSRTSP{}, true},
+		{"PLAY\r\n", MANSRTSP{}, true},
+	} {
+		got, err := ParseMANSRTSP([]byte(tc.body))
+		if (err != nil) != tc.bad || (!tc.bad && got != tc.want) {
+			t.Errorf("ParseMANSRTSP(%q) = %+v, %v; want %+v (error %v)", tc.body, got, err, tc.want, tc.bad)
+		}
+	}
+}

@@ -28,6 +28,12 @@ type SDP struct {
 	Connection string // a=connection: new or existing
 	SSRC       string // y=: 10 decimal digits
 	Format     string // f=
+	// Start and Stop are t= (seconds since 1970 in GB/T 28181; 0 0 for live video).
+	Start, Stop int64
+	// DownloadSpeed is a=downloadspeed of a Download offer (0 when absent); FileSize a=filesize of
+	// its answer.
+	DownloadSpeed int
+	FileSize      int64
 }
 
 // TCP reports whether the media go over TCP (RFC 4571).
@@ -57,6 +63,11 @@ func ParseSDP(body []byte) (SDP, error) {
 			s.Session = strings.TrimSpace(v)
 		case 'u':
 			s.URI = strings.TrimSpace(v)
+		case 't':
+			if f := strings.Fields(v); len(f) == 2 {
+				s.Start, _ = strconv.ParseInt(f[0], 10, 64)
+				s.Stop, _ = strconv.ParseInt(f[1], 10, 64)
+			}
 		case 'c':
 			f := strings.Fields(v)
 			if len(f) < 3 {
@@ -88,6 +99,10 @@ func ParseSDP(body []byte) (SDP, error) {
 				s.Setup = strings.ToLower(strings.TrimSpace(val))
 			case "connection":
 				s.Connection = strings.TrimSpace(val)
+			case "downloadspeed":
+				s.DownloadSpeed, _ = strconv.Atoi(strings.TrimSpace(val))
+			case "filesize":
+				s.FileSize, _ = strconv.ParseInt(strings.TrimSpace(val), 10, 64)
 			case "rtpmap":
 				pt, enc, _ := strings.Cut(val, " ")
 				s.RTPMap[pt] = strings.TrimSpace(enc)

@@ -181,6 +181,17 @@ func (p *Play) release() {
 // 200 OK, then media reception as opts.Transport says. When ctx ends before the final answer it
 // sends CANCEL and returns an error; a non-2xx answer is a *StatusError.
 func (u *Upper) Play(ctx context.Context, lowerID, channelID string, opts PlayOptions) (*Play, error) {
+	return u.call(ctx, lowerID, channelID, callSpec{session: "Play", timing: "t=0 0"}, opts)
+}
+
+// callSpec is what tells a live call, a playback and a download apart in the offer.
+type callSpec struct {
+	session string   // s=
+	timing  string   // the t= line
+	attrs   []string // more media a= lines
+}
+
+func (u *Upper) call(ctx context.Context, lowerID, channelID string, spec callSpec, opts PlayOptions) (*Play, error) {
 	r, err := u.route(lowerID)
 	if err != nil {
 		return nil, err
@@ -198,6 +209,9 @@ func (u *Upper) Play(ctx context.Context, lowerID, channelID string, opts PlayOp
 	ssrc := opts.SSRC
 	if ssrc == "" {
 		ssrc = nextSSRC(u.cfg.ID, int(u.ssrcSeq.Add(1)))
+		if spec.session != "Play" {
+			ssrc = "1" + ssrc[1:] // history
+		}
 	}
 	if opts.NoSSRC {
 		ssrc = ""
@@ -245,10 +259,10 @@ func (u *Upper) Play(ctx context.Context, lowerID, channelID string, opts PlayOp
 	lines := []string{
 		"v=0",
 		"o=" + u.cfg.ID + " 0 0 IN IP4 " + ip,
-		"s=Play",
+		"s=" + spec.session,
 		"u=" + channelID + ":0",
 		"c=IN IP4 " + ip,
-		"t=0 0",
+		spec.timing,
 		"m=video " + strconv.Itoa(port) + " " + proto + " 96 97 98",
 		"a=" + map[bool]string{false: "recvonly", true: "sendrecv"}[opts.TalkBack],
 		"a=rtpmap:96 PS/90000",
@@ -258,6 +272,7 @@ func (u *Upper) Play(ctx context.Context, lowerID, channelID string, opts PlayOp
 	if setup != "" {
 		lines = append(lines, "a=setup:"+setup, "a=connection:new")
 	}
+	lines = append(lines, spec.attrs...)
 	if ssrc != "" {
 		lines = append(lines, "y="+ssrc)
 	}

@@ -87,6 +87,10 @@ func (p *Packetizer) Packetize(payload []byte) [][]byte {
 	return out
 }
 
+// SetTimestamp sets the timestamp of the next frame: a sender whose clock ran on while it sent
+// nothing (a paused playback) resumes at the clock's value.
+func (p *Packetizer) SetTimestamp(ts uint32) { p.ts = ts }
+
 // Timestamp returns the timestamp the next frame will carry.
 func (p *Packetizer) Timestamp() uint32 { return p.ts }
 
