@@ -42,6 +42,9 @@ type Cascade struct {
 	uppers   []*upperClient
 	// offlineHooks run when a device goes offline (the B2BUA ends its calls).
 	offlineHooks []func(deviceID, reason string)
+	// upperLostHooks run when an upper's registration is lost (the B2BUA
+	// ends its calls).
+	upperLostHooks []func(platformID, reason string)
 
 	now    func() time.Time
 	ctx    context.Context

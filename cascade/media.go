@@ -57,3 +57,11 @@ func (c *Cascade) UpperEndpoint() *endpoint.Endpoint { return c.upper }
 func (c *Cascade) OnDeviceOffline(f func(deviceID, reason string)) {
 	c.offlineHooks = append(c.offlineHooks, f)
 }
+
+// OnUpperLost adds f to what runs when a registered upper platform's
+// signalling is lost: its TCP or TLS connection closed, keepalives
+// unanswered or rejected, or a refresh failed. Its dialogs with us are gone
+// with it. f must not block. Call it before Start.
+func (c *Cascade) OnUpperLost(f func(platformID, reason string)) {
+	c.upperLostHooks = append(c.upperLostHooks, f)
+}
