@@ -653,8 +653,11 @@ func (d *Device) runMedia(ctx context.Context, c *deviceCall) error {
 	d.mu.Unlock()
 	d.streamChange.notify()
 	maxPkt := media.DefaultMaxRTPSize
-	if transport != "udp" && d.cfg.TCPMaxRTPPacket > 0 {
+	switch {
+	case transport != "udp" && d.cfg.TCPMaxRTPPacket > 0:
 		maxPkt = d.cfg.TCPMaxRTPPacket
+	case transport == "udp" && d.cfg.UDPMaxRTPPacket > 0:
+		maxPkt = d.cfg.UDPMaxRTPPacket
 	}
 	cfg := media.StreamConfig{
 		Frames: d.frames, FrameRate: d.cfg.FrameRate, Loop: !d.cfg.StreamOnce,
