@@ -41,10 +41,12 @@ FUZZ_TARGETS := \
 	./cascade/manscdp:FuzzParsePTZCmd \
 	./b2bua/sdp:FuzzParse \
 	./relay:FuzzRTPInput \
+	./relay:FuzzPSKeyStart \
 	./cascade/endpoint:FuzzFilterDatagram \
 	./cmd/gbsim/load:FuzzScan \
 	./cmd/gbsim/gbnote:FuzzParseNote \
-	./cmd/gbsim/sim:FuzzBodyDecoding
+	./cmd/gbsim/sim:FuzzBodyDecoding \
+	./cmd/gbsim/sim:FuzzParseMANSRTSP
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -270,6 +270,29 @@ func (b *B2BUA) DeviceOffline(deviceID, reason string) {
 	b.endBroadcasts(deviceID, "device offline: "+reason, &b.wg)
 }
 
+// UpperLost ends the sessions of an upper platform whose signalling was
+// lost (its dialogs went with it): both legs freed, the device BYE'd when
+// no other receiver remains, and a best-effort BYE to the upper.
+func (b *B2BUA) UpperLost(platformID, reason string) {
+	b.mu.Lock()
+	var gone []*call
+	for _, c := range b.calls {
+		if c.upperID == platformID && c.established {
+			gone = append(gone, c)
+		}
+	}
+	b.mu.Unlock()
+	// Not on the caller's goroutine: the cascade's registration loop must
+	// not wait for BYEs to a peer that is gone.
+	for _, c := range gone {
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			b.endCall(c, "upper platform signalling lost: "+reason, true)
+		}()
+	}
+}
+
 // Close ends every call on both sides (BYEs bounded by ctx) and stops.
 func (b *B2BUA) Close(ctx context.Context) {
 	b.mu.Lock()

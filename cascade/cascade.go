@@ -46,6 +46,9 @@ type Cascade struct {
 	// dialogHook takes a device's MESSAGE inside a call's dialog (the
 	// B2BUA forwards MediaStatus); nil when nothing does.
 	dialogHook func(deviceID string, req *sip.Request) bool
+	// upperLostHooks run when an upper's registration is lost (the B2BUA
+	// ends its calls).
+	upperLostHooks []func(platformID, reason string)
 
 	now    func() time.Time
 	ctx    context.Context

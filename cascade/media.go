@@ -78,3 +78,11 @@ func (c *Cascade) ForUpper(upperID string, body []byte) ([]byte, error) {
 	v := u.view()
 	return manscdp.Rewrite(body, -1, func(id string) (string, bool) { return v.up(id), true }, u.charset())
 }
+
+// OnUpperLost adds f to what runs when a registered upper platform's
+// signalling is lost: its TCP or TLS connection closed, keepalives
+// unanswered or rejected, or a refresh failed. Its dialogs with us are gone
+// with it. f must not block. Call it before Start.
+func (c *Cascade) OnUpperLost(f func(platformID, reason string)) {
+	c.upperLostHooks = append(c.upperLostHooks, f)
+}

@@ -469,9 +469,15 @@ func (r *Registry) applyNotify(deviceID string, items []manscdp.CatalogItem, now
 	return refused
 }
 
-// mayOwnLocked: a channel belongs to the first online device that reports it.
+// mayOwnLocked: a channel belongs to the first online device that reports
+// it. A device may list its own ID: single-channel cameras are often set up
+// that way, and the channel is real. The proxy's own ID, and the ID of
+// another online device registered here, come back only through a loop.
 func (r *Registry) mayOwnLocked(deviceID, channelID string) bool {
-	if channelID == r.self || channelID == deviceID {
+	if channelID == r.self {
+		return false
+	}
+	if d := r.devices[channelID]; d != nil && channelID != deviceID && d.Online {
 		return false
 	}
 	cur, ok := r.owner[channelID]

@@ -143,7 +143,7 @@ func (r *Registry) upperItemLocked(v *shareView, c *Channel, visible map[string]
 		it.Name = name
 	}
 	known := func(id string) bool {
-		if id == "" {
+		if id == "" || id == c.ID { // a single-channel camera may name itself as parent
 			return false
 		}
 		if visible != nil {

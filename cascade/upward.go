@@ -260,11 +260,13 @@ func (u *upperClient) lost(t upperTarget, err error) {
 	u.c.store.Put(bucketPlatforms, u.cfg.ID, u.state())
 }
 
-// drop marks the registration gone and closes our connection; it reports
-// whether it was registered (or was lost a moment ago and not regained).
+// drop marks the registration gone, closes our connection and runs the
+// upper-lost hooks once per registration; it reports whether it was
+// registered (or was lost a moment ago and not regained).
 func (u *upperClient) drop(err error) (was bool) {
 	u.mu.Lock()
-	was = u.st.Registered || u.lostErr != nil
+	registered := u.st.Registered
+	was = registered || u.lostErr != nil
 	u.st.Registered, u.st.LastError = false, err.Error()
 	u.redirect = nil
 	remote := u.remote
@@ -276,6 +278,11 @@ func (u *upperClient) drop(err error) (was bool) {
 	select { // a close we caused ourselves must not end the next session
 	case <-u.connLost:
 	default:
+	}
+	if registered {
+		for _, f := range u.c.upperLostHooks {
+			f(u.cfg.ID, err.Error())
+		}
 	}
 	return was
 }

@@ -314,6 +314,10 @@ type MediaConfig struct {
 	// reported the end of the file waits for the upper's BYE before the
 	// proxy ends it on both sides.
 	EndOfFileGrace time.Duration `mapstructure:"end_of_file_grace"`
+	// MaxUDPPacket is the largest RTP packet sent whole toward a UDP
+	// receiver; larger packets that came over TCP are split. Packets that
+	// came over UDP are never split.
+	MaxUDPPacket int `mapstructure:"max_udp_packet"`
 }
 
 // StreamModes are the values of lower.stream_mode.
@@ -564,6 +568,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Media.EndOfFileGrace <= 0 {
 		bad("media.end_of_file_grace", "must be positive")
+	}
+	if c.Media.MaxUDPPacket < 256 || c.Media.MaxUDPPacket > 65507 {
+		bad("media.max_udp_packet", "%d is out of range; use 256-65507 (1472 fits a 1,500-byte Ethernet MTU, 1452 over IPv6)", c.Media.MaxUDPPacket)
 	}
 	if !slices.Contains(BindSources, c.Lower.BindSource) {
 		bad("lower.bind_source", "%q is not one of %s", c.Lower.BindSource, strings.Join(BindSources, ", "))

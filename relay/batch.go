@@ -34,6 +34,10 @@ const (
 type pkt struct {
 	frame []byte // 2-byte RFC 4571 prefix (or room for it) + RTP packet
 	seq   uint16 // continuous sequence number assigned by the receive leg
+	// datagram: it arrived as a UDP datagram, so it is never split.
+	datagram bool
+	// key: its payload starts a PS pack of a key frame (psKeyStart).
+	key bool
 }
 
 func (p pkt) rtp() []byte { return p.frame[frameHeaderLen:] }

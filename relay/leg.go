@@ -143,7 +143,8 @@ type inbound struct {
 // forward.
 func (in *inbound) admit(frame []byte) (pkt, bool) {
 	b := frame[frameHeaderLen:]
-	if _, ok := rtpHeaderLen(b); !ok {
+	hl, ok := rtpHeaderLen(b)
+	if !ok {
 		in.drop("not an RTP packet (short, not version 2, RTCP or bad header lengths)", 1)
 		return pkt{}, false
 	}
@@ -154,7 +155,7 @@ func (in *inbound) admit(frame []byte) (pkt, bool) {
 	}
 	in.packets++
 	in.bytes += uint64(len(b))
-	return pkt{frame: frame, seq: seq}, true
+	return pkt{frame: frame, seq: seq, datagram: in.leg.transport == UDP, key: psKeyStart(b[hl:])}, true
 }
 
 // drop counts n refused packets; the first one of a leg is logged.
@@ -238,7 +239,7 @@ func (o *output) sendUDP(sc *scratch, pkts []pkt, now int64) {
 	for _, p := range pkts {
 		b := p.rtp()
 		seq := o.outSeq(p.seq)
-		if len(b) <= o.maxUDP {
+		if len(b) <= o.maxUDP || p.datagram {
 			rewrite(b, seq, o.ssrc)
 			sc.out = append(sc.out, outMsg{body: b})
 			if len(sc.out) == outCap && !o.flushUDP(sc, dest, now) {
@@ -246,8 +247,9 @@ func (o *output) sendUDP(sc *scratch, pkts []pkt, now int64) {
 			}
 			continue
 		}
-		// Split rather than leave it to IP fragmentation, which many
-		// uppers and middleboxes handle badly.
+		// A TCP-framed packet too large for a datagram: split rather than
+		// leave it to IP fragmentation, which many uppers and middleboxes
+		// handle badly.
 		hl, _ := rtpHeaderLen(b)
 		pad := 0
 		if b[0]&paddingBit != 0 {

@@ -106,7 +106,7 @@ func TestConfigValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.cfg.MaxUDPPayload != 1400 || r.cfg.ConnectTimeout <= 0 || r.cfg.RelatchAfter <= 0 {
+	if r.cfg.MaxUDPPayload != 1472 || r.cfg.ConnectTimeout <= 0 || r.cfg.RelatchAfter <= 0 {
 		t.Errorf("defaults not applied: %+v", r.cfg)
 	}
 }

@@ -2,8 +2,10 @@
 // upper-side legs, as a GB/T 28181 cascade needs: the SSRC is rewritten to
 // each receiver's value, sequence numbers stay continuous across sender
 // restarts, each leg may be UDP, TCP passive or TCP active (RFC 4571
-// framing), oversized packets are split for UDP receivers, and one device
-// stream can feed many receivers.
+// framing), packets too large for a UDP datagram on an Ethernet path (only
+// TCP-framed ones can be) are split for UDP receivers, one device stream can
+// feed many receivers, and a receiver joining a running PS stream starts at
+// its last key frame.
 //
 // A Source is a receive leg; each Sink added to it is a send leg with its own
 // SSRC and numbering. Nothing in the relay depends on RTP timestamps (some
@@ -36,8 +38,12 @@ type Config struct {
 	// IdleTimeout is how long a Source may receive nothing before its
 	// OnIdle hook runs; 0 disables the watch.
 	IdleTimeout time.Duration
-	// MaxUDPPayload is the largest RTP packet sent on a UDP leg; larger ones
-	// are split into several RTP packets instead of IP fragments. Default 1400.
+	// MaxUDPPayload is the largest RTP packet sent whole on a UDP leg; a
+	// larger one that arrived over TCP is split into several RTP packets
+	// instead of IP fragments. A packet that arrived as a UDP datagram is
+	// never split: it already crossed a UDP path, and splitting the common
+	// 1,412-byte packets would double the packet rate. Default 1472 (a
+	// 1,500-byte Ethernet MTU less the IPv4 and UDP headers).
 	MaxUDPPayload int
 	// ConnectTimeout bounds the retries of a TCP-active leg: some uppers open
 	// their listener only after their 200 OK. Default 5 s.
@@ -54,7 +60,7 @@ type Config struct {
 }
 
 const (
-	defaultMaxUDPPayload  = 1400
+	defaultMaxUDPPayload  = 1472
 	defaultConnectTimeout = 5 * time.Second
 	defaultRelatchAfter   = 2 * time.Second
 	// tcpWriteTimeout bounds a write to a TCP leg whose peer stopped
@@ -112,7 +118,7 @@ func New(cfg Config) (*Relay, error) {
 		cfg.MaxUDPPayload = defaultMaxUDPPayload
 	}
 	if cfg.MaxUDPPayload < 2*maxFragHeader || cfg.MaxUDPPayload > 65507 {
-		return nil, fmt.Errorf("relay: MaxUDPPayload %d is out of range; use %d-65507 (1400 fits common MTUs)", cfg.MaxUDPPayload, 2*maxFragHeader)
+		return nil, fmt.Errorf("relay: MaxUDPPayload %d is out of range; use %d-65507 (1472 fits a 1,500-byte Ethernet MTU)", cfg.MaxUDPPayload, 2*maxFragHeader)
 	}
 	if cfg.IdleTimeout < 0 {
 		return nil, fmt.Errorf("relay: IdleTimeout %v is negative; use 0 to disable the no-media watch", cfg.IdleTimeout)

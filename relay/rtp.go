@@ -149,3 +149,25 @@ func writeFragmentHeader(dst, hdr []byte, seq uint16, ssrc uint32, last bool) {
 	}
 	rewrite(dst, seq, ssrc)
 }
+
+// MPEG-2 program stream start codes (ISO/IEC 13818-1 §2.5.3).
+const (
+	psPackHeader   = 0xBA
+	psSystemHeader = 0xBB
+	psMap          = 0xBC
+	// psPackHeaderLen is an MPEG-2 pack header without its stuffing bytes.
+	psPackHeaderLen = 14
+)
+
+// psKeyStart reports whether an RTP payload starts a key frame of a GB/T
+// 28181 program stream: devices start each frame's pack in a new RTP packet,
+// and only key frames follow the pack header with a system header (or
+// directly the stream map). It reads a few bytes and never allocates: it
+// runs on every packet.
+func psKeyStart(p []byte) bool {
+	if len(p) < psPackHeaderLen+4 || p[0] != 0 || p[1] != 0 || p[2] != 1 || p[3] != psPackHeader || p[4]>>6 != 1 {
+		return false
+	}
+	n := psPackHeaderLen + int(p[13]&7) // pack_stuffing_length
+	return len(p) >= n+4 && p[n] == 0 && p[n+1] == 0 && p[n+2] == 1 && (p[n+3] == psSystemHeader || p[n+3] == psMap)
+}

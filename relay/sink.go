@@ -49,6 +49,9 @@ type Sink struct {
 
 	out output  // used by the Source's reader goroutine
 	in  inbound // reverse media, used by the Sink's goroutine
+	// primed: the Source's reader goroutine has sent it the packets since
+	// the last key frame (only that goroutine uses it).
+	primed bool
 
 	udp  *udpSock
 	ln   *net.TCPListener

@@ -67,8 +67,13 @@ type Source struct {
 	back output
 
 	// Reader goroutine state.
-	in       inbound
-	held     backlog        // packets that came before the first Sink
+	in inbound
+	// gop is what a joining Sink gets first: the packets since the last
+	// PS key frame (keyed), or, while no key frame was seen and no Sink
+	// exists, since the stream began.
+	gop      backlog
+	keyed    bool
+	sawKey   bool           // a key frame was seen: keep gop's memory between GOPs
 	peer     netip.AddrPort // latched UDP sender
 	lastPeer int64          // UnixNano of its last packet
 
@@ -317,21 +322,57 @@ func (s *Source) fanout(sc *scratch, pkts []pkt, now int64) {
 		return
 	}
 	sinks := *s.sinks.Load()
-	if len(sinks) == 0 {
-		if n := s.held.add(pkts); n > 0 {
-			s.in.drop("no receiver yet and the set-up backlog is full", n)
+	for _, k := range sinks {
+		if !k.primed {
+			k.primed = true
+			s.gop.replay(func(b []pkt) { k.out.send(sc, b, now) })
 		}
-		return
 	}
-	if !s.held.empty() {
-		s.held.drain(func(b []pkt) {
-			for _, k := range sinks {
-				k.out.send(sc, b, now)
-			}
-		})
+	if len(sinks) > 0 && !s.keyed && !s.gop.empty() {
+		// The set-up packets of a stream without a key frame yet went to
+		// the first Sinks; later ones start live.
+		s.forgetGOP()
 	}
 	for _, k := range sinks {
 		k.out.send(sc, pkts, now)
+	}
+	s.keep(pkts, len(sinks) > 0)
+}
+
+// keep copies pkts into gop for Sinks that join later: from each key frame
+// on, or everything while no Sink watches. Packets are kept after they were
+// sent: sending only rewrites sequence, SSRC and frame prefix, which every
+// later send rewrites again.
+func (s *Source) keep(pkts []pkt, watched bool) {
+	for _, p := range pkts {
+		if p.key {
+			s.gop.reset()
+			s.keyed, s.sawKey = true, true
+		}
+		if !s.keyed && watched {
+			continue
+		}
+		if s.gop.push(p) {
+			continue
+		}
+		if !s.keyed {
+			s.in.drop("no receiver yet and the set-up backlog is full", 1)
+			continue
+		}
+		// A GOP larger than the bound: a half GOP would show a broken
+		// picture, so receivers joining before the next key frame start live.
+		s.keyed = false
+		s.forgetGOP()
+	}
+}
+
+// forgetGOP empties gop; a stream that never had a key frame (not PS, or
+// not packetized frame by frame) gives its memory back.
+func (s *Source) forgetGOP() {
+	if s.sawKey {
+		s.gop.reset()
+	} else {
+		s.gop = backlog{}
 	}
 }
 

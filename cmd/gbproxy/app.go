@@ -62,7 +62,7 @@ func start(cfg *configs.Config, log zerolog.Logger) (*app, error) {
 	}
 	a.relay, err = relay.New(relay.Config{
 		PortMin: cfg.Media.PortMin, PortMax: cfg.Media.PortMax,
-		IdleTimeout: cfg.Media.NoMediaTimeout, Logger: log,
+		IdleTimeout: cfg.Media.NoMediaTimeout, MaxUDPPayload: cfg.Media.MaxUDPPacket, Logger: log,
 	})
 	if err != nil {
 		a.cascade.Close(context.Background())
@@ -75,6 +75,7 @@ func start(cfg *configs.Config, log zerolog.Logger) (*app, error) {
 	})
 	a.cascade.OnDeviceOffline(a.b2bua.DeviceOffline)
 	a.cascade.OnDeviceDialogMessage(a.b2bua.DeviceDialogMessage)
+	a.cascade.OnUpperLost(a.b2bua.UpperLost)
 	a.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		a.b2bua.Close(context.Background())

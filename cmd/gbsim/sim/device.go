@@ -99,8 +99,11 @@ type DeviceConfig struct {
 	// SendFromOtherPort sends UDP media from a port other than the one announced (a NAT quirk).
 	SendFromOtherPort bool
 	// TCPMaxRTPPacket bounds RTP packets over TCP, header included: default 1400, at most 65535
-	// (some devices send 30+ KB packets). UDP packets stay at 1400 bytes.
+	// (some devices send 30+ KB packets).
 	TCPMaxRTPPacket int
+	// UDPMaxRTPPacket bounds RTP packets over UDP, header included: default 1400 (many devices send
+	// 1,412 bytes, some 1,472).
+	UDPMaxRTPPacket int
 	// MediaConnectRetry is how long the device retries dialling a TCP-passive peer; default 5 s.
 	MediaConnectRetry time.Duration
 	// MaxRecordedPayload caps the bytes SentPayload keeps per call; default 32 MiB, negative keeps none.

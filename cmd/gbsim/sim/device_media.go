@@ -664,8 +664,11 @@ func (d *Device) runMedia(ctx context.Context, c *deviceCall) error {
 	d.mu.Unlock()
 	d.streamChange.notify()
 	maxPkt := media.DefaultMaxRTPSize
-	if transport != "udp" && d.cfg.TCPMaxRTPPacket > 0 {
+	switch {
+	case transport != "udp" && d.cfg.TCPMaxRTPPacket > 0:
 		maxPkt = d.cfg.TCPMaxRTPPacket
+	case transport == "udp" && d.cfg.UDPMaxRTPPacket > 0:
+		maxPkt = d.cfg.UDPMaxRTPPacket
 	}
 	if recordingKind(c.info.Offer) != "" {
 		return d.runRecording(ctx, c, s, media.PacketizerConfig{SSRC: ssrc, MaxPacketSize: maxPkt, FirstSequence: uint16(randomUint32())})
