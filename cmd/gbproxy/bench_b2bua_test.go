@@ -85,7 +85,7 @@ func BenchmarkSessionSetup(b *testing.B) {
 	if hung.Failed > 0 {
 		b.Errorf("hanging up the held sessions: %d BYEs failed: %v", hung.Failed, hung.FailReasons)
 	}
-	checkSessionsGone(b, px.http, l, "after hanging up the held sessions")
+	checkSessionsGone(b, px.http, l.DeviceDialogs, "after hanging up the held sessions")
 
 	// Throughput (64 in flight) and latency (4 in flight), each against the
 	// direct exchange. A call takes the channel idle longest of 1,000, so a
@@ -112,7 +112,7 @@ func BenchmarkSessionSetup(b *testing.B) {
 			b.Errorf("%s: %d set-ups through gbproxy but the device got %d INVITEs (each call ends before its channel is called again, so each should reach the device)",
 				plan.name, routed.Setups, routed.DeviceInvites)
 		}
-		checkSessionsGone(b, px.http, l, "after the "+plan.name+" run")
+		checkSessionsGone(b, px.http, l.DeviceDialogs, "after the "+plan.name+" run")
 	}
 	// Each of 64 channels called again as soon as its call ended: the new
 	// INVITE meets the old call's teardown. Sharing the old device stream
@@ -126,7 +126,7 @@ func BenchmarkSessionSetup(b *testing.B) {
 			"%d set-ups reached the device (%d shared the device stream of the channel's previous call, being torn down)",
 			reuse.Failed, setupReuseCalls, reuse.FailReasons, reuse.EndedByPeer, reuse.DeviceInvites, reuse.Setups-reuse.DeviceInvites)
 	}
-	checkSessionsGone(b, px.http, l, "after the channel-reuse run")
+	checkSessionsGone(b, px.http, l.DeviceDialogs, "after the channel-reuse run")
 	if p := l.DeviceProblemsSeen(); len(p) > 0 {
 		b.Errorf("the device found fault with the proxy: %v", p)
 	}
@@ -156,15 +156,16 @@ func BenchmarkSessionSetup(b *testing.B) {
 }
 
 // checkSessionsGone waits for the proxy's sessions, device streams and
-// relay ports, and the device's dialogs, to come back to zero.
-func checkSessionsGone(b *testing.B, httpAddr string, l *load.CallLoad, when string) {
+// relay ports, and the device's dialogs (as deviceDialogs counts them), to
+// come back to zero.
+func checkSessionsGone(b *testing.B, httpAddr string, deviceDialogs func() int, when string) {
 	b.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		sessions := countJSON(b, httpAddr, "/api/v1/sessions")
 		ports := metricValue(b, httpAddr, "gbproxy_relay_ports_in_use")
 		streams := metricValue(b, httpAddr, "gbproxy_device_streams")
-		dialogs := l.DeviceDialogs()
+		dialogs := deviceDialogs()
 		if sessions == 0 && ports == 0 && streams == 0 && dialogs == 0 {
 			return
 		}

@@ -70,63 +70,7 @@ func TestPlaybackControl(t *testing.T) {
 				t.Fatalf("playback starts at %.1f s, want the start of the range", float64(pos[0].PTS)/clock)
 			}
 
-			// Seek: the position jumps to 300 s.
-			info(t, ctx, play, sim.RTSPSeek(1, 300))
-			n := len(play.Positions())
-			pos = waitPositions(t, ctx, play, n+15)
-			last := pos[len(pos)-1]
-			if last.PTS < 300*clock || last.PTS > 310*clock {
-				t.Fatalf("after seeking to 300 s the position is %.1f s", float64(last.PTS)/clock)
-			}
-
-			// Scale 2: the position advances twice as fast as the sender's clock.
-			info(t, ctx, play, sim.RTSPScale(2, 2))
-			n = len(play.Positions()) + 3 // frames in flight were sent at the old pace
-			pos = waitPositions(t, ctx, play, n+40)
-			a, b := pos[n], pos[len(pos)-1]
-			if ratio := float64(b.PTS-a.PTS) / float64(b.RTP-a.RTP); ratio < 1.8 || ratio > 2.2 {
-				t.Fatalf("at Scale 2 the position advanced %.2f× the clock, want 2×", ratio)
-			}
-
-			// Pause: the position stands still while the clock runs on.
-			info(t, ctx, play, sim.RTSPPause(3))
-			const paused = 600 * time.Millisecond
-			time.Sleep(paused) // the pause itself, not a synchronisation
-			n = len(play.Positions())
-			info(t, ctx, play, sim.RTSPPlay(4))
-			pos = waitPositions(t, ctx, play, n+10)
-			before, after := pos[n-1], pos[n]
-			if clockGap := after.RTP - before.RTP; clockGap < uint32(paused.Seconds()*clock) {
-				t.Fatalf("the sender's clock moved %d ticks across the pause, want ≥ %v", clockGap, paused)
-			}
-			if posGap := after.PTS - before.PTS; posGap > clock/4 {
-				t.Fatalf("the position moved %.2f s across a pause, want one frame", float64(posGap)/clock)
-			}
-
-			// One SSRC toward the upper throughout; the device got every
-			// INFO in its dialog, body unchanged, CSeq growing.
-			for _, p := range play.Packets() {
-				if p.SSRC != play.Packets()[0].SSRC {
-					t.Fatalf("SSRC changed from %d to %d during control", play.Packets()[0].SSRC, p.SSRC)
-				}
-			}
-			var cseqs []uint32
-			var bodies []string
-			for _, r := range rig.dev.Requests() {
-				if r.Method == "INFO" && r.Request.CallID().Value() == dev.CallID {
-					cseqs = append(cseqs, r.Request.CSeq().SeqNo)
-					bodies = append(bodies, string(r.Request.Body()))
-				}
-			}
-			want := []string{sim.RTSPSeek(1, 300), sim.RTSPScale(2, 2), sim.RTSPPause(3), sim.RTSPPlay(4)}
-			if len(bodies) != len(want) {
-				t.Fatalf("device got %d INFOs, want %d", len(bodies), len(want))
-			}
-			for i := range want {
-				if bodies[i] != want[i] || (i > 0 && cseqs[i] <= cseqs[i-1]) {
-					t.Fatalf("INFO %d at the device: CSeq %v body %q, want %q", i, cseqs, bodies[i], want[i])
-				}
-			}
+			controlPlayback(t, ctx, play, rig.dev, dev.CallID)
 
 			// Sessions lists it as a playback; after BYE nothing is left,
 			// and INFO in the ended dialog gets 481.
@@ -174,6 +118,71 @@ func TestPlaybackNotShared(t *testing.T) {
 	defer live.Close()
 	if status, _, err := live.Info(ctx, sim.RTSPPause(1)); err != nil || status != 488 {
 		t.Fatalf("INFO on a live session: %d %v, want 488", status, err)
+	}
+}
+
+// controlPlayback seeks play to 300 s, sets Scale 2, pauses and resumes,
+// and proves each step from the PS timestamps the upper receives; then that
+// the SSRC toward the upper never changed and that the device (dev, call
+// devCall) got every INFO in its dialog, body unchanged, CSeq growing.
+func controlPlayback(t *testing.T, ctx context.Context, play *sim.Play, dev *sim.Device, devCall string) {
+	t.Helper()
+	// Seek: the position jumps to 300 s.
+	info(t, ctx, play, sim.RTSPSeek(1, 300))
+	n := len(play.Positions())
+	pos := waitPositions(t, ctx, play, n+15)
+	last := pos[len(pos)-1]
+	if last.PTS < 300*clock || last.PTS > 310*clock {
+		t.Fatalf("after seeking to 300 s the position is %.1f s", float64(last.PTS)/clock)
+	}
+
+	// Scale 2: the position advances twice as fast as the sender's clock.
+	info(t, ctx, play, sim.RTSPScale(2, 2))
+	n = len(play.Positions()) + 3 // frames in flight were sent at the old pace
+	pos = waitPositions(t, ctx, play, n+40)
+	a, b := pos[n], pos[len(pos)-1]
+	if ratio := float64(b.PTS-a.PTS) / float64(b.RTP-a.RTP); ratio < 1.8 || ratio > 2.2 {
+		t.Fatalf("at Scale 2 the position advanced %.2f× the clock, want 2×", ratio)
+	}
+
+	// Pause: the position stands still while the clock runs on.
+	info(t, ctx, play, sim.RTSPPause(3))
+	const paused = 600 * time.Millisecond
+	time.Sleep(paused) // the pause itself, not a synchronisation
+	n = len(play.Positions())
+	info(t, ctx, play, sim.RTSPPlay(4))
+	pos = waitPositions(t, ctx, play, n+10)
+	before, after := pos[n-1], pos[n]
+	if clockGap := after.RTP - before.RTP; clockGap < uint32(paused.Seconds()*clock) {
+		t.Fatalf("the sender's clock moved %d ticks across the pause, want ≥ %v", clockGap, paused)
+	}
+	if posGap := after.PTS - before.PTS; posGap > clock/4 {
+		t.Fatalf("the position moved %.2f s across a pause, want one frame", float64(posGap)/clock)
+	}
+
+	// One SSRC toward the upper throughout; the device got every
+	// INFO in its dialog, body unchanged, CSeq growing.
+	for _, p := range play.Packets() {
+		if p.SSRC != play.Packets()[0].SSRC {
+			t.Fatalf("SSRC changed from %d to %d during control", play.Packets()[0].SSRC, p.SSRC)
+		}
+	}
+	var cseqs []uint32
+	var bodies []string
+	for _, r := range dev.Requests() {
+		if r.Method == "INFO" && r.Request.CallID().Value() == devCall {
+			cseqs = append(cseqs, r.Request.CSeq().SeqNo)
+			bodies = append(bodies, string(r.Request.Body()))
+		}
+	}
+	want := []string{sim.RTSPSeek(1, 300), sim.RTSPScale(2, 2), sim.RTSPPause(3), sim.RTSPPlay(4)}
+	if len(bodies) != len(want) {
+		t.Fatalf("device got %d INFOs, want %d", len(bodies), len(want))
+	}
+	for i := range want {
+		if bodies[i] != want[i] || (i > 0 && cseqs[i] <= cseqs[i-1]) {
+			t.Fatalf("INFO %d at the device: CSeq %v body %q, want %q", i, cseqs, bodies[i], want[i])
+		}
 	}
 }
 
