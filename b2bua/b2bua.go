@@ -123,7 +123,7 @@ func New(o Options) *B2BUA {
 	b.upper.Handle(sip.INFO, b.handleUpperInfo)
 	b.lower.Handle(sip.BYE, b.handleLowerBye)
 	b.lower.Handle(sip.INVITE, b.handleDeviceInvite)
-	b.lower.Handle(sip.ACK, func(*sip.Request, sip.ServerTransaction) {}) // nothing of ours asks for one
+	b.lower.Handle(sip.ACK, b.handleDeviceAck)
 	b.describeMetrics()
 	return b
 }

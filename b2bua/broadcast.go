@@ -56,17 +56,22 @@ type voiceCall struct {
 	localTag string        // ours in the device's dialog
 	devSSRC  uint32        // the device's y=: what it receives under
 	devHeld  bool          // devSSRC is held in the pool on our behalf
-	final    *sip.Response // our answer to the device, kept for repeats
+	final    *finalAnswer  // our answer to the device, kept for repeats
 	upSSRC   uint32        // our y= toward the upper
 	up       *sip.Request  // our INVITE to the upper
 	upRes    *sip.Response // its 200
 	src      *relay.Source // upper side
 	sink     *relay.Sink   // device side
 	answered chan struct{} // closed once final is set
+	acked    chan struct{} // closed by the device's ACK (or the end of the call)
+	ackOnce  sync.Once
 	started  time.Time
 	log      zerolog.Logger
 	endOnce  sync.Once
 }
+
+// ack stops the re-sending of our 200 OK to the device.
+func (v *voiceCall) ack() { v.ackOnce.Do(func() { close(v.acked) }) }
 
 // voiceTable holds the broadcasts by either dialog's Call-ID.
 type voiceTable struct {
@@ -92,7 +97,7 @@ func (b *B2BUA) handleDeviceInvite(req *sip.Request, tx sip.ServerTransaction) {
 	v := t.byDevice[callID]
 	if v == nil && tagOf(req.To().Params) == "" && !closed {
 		v = &voiceCall{deviceID: req.From().Address.User, dev: req, devPeer: endpoint.PeerOf(req),
-			localTag: sip.GenerateTagN(16), answered: make(chan struct{}), started: time.Now()}
+			localTag: sip.GenerateTagN(16), answered: make(chan struct{}), acked: make(chan struct{}), started: time.Now()}
 		v.log = b.log.With().Str("lower_call_id", callID).Str("device_id", v.deviceID).Str("source_id", req.Recipient.User).Logger()
 		t.byDevice[callID] = v
 		t.mu.Unlock()
@@ -106,8 +111,20 @@ func (b *B2BUA) handleDeviceInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	select { // a repeated INVITE: the same answer
 	case <-v.answered:
-		b.lower.RespondWith(tx, req, v.final)
+		v.log.Info().Msg("INVITE repeated by the device; answered again with the same response")
+		respondFinal(b.lower, tx, req, v.final)
 	case <-tx.Done():
+	}
+}
+
+// handleDeviceAck takes the device's ACK of our 200 OK to its broadcast
+// INVITE; nothing else of ours asks a device for an ACK.
+func (b *B2BUA) handleDeviceAck(req *sip.Request, _ sip.ServerTransaction) {
+	b.voice.mu.Lock()
+	v := b.voice.byDevice[req.CallID().Value()]
+	b.voice.mu.Unlock()
+	if v != nil && tagOf(req.To().Params) == v.localTag {
+		v.ack()
 	}
 }
 
@@ -124,8 +141,8 @@ func (b *B2BUA) answerBroadcast(v *voiceCall, req *sip.Request, tx sip.ServerTra
 		}
 		v.log.Warn().Int("status", se.code).Str("reason", se.detail).Msg("broadcast INVITE from the device refused")
 		b.metrics.Inc("gbproxy_broadcasts_total", "result", resultLabel(se.code))
-		b.setFinal(v, b.lower.NewResponse(req, se.code, cmpOr(se.phrase, "Error")+" ("+phraseSafe.Replace(se.detail)+")", nil))
-		b.lower.RespondWith(tx, req, v.final)
+		b.setFinal(v, &finalAnswer{code: se.code, reason: cmpOr(se.phrase, "Error") + " (" + phraseSafe.Replace(se.detail) + ")"})
+		respondFinal(b.lower, tx, req, v.final)
 		b.endBroadcast(v, "set-up failed", false, true)
 		return
 	}
@@ -133,19 +150,28 @@ func (b *B2BUA) answerBroadcast(v *voiceCall, req *sip.Request, tx sip.ServerTra
 	to.Params = to.Params.Clone()
 	to.Params.Add("tag", v.localTag)
 	contact := &sip.ContactHeader{Address: b.lower.Contact(v.bc.SourceID, v.devPeer)}
-	b.setFinal(v, b.lower.NewResponse(req, sip.StatusOK, "OK", answer, to, contact, sip.NewHeader("Content-Type", "application/sdp")))
-	b.lower.RespondWith(tx, req, v.final)
+	b.setFinal(v, &finalAnswer{code: sip.StatusOK, reason: "OK", body: answer,
+		headers: []sip.Header{to, contact, sip.NewHeader("Content-Type", "application/sdp")}})
+	respondFinal(b.lower, tx, req, v.final)
 	b.metrics.Inc("gbproxy_broadcasts_total", "result", "200")
 	v.log.Info().Str("upper_id", v.bc.UpperID).Str("channel_id", v.bc.ChannelID).Str("call_id", v.up.CallID().Value()).
 		Str("ssrc_lower", formatSSRC(v.devSSRC)).Stringer("upper_media", v.src.LocalAddr()).Stringer("device_media", v.sink.LocalAddr()).
 		Msg("voice broadcast answered")
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		if !b.awaitAck(b.lower, req, v.final, v.acked, v.log) {
+			v.log.Warn().Msg("no ACK from the device for our 200 OK; ending the broadcast")
+			b.endBroadcast(v, "no ACK from the device", true, true)
+		}
+	}()
 }
 
 // setFinal records the answer to the device; from then on (a 2xx) the
 // API, teardown and repeats may read v.
-func (b *B2BUA) setFinal(v *voiceCall, res *sip.Response) {
+func (b *B2BUA) setFinal(v *voiceCall, f *finalAnswer) {
 	b.voice.mu.Lock()
-	v.final = res
+	v.final = f
 	b.voice.mu.Unlock()
 	close(v.answered)
 }
@@ -263,11 +289,9 @@ func (b *B2BUA) inviteSource(ctx context.Context, v *voiceCall, devOffer *sdp.Se
 		res, err := b.upper.NextResponse(ctx, req, tx)
 		switch {
 		case err != nil && ctx.Err() != nil:
-			if provisional {
-				cctx, c := context.WithTimeout(b.ctx, byeTimeout)
-				_, _ = b.upper.Do(cctx, newCancel(req))
-				c()
-			}
+			// A 200 crossing our CANCEL is ACKed here and BYE'd by the
+			// set-up's failure (endBroadcast), so the upper's leg is not left open.
+			b.cancelInvite(b.upper, req, tx, provisional, v.log, func(res *sip.Response) { b.upperAnswered(v, req, res) })
 			return nil, failWith(sip.StatusRequestTimeout, "the upper's voice source did not answer within lower.invite_timeout, or the device cancelled")
 		case err != nil:
 			return nil, failWith(sip.StatusRequestTimeout, "upper platform did not answer: "+err.Error())
@@ -277,12 +301,7 @@ func (b *B2BUA) inviteSource(ctx context.Context, v *voiceCall, devOffer *sdp.Se
 			return nil, &statusError{code: res.StatusCode, phrase: res.Reason,
 				detail: fmt.Sprintf("upper platform answered %d %s to our INVITE of its voice source", res.StatusCode, res.Reason)}
 		default:
-			b.voice.mu.Lock()
-			v.upRes = res
-			b.voice.mu.Unlock()
-			if err := b.upper.WriteRequest(b.upperDialogRequest(v, sip.ACK, req.CSeq().SeqNo)); err != nil {
-				v.log.Warn().Err(err).Msg("ACK to the upper platform failed to send")
-			}
+			b.upperAnswered(v, req, res)
 			ans, err := sdp.Parse(res.Body())
 			if err != nil || ans.FirstMedia("audio") == nil {
 				return nil, failWith(sip.StatusBadGateway, "upper platform answered unusable SDP for its voice source")
@@ -292,6 +311,17 @@ func (b *B2BUA) inviteSource(ctx context.Context, v *voiceCall, devOffer *sdp.Se
 			}
 			return ans, nil
 		}
+	}
+}
+
+// upperAnswered takes the upper's 2xx to our INVITE req: the dialog is
+// up (endBroadcast BYEs it) and ACKed.
+func (b *B2BUA) upperAnswered(v *voiceCall, req *sip.Request, res *sip.Response) {
+	b.voice.mu.Lock()
+	v.upRes = res
+	b.voice.mu.Unlock()
+	if err := b.upper.WriteRequest(b.upperDialogRequest(v, sip.ACK, req.CSeq().SeqNo)); err != nil {
+		v.log.Warn().Err(err).Msg("ACK to the upper platform failed to send")
 	}
 }
 
@@ -350,6 +380,7 @@ func (b *B2BUA) byeBroadcast(req *sip.Request, tx sip.ServerTransaction, fromDev
 		ep, reason = b.lower, "BYE from the device"
 	}
 	ep.Respond(tx, req, sip.StatusOK, "OK", nil)
+	v.ack() // a BYE means our 200 OK arrived
 	b.endBroadcast(v, reason, !fromDevice, fromDevice)
 	return true
 }
@@ -358,6 +389,7 @@ func (b *B2BUA) byeBroadcast(req *sip.Request, tx sip.ServerTransaction, fromDev
 // did not end themselves.
 func (b *B2BUA) endBroadcast(v *voiceCall, reason string, byeDevice, byeUpper bool) {
 	v.endOnce.Do(func() {
+		v.ack() // nothing more to re-send
 		b.voice.mu.Lock()
 		delete(b.voice.byDevice, v.dev.CallID().Value())
 		if v.up != nil {
@@ -379,7 +411,7 @@ func (b *B2BUA) endBroadcast(v *voiceCall, reason string, byeDevice, byeUpper bo
 		if byeUpper && upRes != nil {
 			b.bye(v.log, b.upper, b.upperDialogRequest(v, sip.BYE, v.up.CSeq().SeqNo+1), "upper platform")
 		}
-		if byeDevice && final != nil && final.IsSuccess() {
+		if byeDevice && final.ok() {
 			b.bye(v.log, b.lower, b.deviceDialogRequest(v, sip.BYE), "device")
 		}
 	})
@@ -417,7 +449,7 @@ func (b *B2BUA) broadcastsOf(deviceID string) []*voiceCall {
 	defer b.voice.mu.Unlock()
 	var out []*voiceCall
 	for _, v := range b.voice.byDevice {
-		if (deviceID == "" || v.deviceID == deviceID) && v.final != nil && v.final.IsSuccess() {
+		if (deviceID == "" || v.deviceID == deviceID) && v.final.ok() {
 			out = append(out, v)
 		}
 	}
@@ -456,8 +488,9 @@ func (b *B2BUA) broadcastSessions() []Session {
 func (b *B2BUA) hangupBroadcast(callID string) bool {
 	b.voice.mu.Lock()
 	v := b.voice.byUpper[callID]
+	live := v != nil && v.final.ok()
 	b.voice.mu.Unlock()
-	if v == nil || v.final == nil || !v.final.IsSuccess() {
+	if !live {
 		return false
 	}
 	b.endBroadcast(v, "ended through the API", true, true)

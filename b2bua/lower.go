@@ -353,53 +353,46 @@ func deviceRefusal(res *sip.Response) error {
 	return &statusError{code: res.StatusCode, phrase: res.Reason, detail: fmt.Sprintf("device answered %d %s", res.StatusCode, res.Reason)}
 }
 
-// cancelDevice sends CANCEL for a pending INVITE (RFC 3261 §9.1: only after
-// a provisional response) and settles the transaction: a 200 that crossed
-// the CANCEL is ACKed and ended with BYE.
+// cancelDevice ends our pending INVITE to the device with CANCEL; a 200
+// that crossed the CANCEL is ACKed and ended with BYE.
 func (b *B2BUA) cancelDevice(st *stream, req *sip.Request, tx sip.ClientTransaction, provisional bool) (*sip.Response, error) {
-	defer tx.Terminate()
 	timedOut := st.ctx.Err() == nil
+	b.cancelInvite(b.lower, req, tx, provisional, st.log, func(res *sip.Response) { b.crossedCancel(st, req, res) })
+	return nil, b.cancelled(timedOut)
+}
+
+// cancelInvite sends CANCEL on ep for a pending INVITE of ours (RFC 3261
+// §9.1: only after a provisional response) and settles the transaction: a
+// 2xx that crossed the CANCEL goes to crossed, which must ACK it and end
+// the dialog with BYE.
+func (b *B2BUA) cancelInvite(ep *endpoint.Endpoint, req *sip.Request, tx sip.ClientTransaction, provisional bool, log zerolog.Logger, crossed func(*sip.Response)) {
+	defer tx.Terminate()
 	wait, done := context.WithTimeout(b.ctx, 2*time.Second)
 	defer done()
-	if !provisional {
-		// Nothing heard yet: wait briefly for a provisional so CANCEL may go.
-		for !provisional {
-			res, err := b.lower.NextResponse(wait, req, tx)
-			if err != nil {
-				break
-			}
-			if res.IsProvisional() {
-				provisional = true
-				continue
-			}
-			if res.IsSuccess() {
-				b.crossedCancel(st, req, res)
-			}
-			return nil, b.cancelled(timedOut)
+	// final takes the INVITE's next answer: true when it was final (a 2xx
+	// goes to crossed) or none came in time, false for a provisional one.
+	final := func(res *sip.Response, err error) bool {
+		if err == nil && res.IsProvisional() {
+			return false
 		}
+		if err == nil && res.IsSuccess() {
+			crossed(res)
+		}
+		return true
 	}
-	if provisional {
-		cancelReq := newCancel(req)
-		ctx, c := context.WithTimeout(b.ctx, byeTimeout)
-		if _, err := b.lower.Do(ctx, cancelReq); err != nil {
-			st.log.Warn().Err(err).Msg("CANCEL to the device got no answer")
+	for !provisional { // nothing heard yet: wait briefly for a provisional so CANCEL may go
+		if final(ep.NextResponse(wait, req, tx)) {
+			return
 		}
-		c()
-		for {
-			res, err := b.lower.NextResponse(wait, req, tx)
-			if err != nil || res.IsProvisional() {
-				if err != nil {
-					break
-				}
-				continue
-			}
-			if res.IsSuccess() {
-				b.crossedCancel(st, req, res)
-			}
-			break
-		}
+		provisional = true
 	}
-	return nil, b.cancelled(timedOut)
+	ctx, c := context.WithTimeout(b.ctx, byeTimeout)
+	if _, err := ep.Do(ctx, newCancel(req)); err != nil {
+		log.Warn().Err(err).Msg("CANCEL got no answer")
+	}
+	c()
+	for !final(ep.NextResponse(wait, req, tx)) {
+	}
 }
 
 // crossedCancel takes a 2xx that crossed our CANCEL: ACK, and BYE unless

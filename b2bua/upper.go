@@ -113,16 +113,28 @@ func (b *B2BUA) handleInvite(req *sip.Request, tx sip.ServerTransaction) {
 	b.respond(c, req, tx)
 }
 
-// respond sends c's final answer to req and, for a 2xx, ends the server
-// transaction at once: sipgo would otherwise swallow a retransmitted
-// INVITE, which must reach handleInvite to be answered again.
+// respond sends c's final answer to req.
 func (b *B2BUA) respond(c *call, req *sip.Request, tx sip.ServerTransaction) {
-	f := c.final
-	b.upper.RespondWith(tx, req, b.upper.NewResponse(req, f.code, f.reason, f.body, f.headers...))
-	if f.code/100 == 2 {
+	respondFinal(b.upper, tx, req, c.final)
+}
+
+// respondFinal sends f to req and, for a 2xx, ends the server transaction
+// at once: sipgo would otherwise swallow a retransmitted INVITE, which must
+// reach our handler to be answered again, and the ACK, which ends awaitAck.
+func respondFinal(ep *endpoint.Endpoint, tx sip.ServerTransaction, req *sip.Request, f *finalAnswer) {
+	ep.RespondWith(tx, req, f.response(ep, req))
+	if f.ok() {
 		tx.Terminate()
 	}
 }
+
+// response is f as the answer to req.
+func (f *finalAnswer) response(ep *endpoint.Endpoint, req *sip.Request) *sip.Response {
+	return ep.NewResponse(req, f.code, f.reason, f.body, f.headers...)
+}
+
+// ok: f is a 2xx (nil is not).
+func (f *finalAnswer) ok() bool { return f != nil && f.code/100 == 2 }
 
 func (b *B2BUA) answerNew(c *call, req *sip.Request, tx sip.ServerTransaction) {
 	ctx, cancel := context.WithCancel(b.ctx)
@@ -171,30 +183,32 @@ func (b *B2BUA) answerNew(c *call, req *sip.Request, tx sip.ServerTransaction) {
 		Str("upper_transport", c.sink.Transport().String()).Str("ssrc_upper", formatSSRC(c.ssrc)).
 		Stringer("media", c.sink.LocalAddr()).Msg("session answered")
 	b.wg.Add(1)
-	go b.awaitAck(c, req)
+	go func() {
+		defer b.wg.Done()
+		if !b.awaitAck(b.upper, req, c.final, c.acked, c.log) {
+			c.log.Warn().Msg("no ACK from the upper platform for our 200 OK; ending the call")
+			b.endCall(c, "no ACK", true)
+		}
+	}()
 }
 
-// awaitAck re-sends the 200 OK until the ACK comes (RFC 3261 §13.3.1.4),
-// on every transport: some uppers drop the first 200 OK even over TCP. No
-// ACK within 64·T1 ends the call.
-func (b *B2BUA) awaitAck(c *call, req *sip.Request) {
-	defer b.wg.Done()
+// awaitAck re-sends our 2xx f to the INVITE req on ep until acked closes
+// (RFC 3261 §13.3.1.4), on every transport: some peers drop the first 200
+// OK even over TCP. It reports false when no ACK came within 64·T1.
+func (b *B2BUA) awaitAck(ep *endpoint.Endpoint, req *sip.Request, f *finalAnswer, acked <-chan struct{}, log zerolog.Logger) bool {
 	interval := sip.T1
 	deadline := time.After(64 * sip.T1)
 	for {
 		select {
-		case <-c.acked:
-			return
+		case <-acked:
+			return true
 		case <-b.ctx.Done():
-			return
+			return true // Close ends the dialog
 		case <-deadline:
-			c.log.Warn().Msg("no ACK from the upper platform for our 200 OK; ending the call")
-			b.endCall(c, "no ACK", true)
-			return
+			return false
 		case <-time.After(interval):
-			res := b.upper.NewResponse(req, c.final.code, c.final.reason, c.final.body, c.final.headers...)
-			if err := b.upper.WriteResponse(res); err != nil {
-				c.log.Debug().Err(err).Msg("200 OK retransmission failed")
+			if err := ep.WriteResponse(f.response(ep, req)); err != nil {
+				log.Debug().Err(err).Msg("200 OK retransmission failed")
 			}
 			interval = min(2*interval, sip.T2)
 		}
@@ -487,7 +501,7 @@ func (b *B2BUA) endCall(c *call, reason string, byeUpper bool) {
 			c.cancel()
 		}
 		b.freeMedia(c, reason)
-		if c.final == nil || c.final.code/100 != 2 {
+		if !c.final.ok() {
 			return
 		}
 		b.metrics.Inc("gbproxy_call_ends_total", "reason", reasonLabel(reason))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -20,10 +21,13 @@ const (
 // another ID, so that every test also proves the IDs are mapped.
 // With note, the upper requires a Note on every request: our INVITE and BYE
 // to its voice source (an ID of its other than the platform's) too.
-func newVoiceRig(t *testing.T, transport string, note bool) (*liveRig, string) {
+func newVoiceRig(t *testing.T, transport string, note bool, opts ...func(*rigOptions)) (*liveRig, string) {
 	ch := sim.MakeChannels(liveDevice, 1)[0].ID
 	o := rigOptions{sipTransport: transport,
 		platform: fmt.Sprintf("      share:\n        map: {%q: %q}", ch, mappedTarget)}
+	for _, f := range opts {
+		f(&o)
+	}
 	if note {
 		const seed = "voice-note-seed"
 		o.platform += "\n      signalling_digest: require\n      note_seed: " + seed
@@ -136,6 +140,103 @@ func TestBroadcast(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBroadcastSetupFaults: a device that loses our first 200 OK gets it
+// again (UDP and TCP); one that never ACKs is BYE'd after 64·T1 with the
+// upper's leg; an upper whose 200 OK crosses our CANCEL (the device gave up
+// during set-up) is ACKed and BYE'd. Nothing is left behind in any case.
+func TestBroadcastSetupFaults(t *testing.T) {
+	// startBroadcast has the upper send the Notify; the device calls back.
+	startBroadcast := func(t *testing.T, ctx context.Context, rig *liveRig) {
+		t.Helper()
+		if ans, err := rig.upper.Broadcast(ctx, proxyID, voiceSource, mappedTarget); err != nil || ans.Status != 200 {
+			t.Fatalf("Broadcast: %+v, %v", ans, err)
+		}
+	}
+	for _, transport := range []string{"udp", "tcp"} {
+		t.Run("first 200 OK lost over "+transport, func(t *testing.T) {
+			t.Parallel()
+			rig, _ := newVoiceRig(t, transport, false, func(o *rigOptions) {
+				o.device = func(c *sim.DeviceConfig) { c.VoiceOKsIgnored = 1 }
+			})
+			ctx := ctxTimeout(t, 20*time.Second)
+			startBroadcast(t, ctx, rig)
+			voice, err := rig.dev.WaitVoice(ctx)
+			if err != nil {
+				t.Fatalf("device's broadcast call after its first 200 OK was lost: %v", err)
+			}
+			src, err := rig.upper.WaitVoiceSource(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := src.Send(make([]byte, 160)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := voice.Receiver().WaitPackets(ctx, 1); err != nil {
+				t.Fatalf("audio at the device: %v", err)
+			}
+			if err := voice.Bye(ctx); err != nil {
+				t.Fatal(err)
+			}
+			waitClosed(t, ctx, src.Ended(), "upper leg after the device's BYE")
+			requireClean(t, rig.p)
+		})
+	}
+	t.Run("no ACK", func(t *testing.T) {
+		t.Parallel()
+		rig, _ := newVoiceRig(t, "udp", false, func(o *rigOptions) {
+			o.device = func(c *sim.DeviceConfig) { c.VoiceNoAck = true }
+		})
+		ctx := ctxTimeout(t, 60*time.Second)
+		startBroadcast(t, ctx, rig)
+		voice, err := rig.dev.WaitVoice(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src, err := rig.upper.WaitVoiceSource(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Audio keeps flowing, so that only the missing ACK can end the call
+		// (not media.no_media_timeout).
+		go func() {
+			tick := time.NewTicker(time.Second)
+			defer tick.Stop()
+			for {
+				select {
+				case <-src.Ended():
+					return
+				case <-tick.C:
+					_ = src.Send(make([]byte, 160))
+				}
+			}
+		}()
+		start := time.Now()
+		waitClosed(t, ctx, voice.Ended(), "device leg that never ACKed")
+		waitClosed(t, ctx, src.Ended(), "upper leg of a broadcast the device never ACKed")
+		if took := time.Since(start); took < 25*time.Second {
+			t.Errorf("BYE after %v; want it after 64·T1 (32 s) of re-sent 200 OKs", took)
+		}
+		requireClean(t, rig.p)
+	})
+	t.Run("upper's 200 OK crosses our CANCEL", func(t *testing.T) {
+		t.Parallel()
+		rig, _ := newVoiceRig(t, "udp", false, func(o *rigOptions) {
+			o.upper = func(c *sim.UpperConfig) { c.VoiceAnswerDelay = time.Minute } // beyond lower.invite_timeout (3 s)
+		})
+		ctx := ctxTimeout(t, 30*time.Second)
+		startBroadcast(t, ctx, rig)
+		src, err := rig.upper.WaitVoiceSource(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitClosed(t, ctx, src.Ended(), "upper leg whose 200 OK crossed our CANCEL")
+		requireClean(t, rig.p)
+		if n := len(rig.dev.Voices()); n != 0 {
+			t.Errorf("device has %d broadcast calls; want its INVITE refused", n)
+		}
+	})
 }
 
 func waitClosed(t *testing.T, ctx interface{ Done() <-chan struct{} }, c <-chan struct{}, what string) {

@@ -8,6 +8,8 @@
 //	gbsim upper --play 34020000001310000001 --transport tcp-passive --out live.ps --duration 10s  # live video to a file
 //	gbsim upper --playback 34020000001310000001 --from 2026-01-01T08:00:00 --to 2026-01-01T09:00:00 --control 2s:seek=600,4s:scale=2,6s:pause,7s:play
 //	gbsim upper --download 34020000001310000001 --from 2026-01-01T08:00:00 --to 2026-01-01T08:00:20 --speed 4 --out clip.ps
+//	gbsim upper --broadcast 34020000001370000001 --voice-source 34020000001360000001 --duration 5s  # voice broadcast, a 440 Hz tone
+//	gbsim device --voice-out voice.pcma                                  # answer broadcasts, keep the audio (A-law, 8 kHz)
 //
 // Run "gbsim <subcommand> -h" for every flag.
 package main
@@ -22,6 +24,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -123,6 +126,7 @@ func runDevice(ctx context.Context, args []string) error {
 	fs.BoolVar(&cfg.TimestampMS, "ts-ms", false, "quirk: step RTP timestamps in milliseconds (40 a frame) instead of 90 kHz")
 	fs.BoolVar(&cfg.SendFromOtherPort, "send-from-other-port", false, "quirk: send UDP media from a port other than the one in SDP")
 	fs.IntVar(&cfg.TCPMaxRTPPacket, "tcp-max-rtp", 1400, "largest RTP packet over TCP, header included (up to 65535)")
+	voiceOut := fs.String("voice-out", "", "append the audio of every voice broadcast received (RTP payloads: PCMA, 8 kHz) to this file when it ends")
 	verbose := fs.Bool("v", false, "debug logs, SIP stack included")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -181,7 +185,9 @@ func runDevice(ctx context.Context, args []string) error {
 	if *alarmEvery > 0 {
 		sendAlarms(ctx, d, firstCamera(cfg.ID, cfg.Channels), *alarmEvery, log)
 	}
+	voices := recordVoices(ctx, d, *voiceOut, log)
 	<-ctx.Done()
+	voices.Wait()
 
 	unregCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -191,6 +197,52 @@ func runDevice(ctx context.Context, args []string) error {
 		log.Info("unregistered", "status", res.StatusCode)
 	}
 	return nil
+}
+
+// recordVoices reports each voice broadcast the device takes up and, with out set, appends its
+// audio to out when it ends (or at Ctrl-C). Wait for the returned group before closing d.
+func recordVoices(ctx context.Context, d *sim.Device, out string, log *slog.Logger) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	var mu sync.Mutex // one broadcast written at a time
+	wg.Go(func() {
+		for {
+			v, err := d.WaitVoice(ctx)
+			if err != nil {
+				return
+			}
+			log.Info("voice broadcast up", "source", v.SourceID, "target", v.TargetID, "ssrc", fmt.Sprintf("%010d", v.SSRC),
+				"formats", strings.Join(v.Answer.Formats, " "), "server_media", v.Answer.Addr())
+			wg.Go(func() {
+				select {
+				case <-v.Ended():
+				case <-ctx.Done():
+				}
+				rx := v.Receiver()
+				st, payload := rx.Stats(), rx.Payload()
+				ssrcOK := true
+				for _, p := range rx.Packets() {
+					ssrcOK = ssrcOK && p.SSRC == v.SSRC
+				}
+				log.Info("voice broadcast ended", "source", v.SourceID, "packets", st.Packets, "bytes", len(payload), "all_under_our_ssrc", ssrcOK)
+				if out == "" || len(payload) == 0 {
+					return
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				f, err := os.OpenFile(out, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+				if err == nil {
+					_, err = f.Write(payload)
+					err = errors.Join(err, f.Close())
+				}
+				if err != nil {
+					log.Error("--voice-out not written", "file", out, "error", err)
+					return
+				}
+				log.Info("voice written; play it with: ffplay -f alaw -ar 8000 -ch_layout mono "+out, "file", out, "bytes", len(payload))
+			})
+		}
+	})
+	return &wg
 }
 
 // splitList splits a comma-separated flag value, dropping empty entries.
@@ -291,6 +343,8 @@ func runUpper(ctx context.Context, args []string) error {
 	to := fs.String("to", "", "--playback, --download: end of the recording (default: --from + 10 minutes)")
 	speed := fs.Int("speed", 4, "--download: a=downloadspeed")
 	control := fs.String("control", "", "--playback: MANSRTSP steps, after:what, e.g. 2s:seek=600,4s:scale=2,6s:pause,7s:play,9s:teardown")
+	broadcast := fs.String("broadcast", "", "voice broadcast to this TargetID (an audio output or device): Notify, answer the lower's INVITE,\nsend a 440 Hz PCMA tone for --duration, hang up and exit")
+	voiceSource := fs.String("voice-source", "", "--broadcast: SourceID of our voice input (default: --id with type 136, e.g. 34020000001360000001)")
 	verbose := fs.Bool("v", false, "debug logs, SIP stack included")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -315,6 +369,9 @@ func runUpper(ctx context.Context, args []string) error {
 	}
 	if *play != "" {
 		return runPlay(ctx, u, *timeout, *lower, *play, playOpts, *duration, *out, nil)
+	}
+	if *broadcast != "" {
+		return runBroadcast(ctx, u, *timeout, *lower, *broadcast, cmpOr(*voiceSource, cfg.ID[:10]+"136"+cfg.ID[13:]), *duration)
 	}
 	if *playback != "" || *download != "" {
 		return runRecording(ctx, u, *timeout, *lower, *playback, *download, *from, *to, *speed, *control, playOpts, *duration, *out)
@@ -348,6 +405,75 @@ func runUpper(ctx context.Context, args []string) error {
 			}
 		}
 	}
+}
+
+// runBroadcast sends Notify Broadcast, waits for the lower's INVITE to sourceID, sends a tone for
+// duration (20 ms packets), hangs up and reports.
+func runBroadcast(ctx context.Context, u *sim.Upper, timeout time.Duration, lowerID, targetID, sourceID string, duration time.Duration) error {
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	lowerID, err := waitLower(wctx, u, lowerID)
+	if err != nil {
+		return err
+	}
+	ans, err := u.Broadcast(wctx, lowerID, sourceID, targetID)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("Notify Broadcast %s -> %s at %s (SN %d): SIP %d %s\n", sourceID, targetID, lowerID, ans.SN, ans.Status, ans.Reason)
+	for _, b := range ans.Bodies {
+		fmt.Printf("Response Broadcast: DeviceID %s Result %s\n", b.DeviceID, b.Result)
+	}
+	if ans.Status/100 != 2 || len(ans.Bodies) == 0 || ans.Bodies[0].Result != "OK" {
+		return errors.New("the broadcast was not accepted")
+	}
+	src, err := u.WaitVoiceSource(wctx)
+	if err != nil {
+		return fmt.Errorf("no INVITE to %s: %w", sourceID, err)
+	}
+	fmt.Printf("INVITE to %s answered: sending to %s (%s), y=%s, for %v\n", src.SourceID, src.Offer.Addr(), src.Offer.Direction, src.Offer.SSRC, duration)
+	tone := sim.PCMATone(440, 8000) // one second, looped
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	end := time.After(duration)
+	packets := 0
+send:
+	for {
+		select {
+		case <-ctx.Done():
+			break send
+		case <-end:
+			break send
+		case <-src.Ended():
+			fmt.Println("the lower hung up")
+			break send
+		case <-tick.C:
+			at := packets % 50 * 160
+			if err := src.Send(tone[at : at+160]); err != nil {
+				return fmt.Errorf("audio: %w", err)
+			}
+			packets++
+		}
+	}
+	fmt.Printf("sent %d RTP packets (PCMA, 160 bytes each)\n", packets)
+	select {
+	case <-src.Ended():
+	default:
+		bctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := src.Bye(bctx); err != nil {
+			return err
+		}
+		fmt.Println("hung up")
+	}
+	return nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 // fieldFlag collects repeated --field Name=Value flags.

@@ -111,6 +111,14 @@ type DeviceConfig struct {
 
 	// Note signs what the device sends and, with Require, checks what it receives (see NoteConfig).
 	Note NoteConfig
+
+	// Voice broadcast (Notify Broadcast, then our INVITE to its SourceID).
+
+	// VoiceOKsIgnored is how many 200 OKs to a voice INVITE are ignored, as if lost, before the
+	// device acknowledges one (the server must re-send it).
+	VoiceOKsIgnored int
+	// VoiceNoAck never acknowledges the 200 OK to a voice INVITE (the server must give up and BYE).
+	VoiceNoAck bool
 }
 
 // Device simulates an IPC/NVR registering to a GB/T 28181 server.
@@ -497,6 +505,7 @@ func (d *Device) Close() error {
 
 	d.cancel()
 	d.closeCalls()
+	d.closeVoices()
 	var err error
 	if ua != nil {
 		err = closeStack(ua)

@@ -5,7 +5,9 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -87,11 +89,16 @@ func (d *Device) onBroadcast(body []byte) {
 		return
 	}
 	d.goAnswer(command{CmdType: n.CmdType, SN: n.SN}, func(ctx context.Context) error {
-		ctx, cancel := context.WithTimeout(ctx, d.requestTimeout())
-		defer cancel()
-		if err := d.sendMANSCDP(ctx, resultResponse{CmdType: "Broadcast", SN: n.SN, DeviceID: n.TargetID, Result: "OK"}); err != nil {
+		mctx, cancel := context.WithTimeout(ctx, d.requestTimeout())
+		err := d.sendMANSCDP(mctx, resultResponse{CmdType: "Broadcast", SN: n.SN, DeviceID: n.TargetID, Result: "OK"})
+		cancel()
+		if err != nil {
 			return err
 		}
+		// The INVITE waits as long as its transaction lives (Timer B): the server calls the
+		// source first, and may re-send a lost 200 OK.
+		ctx, cancel = context.WithTimeout(ctx, maxRequestTimeout)
+		defer cancel()
 		d.mu.Lock()
 		d.ssrcSeq++
 		seq := d.ssrcSeq
@@ -149,42 +156,21 @@ func (d *Device) InviteVoice(ctx context.Context, sourceID, targetID string, ssr
 		return nil, err
 	}
 	defer tx.Terminate()
+	again := make(chan *sip.Response, 8) // the server's 200 OK re-sent
+	if ctx2, ok := tx.(*sip.ClientTx); ok {
+		ctx2.OnRetransmission(func(res *sip.Response) {
+			select {
+			case again <- res:
+			default:
+			}
+		})
+	}
+	ignored := 0
 	for {
+		var res *sip.Response
 		select {
-		case res := <-tx.Responses():
-			if res.IsProvisional() {
-				continue
-			}
-			if res.StatusCode/100 != 2 {
-				_ = rx.Close()
-				return nil, &StatusError{Method: "INVITE", Status: res.StatusCode, Reason: res.Reason}
-			}
-			ans, err := ParseSDP(res.Body())
-			if err != nil {
-				_ = rx.Close()
-				return nil, err
-			}
-			v := &Voice{SourceID: sourceID, TargetID: targetID, SSRC: ssrc, Answer: ans, receiver: rx, d: d, dest: dest,
-				ended: make(chan struct{}),
-				dlg: dialog{callID: cid.Value(), local: from.Address, remote: req.To().Address, localTag: fromTag(req),
-					remoteTag: toTag(res), target: req.Recipient, cseq: 1}}
-			if c := res.Contact(); c != nil {
-				v.dlg.target = c.Address
-			}
-			ack := sip.NewRequest(sip.ACK, v.dlg.target)
-			ack.AppendHeader(sip.HeaderClone(req.From()))
-			ack.AppendHeader(sip.HeaderClone(res.To()))
-			ack.AppendHeader(sip.HeaderClone(req.CallID()))
-			ack.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.ACK})
-			ack.SetDestination(dest)
-			ack.SetTransport(d.transport)
-			if err := client.WriteRequest(ack); err != nil {
-				d.log.Warn("voice ACK failed", "error", err)
-			}
-			d.mu.Lock()
-			d.voiceCalls[cid.Value()] = v
-			d.mu.Unlock()
-			return v, nil
+		case res = <-tx.Responses():
+		case res = <-again:
 		case <-tx.Done():
 			_ = rx.Close()
 			return nil, fmt.Errorf("voice INVITE: %w", cmpErr(tx.Err(), errors.New("no answer")))
@@ -192,6 +178,46 @@ func (d *Device) InviteVoice(ctx context.Context, sourceID, targetID string, ssr
 			_ = rx.Close()
 			return nil, ctx.Err()
 		}
+		if res.IsProvisional() {
+			continue
+		}
+		if res.StatusCode/100 == 2 && ignored < d.cfg.VoiceOKsIgnored {
+			ignored++
+			d.log.Info("ignoring a 200 OK to the voice INVITE, as if lost", "call_id", cid.Value())
+			continue
+		}
+		if res.StatusCode/100 != 2 {
+			_ = rx.Close()
+			return nil, &StatusError{Method: "INVITE", Status: res.StatusCode, Reason: res.Reason}
+		}
+		ans, err := ParseSDP(res.Body())
+		if err != nil {
+			_ = rx.Close()
+			return nil, err
+		}
+		v := &Voice{SourceID: sourceID, TargetID: targetID, SSRC: ssrc, Answer: ans, receiver: rx, d: d, dest: dest,
+			ended: make(chan struct{}),
+			dlg: dialog{callID: cid.Value(), local: from.Address, remote: req.To().Address, localTag: fromTag(req),
+				remoteTag: toTag(res), target: req.Recipient, cseq: 1}}
+		if c := res.Contact(); c != nil {
+			v.dlg.target = c.Address
+		}
+		ack := sip.NewRequest(sip.ACK, v.dlg.target)
+		ack.AppendHeader(sip.HeaderClone(req.From()))
+		ack.AppendHeader(sip.HeaderClone(res.To()))
+		ack.AppendHeader(sip.HeaderClone(req.CallID()))
+		ack.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.ACK})
+		ack.SetDestination(dest)
+		ack.SetTransport(d.transport)
+		if d.cfg.VoiceNoAck {
+			d.log.Info("not acknowledging the 200 OK to the voice INVITE", "call_id", cid.Value())
+		} else if err := client.WriteRequest(ack); err != nil {
+			d.log.Warn("voice ACK failed", "error", err)
+		}
+		d.mu.Lock()
+		d.voiceCalls[cid.Value()] = v
+		d.mu.Unlock()
+		return v, nil
 	}
 }
 
@@ -210,6 +236,16 @@ func (d *Device) clientDo(ctx context.Context, req *sip.Request) (*sip.Response,
 		return nil, errors.New("device not started")
 	}
 	return client.Do(ctx, req)
+}
+
+// closeVoices ends every broadcast call (no BYE: the device is closing) and closes its receiver.
+func (d *Device) closeVoices() {
+	d.mu.Lock()
+	voices := slices.Collect(maps.Values(d.voiceCalls))
+	d.mu.Unlock()
+	for _, v := range voices {
+		v.finish()
+	}
 }
 
 // onVoiceBye ends a broadcast call the server hung up; false when req is not for one.

@@ -45,6 +45,9 @@ type UpperConfig struct {
 	Logger      *slog.Logger
 	// Note signs what the upper sends and, with Require, checks what it receives (see NoteConfig).
 	Note NoteConfig
+	// VoiceAnswerDelay rings (180) this long before answering a call to a voice source; a CANCEL
+	// meanwhile is crossed by the 200 OK (sent before the 487), as when both are in flight at once.
+	VoiceAnswerDelay time.Duration
 }
 
 // gbVersion is the X-GB-Ver the upper sends: GB/T 28181-2022.
@@ -367,6 +370,7 @@ func (u *Upper) Close() error {
 		p.end("closed")
 		p.release()
 	}
+	u.closeVoices()
 	// Listeners first: a peer reconnecting while the stack shuts down must be
 	// refused, not accepted on a connection nobody will ever serve or close.
 	_ = u.tcpLn.Close()
@@ -579,6 +583,7 @@ func (u *Upper) onOther(req *sip.Request, tx sip.ServerTransaction) {
 	case req.Method == sip.BYE && req.CallID() != nil && u.onVoiceBye(req, tx):
 	case req.Method == sip.BYE:
 		u.onBye(req, tx)
+	case req.Method == sip.CANCEL && req.CallID() != nil && u.onVoiceCancel(req, tx):
 	case req.Method == sip.CANCEL:
 		u.reply(req, tx, sip.StatusCallTransactionDoesNotExists, "Call Does Not Exist")
 	case req.Method == sip.INVITE:

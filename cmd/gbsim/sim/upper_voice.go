@@ -3,8 +3,12 @@ package sim
 import (
 	"context"
 	"fmt"
+	"maps"
+	"math"
 	"net"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -28,6 +32,8 @@ type VoiceSource struct {
 	mu       sync.Mutex
 	ended    chan struct{}
 	endOnce  sync.Once
+	late     *sip.Response // the 200 OK held back by VoiceAnswerDelay
+	lateOnce sync.Once
 }
 
 // Ended is closed when the call ended (BYE either way).
@@ -148,11 +154,85 @@ func (u *Upper) onVoiceInvite(req *sip.Request, tx sip.ServerTransaction) {
 	res.AppendHeader(&sip.ContactHeader{Address: contactURI(v.SourceID, u.addr)})
 	res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	u.mu.Lock()
-	u.voices[v.callID] = v
+	closed := u.closed
+	if !closed {
+		u.voices[v.callID] = v
+	}
 	u.mu.Unlock()
+	if closed {
+		_ = conn.Close()
+		u.reply(req, tx, sip.StatusServiceUnavailable, "Closing")
+		return
+	}
 	u.log.Info("voice source called", "lower", lowerID, "source", v.SourceID, "dest", offer.Addr())
+	if u.cfg.VoiceAnswerDelay > 0 {
+		u.answerLate(v, req, tx, res)
+		return
+	}
 	u.respond(tx, res)
 	u.voiceJournal.add(v)
+}
+
+// answerLate rings (180) for VoiceAnswerDelay, then sends res. The INVITE's transaction ends at
+// the 180, so that a CANCEL reaches onVoiceCancel, which sends res first: the 200 OK has crossed
+// the CANCEL, and no 487 follows that could overtake it.
+func (u *Upper) answerLate(v *VoiceSource, req *sip.Request, tx sip.ServerTransaction, res *sip.Response) {
+	v.mu.Lock()
+	v.late = res
+	v.mu.Unlock()
+	u.reply(req, tx, sip.StatusRinging, "Ringing")
+	tx.Terminate()
+	select {
+	case <-time.After(u.cfg.VoiceAnswerDelay):
+		u.sendLate(v)
+	case <-v.ended:
+	case <-u.ctx.Done():
+	}
+}
+
+// sendLate sends the 200 OK answerLate holds, once.
+func (u *Upper) sendLate(v *VoiceSource) {
+	v.lateOnce.Do(func() {
+		v.mu.Lock()
+		res := v.late
+		v.mu.Unlock()
+		res.AppendHeader(sip.NewHeader(headerGBVersion, gbVersion))
+		if err := u.ua.TransportLayer().WriteMsg(res); err != nil {
+			u.log.Warn("late 200 OK not sent", "call_id", v.callID, "error", err)
+		}
+		u.voiceJournal.add(v)
+	})
+}
+
+// onVoiceCancel answers a CANCEL of a ringing voice-source call: the 200 OK goes first, then
+// 200 to the CANCEL; false when req is not for one.
+func (u *Upper) onVoiceCancel(req *sip.Request, tx sip.ServerTransaction) bool {
+	u.mu.Lock()
+	v := u.voices[req.CallID().Value()]
+	u.mu.Unlock()
+	if v == nil {
+		return false
+	}
+	v.mu.Lock()
+	late := v.late != nil
+	v.mu.Unlock()
+	if !late {
+		return false
+	}
+	u.log.Info("CANCEL for a ringing voice source: the 200 OK crosses it", "call_id", v.callID)
+	u.sendLate(v)
+	u.reply(req, tx, sip.StatusOK, "OK")
+	return true
+}
+
+// closeVoices ends every voice-source call (no BYE: the upper is closing) and closes its socket.
+func (u *Upper) closeVoices() {
+	u.mu.Lock()
+	voices := slices.Collect(maps.Values(u.voices))
+	u.mu.Unlock()
+	for _, v := range voices {
+		v.finish()
+	}
 }
 
 // onVoiceBye ends a voice-source call the lower hung up; false when req is not for one.
@@ -166,4 +246,36 @@ func (u *Upper) onVoiceBye(req *sip.Request, tx sip.ServerTransaction) bool {
 	v.finish()
 	u.reply(req, tx, sip.StatusOK, "OK")
 	return true
+}
+
+// PCMATone is n samples (8 kHz) of a sine at hz, half scale, G.711 A-law encoded: what an operator
+// hears on the device's loudspeaker. A whole number of cycles a second loops without a click.
+func PCMATone(hz float64, n int) []byte {
+	out := make([]byte, n)
+	for i := range out {
+		out[i] = alaw(int16(16383 * math.Sin(2*math.Pi*hz*float64(i)/8000)))
+	}
+	return out
+}
+
+// alaw encodes one linear sample as G.711 A-law (ITU-T G.711, as in the reference g711.c).
+func alaw(sample int16) byte {
+	v, mask := int(sample)>>3, byte(0xD5)
+	if v < 0 {
+		v, mask = -v-1, 0x55
+	}
+	seg := 0
+	for seg < 8 && v >= 0x20<<seg {
+		seg++
+	}
+	if seg == 8 {
+		return 0x7F ^ mask
+	}
+	a := byte(seg << 4)
+	if seg < 2 {
+		a |= byte(v>>1) & 0x0F
+	} else {
+		a |= byte(v>>seg) & 0x0F
+	}
+	return a ^ mask
 }
