@@ -261,13 +261,9 @@ func (b *B2BUA) DeviceOffline(deviceID, reason string) {
 	// Not on the caller's goroutine: the BYEs may wait for peers that are
 	// gone, and the cascade's keepalive monitor must not.
 	for _, st := range gone {
-		b.wg.Add(1)
-		go func() {
-			defer b.wg.Done()
-			b.endStream(st, "device offline: "+reason, true)
-		}()
+		b.goOrRun(func() { b.endStream(st, "device offline: "+reason, true) })
 	}
-	b.endBroadcasts(deviceID, "device offline: "+reason, &b.wg)
+	b.endBroadcasts(deviceID, "device offline: "+reason, b.goOrRun)
 }
 
 // UpperLost ends the sessions of an upper platform whose signalling was
@@ -285,11 +281,7 @@ func (b *B2BUA) UpperLost(platformID, reason string) {
 	// Not on the caller's goroutine: the cascade's registration loop must
 	// not wait for BYEs to a peer that is gone.
 	for _, c := range gone {
-		b.wg.Add(1)
-		go func() {
-			defer b.wg.Done()
-			b.endCall(c, "upper platform signalling lost: "+reason, true)
-		}()
+		b.goOrRun(func() { b.endCall(c, "upper platform signalling lost: "+reason, true) })
 	}
 }
 
@@ -312,7 +304,13 @@ func (b *B2BUA) Close(ctx context.Context) {
 			b.endCall(c, "proxy shutting down", true)
 		}()
 	}
-	b.endBroadcasts("", "proxy shutting down", &wg)
+	b.endBroadcasts("", "proxy shutting down", func(f func()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f()
+		}()
+	})
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {
@@ -321,6 +319,32 @@ func (b *B2BUA) Close(ctx context.Context) {
 	}
 	b.cancel()
 	b.wg.Wait()
+}
+
+// goTracked runs f on a goroutine that Close waits for, unless Close has
+// begun: then it reports false and f does not run (Close ends every call
+// itself). The check and the Add share b.mu with Close's closed flag, so the
+// WaitGroup never grows from zero while Close waits on it.
+func (b *B2BUA) goTracked(f func()) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return false
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// goOrRun is goTracked for work that must happen anyway (ending a call):
+// once Close has begun it runs on the caller's goroutine.
+func (b *B2BUA) goOrRun(f func()) {
+	if !b.goTracked(f) {
+		f()
+	}
 }
 
 // Counts reports established sessions (those Sessions lists), device

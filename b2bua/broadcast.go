@@ -157,14 +157,12 @@ func (b *B2BUA) answerBroadcast(v *voiceCall, req *sip.Request, tx sip.ServerTra
 	v.log.Info().Str("upper_id", v.bc.UpperID).Str("channel_id", v.bc.ChannelID).Str("call_id", v.up.CallID().Value()).
 		Str("ssrc_lower", formatSSRC(v.devSSRC)).Stringer("upper_media", v.src.LocalAddr()).Stringer("device_media", v.sink.LocalAddr()).
 		Msg("voice broadcast answered")
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
+	b.goTracked(func() {
 		if !b.awaitAck(b.lower, req, v.final, v.acked, v.log) {
 			v.log.Warn().Msg("no ACK from the device for our 200 OK; ending the broadcast")
 			b.endBroadcast(v, "no ACK from the device", true, true)
 		}
-	}()
+	})
 }
 
 // setFinal records the answer to the device; from then on (a 2xx) the
@@ -235,9 +233,12 @@ func (b *B2BUA) setUpBroadcast(ctx context.Context, v *voiceCall, req *sip.Reque
 	if err != nil {
 		return nil, failWith(sip.StatusServiceUnavailable, "no media port toward the device: "+err.Error())
 	}
-	b.wg.Add(2)
-	go b.endOnFailure(&v.src.Leg, func(err error) { b.endBroadcast(v, "upper media leg failed: "+err.Error(), true, true) })
-	go b.endOnFailure(&v.sink.Leg, func(err error) { b.endBroadcast(v, "device media leg failed: "+err.Error(), true, true) })
+	b.goTracked(func() {
+		b.endOnFailure(&v.src.Leg, func(err error) { b.endBroadcast(v, "upper media leg failed: "+err.Error(), true, true) })
+	})
+	b.goTracked(func() {
+		b.endOnFailure(&v.sink.Leg, func(err error) { b.endBroadcast(v, "device media leg failed: "+err.Error(), true, true) })
+	})
 	return b.deviceAnswer(v, offer, ans, leg).Marshal(), nil
 }
 
@@ -457,14 +458,10 @@ func (b *B2BUA) broadcastsOf(deviceID string) []*voiceCall {
 }
 
 // endBroadcasts ends the broadcasts of deviceID (all when empty), both
-// legs BYE'd, each on its own goroutine.
-func (b *B2BUA) endBroadcasts(deviceID, reason string, wg *sync.WaitGroup) {
+// legs BYE'd, each through spawn (on its own goroutine).
+func (b *B2BUA) endBroadcasts(deviceID, reason string, spawn func(func())) {
 	for _, v := range b.broadcastsOf(deviceID) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			b.endBroadcast(v, reason, true, true)
-		}()
+		spawn(func() { b.endBroadcast(v, reason, true, true) })
 	}
 }
 

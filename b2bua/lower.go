@@ -105,6 +105,10 @@ func transportOf(mode string) relay.Transport {
 // viewer's.
 func (b *B2BUA) joinStream(ctx context.Context, c *call, callee Callee, offer *sdp.Session, kind string) (*stream, error) {
 	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil, failWith(sip.StatusServiceUnavailable, "proxy shutting down")
+	}
 	var st *stream
 	if kind == kindLive {
 		st = b.streams[callee.ChannelID]
@@ -120,12 +124,16 @@ func (b *B2BUA) joinStream(ctx context.Context, c *call, callee Callee, offer *s
 			b.streams[callee.ChannelID] = st
 		}
 		b.byLower[st.callID] = st
+		b.wg.Add(1) // under b.mu, not closed: Close waits for the device call
 	}
 	st.refs++
 	c.st = st
 	b.mu.Unlock()
 	if fresh {
-		go b.callDevice(st, offer)
+		go func() {
+			defer b.wg.Done()
+			b.callDevice(st, offer)
+		}()
 	} else {
 		c.log.Info().Str("channel_id", st.channelID).Msg("channel already streaming; sharing the device stream")
 	}
@@ -238,8 +246,9 @@ func (b *B2BUA) callDevice(st *stream, upperOffer *sdp.Session) {
 	}
 	st.log.Info().Str("transport", mode).Str("ssrc_lower", st.ssrcLower).Stringer("media", st.src.LocalAddr()).Msg("device stream answered")
 	close(st.ready)
-	b.wg.Add(1)
-	go b.endOnFailure(&st.src.Leg, func(err error) { b.endStream(st, "device media leg failed: "+err.Error(), true) })
+	b.goTracked(func() {
+		b.endOnFailure(&st.src.Leg, func(err error) { b.endStream(st, "device media leg failed: "+err.Error(), true) })
+	})
 }
 
 // answerAddr is the device's media address from its answer, refused when
@@ -496,11 +505,7 @@ func (b *B2BUA) endStream(st *stream, reason string, byeDevice bool) {
 		b.mu.Unlock()
 		st.cancel()               // a pending device INVITE is cancelled
 		for _, c := range calls { // calls still setting up fail on their own
-			b.wg.Add(1)
-			go func() {
-				defer b.wg.Done()
-				b.endCall(c, reason, true)
-			}()
+			b.goOrRun(func() { b.endCall(c, reason, true) })
 		}
 		st.mu.Lock()
 		st.ended = true // from here setDialog's caller ends a dialog we do not take

@@ -76,14 +76,12 @@ func (b *B2BUA) DeviceDialogMessage(deviceID string, req *sip.Request) bool {
 	c.log.Info().Str("channel_id", st.channelID).Str("lower_call_id", st.callID).Str("notify_type", n.NotifyType).
 		Bool("end_of_file", eof).Msg("media status from the device; forwarding it to the upper platform")
 	identity := security.ForwardIdentity(b.cfg.GatewayID(), endpoint.HeaderValue(req, security.MonitorUserIdentityHeader), deviceID)
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
+	b.goTracked(func() {
 		b.forwardMediaStatus(c, req.Body(), identity)
 		if eof {
 			b.awaitEndOfFileBye(c)
 		}
-	}()
+	})
 	return true
 }
 

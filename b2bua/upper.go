@@ -182,14 +182,12 @@ func (b *B2BUA) answerNew(c *call, req *sip.Request, tx sip.ServerTransaction) {
 	c.log.Info().Str("kind", c.st.kind).Str("channel_id", c.st.channelID).Str("device_id", c.st.deviceID).Str("lower_call_id", c.st.callID).
 		Str("upper_transport", c.sink.Transport().String()).Str("ssrc_upper", formatSSRC(c.ssrc)).
 		Stringer("media", c.sink.LocalAddr()).Msg("session answered")
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
+	b.goTracked(func() {
 		if !b.awaitAck(b.upper, req, c.final, c.acked, c.log) {
 			c.log.Warn().Msg("no ACK from the upper platform for our 200 OK; ending the call")
 			b.endCall(c, "no ACK", true)
 		}
-	}()
+	})
 }
 
 // awaitAck re-sends our 2xx f to the INVITE req on ep until acked closes
@@ -327,8 +325,7 @@ func (b *B2BUA) setUp(ctx context.Context, c *call, req *sip.Request, tx sip.Ser
 	case err != nil:
 		return nil, failWith(sip.StatusServiceUnavailable, "no media port: "+err.Error())
 	}
-	b.wg.Add(1)
-	go b.endOnFailure(&c.sink.Leg, func(err error) { b.upperLegFailed(c, err) })
+	b.goTracked(func() { b.endOnFailure(&c.sink.Leg, func(err error) { b.upperLegFailed(c, err) }) })
 	return b.upperAnswer(c, offer, leg).Marshal(), nil
 }
 
@@ -456,7 +453,6 @@ func cmpOr(a, b string) string {
 // endOnFailure runs end when leg fails on its own (the peer closed its TCP
 // media connection, a connect gave up), not when we close it.
 func (b *B2BUA) endOnFailure(leg *relay.Leg, end func(error)) {
-	defer b.wg.Done()
 	select {
 	case <-leg.Done():
 		if err := leg.Err(); err != nil {
