@@ -421,17 +421,7 @@ func (b *B2BUA) endBroadcast(v *voiceCall, reason string, byeDevice, byeUpper bo
 // deviceDialogRequest is a request of ours in the device's dialog, where
 // we are the called party.
 func (b *B2BUA) deviceDialogRequest(v *voiceCall, method sip.RequestMethod) *sip.Request {
-	inv := v.dev
-	target := inv.From().Address
-	if ct := inv.Contact(); ct != nil {
-		target = ct.Address
-	}
-	to := sip.HeaderClone(inv.From()).(*sip.FromHeader)
-	from := sip.HeaderClone(inv.To()).(*sip.ToHeader)
-	from.Params = from.Params.Clone()
-	from.Params.Add("tag", v.localTag)
-	return inDialog(b.lower, method, target, v.devPeer, &sip.FromHeader{DisplayName: from.DisplayName, Address: from.Address, Params: from.Params},
-		&sip.ToHeader{DisplayName: to.DisplayName, Address: to.Address, Params: to.Params}, inv.CallID().Value(), 1)
+	return calleeRequest(b.lower, method, v.dev, v.localTag, v.devPeer, v.dev.CallID().Value(), 1)
 }
 
 func (b *B2BUA) bye(log zerolog.Logger, ep *endpoint.Endpoint, req *sip.Request, who string) {

@@ -549,7 +549,12 @@ func (b *B2BUA) byeUpper(c *call) {
 
 // upperRequest builds our next request in the upper's dialog.
 func (b *B2BUA) upperRequest(c *call, method sip.RequestMethod) *sip.Request {
-	inv := c.invite
+	return calleeRequest(b.upper, method, c.invite, c.localTag, c.peer, c.callID, c.cseq.Add(1))
+}
+
+// calleeRequest is a request of ours in a dialog that inv opened to us:
+// to its Contact (or From), our To with localTag as From, its From as To.
+func calleeRequest(ep *endpoint.Endpoint, method sip.RequestMethod, inv *sip.Request, localTag string, peer endpoint.Peer, callID string, cseq uint32) *sip.Request {
 	target := inv.From().Address
 	if ct := inv.Contact(); ct != nil {
 		target = ct.Address
@@ -557,9 +562,9 @@ func (b *B2BUA) upperRequest(c *call, method sip.RequestMethod) *sip.Request {
 	to := sip.HeaderClone(inv.From()).(*sip.FromHeader)
 	from := sip.HeaderClone(inv.To()).(*sip.ToHeader)
 	from.Params = from.Params.Clone()
-	from.Params.Add("tag", c.localTag)
-	return inDialog(b.upper, method, target, c.peer, &sip.FromHeader{DisplayName: from.DisplayName, Address: from.Address, Params: from.Params},
-		&sip.ToHeader{DisplayName: to.DisplayName, Address: to.Address, Params: to.Params}, c.callID, c.cseq.Add(1))
+	from.Params.Add("tag", localTag)
+	return inDialog(ep, method, target, peer, &sip.FromHeader{DisplayName: from.DisplayName, Address: from.Address, Params: from.Params},
+		&sip.ToHeader{DisplayName: to.DisplayName, Address: to.Address, Params: to.Params}, callID, cseq)
 }
 
 // byeTimeout bounds a BYE: a peer that is gone must not hold teardown.
