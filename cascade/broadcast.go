@@ -88,79 +88,39 @@ func broadcastKey(deviceID, sourceID string) string { return deviceID + "/" + so
 // calls it back here). The device's Response returns through the route
 // table with the upper's SN and IDs.
 func (c *Cascade) routeBroadcast(u *upperClient, req *sip.Request, tx sip.ServerTransaction, hdr manscdp.Header) {
-	log := u.log.With().Str("cmd_type", hdr.CmdType).Int64("sn", hdr.SN).Str("call_id", callIDOf(req)).Logger()
-	answer := func(result string, code int, reason string) {
-		c.metrics.Inc("gbproxy_routed_total", "platform", u.cfg.ID, "result", result)
-		c.upper.Respond(tx, req, code, reason, nil)
-	}
+	r := &routed{c: c, u: u, req: req, tx: tx, cmdType: hdr.CmdType, sn: hdr.SN}
 	var n manscdp.BroadcastNotify
 	if err := manscdp.Decode(req.Body(), &n); err != nil || n.SourceID == "" || n.TargetID == "" {
-		log.Warn().Err(err).Msg("Broadcast without readable SourceID and TargetID answered 400")
-		answer("bad_request", sip.StatusBadRequest, "Bad Request (Broadcast needs SourceID and TargetID)")
+		r.with(u.log.Warn()).Err(err).Msg("Broadcast without readable SourceID and TargetID answered 400")
+		r.answer("bad_request", sip.StatusBadRequest, "Bad Request (Broadcast needs SourceID and TargetID)")
 		return
 	}
-	log = log.With().Str("source_id", n.SourceID).Str("target_id", n.TargetID).Logger()
+	r.targetID = n.TargetID
 	v := u.view()
-	local, dev, ok := c.registry.resolve(v, n.TargetID)
-	switch {
-	case !ok:
-		log.Info().Msg("Broadcast to a target not shared with this upper platform answered 404")
-		answer("not_found", sip.StatusNotFound, "Not Found (not shared with this platform)")
-		return
-	case !dev.Online:
-		log.Info().Str("device_id", dev.ID).Msg("Broadcast to a target whose device is offline answered 480")
-		answer("offline", sip.StatusTemporarilyUnavailable, "Temporarily Unavailable (device offline)")
-		return
-	}
-	log = log.With().Str("device_id", dev.ID).Str("channel_id", local).Logger()
-	hops := 70
-	if mf := req.MaxForwards(); mf != nil {
-		hops = int(mf.Val())
-	}
-	if hops <= 1 {
-		log.Warn().Msg("Broadcast has passed too many proxies (cascade loop?) and is refused with 483")
-		answer("loop", sip.StatusTooManyHops, "Too Many Hops")
+	if !r.target(v) {
 		return
 	}
 	sn := nextSN()
-	upperTarget := n.TargetID
-	n.SN, n.TargetID = sn, local
+	n.SN, n.TargetID = sn, r.local
 	body, err := manscdp.Encode(manscdp.RootNotify, &n, manscdp.CharsetGB2312)
 	if err != nil {
-		log.Warn().Err(err).Msg("Broadcast could not be encoded for the device; answered 400")
-		answer("bad_request", sip.StatusBadRequest, "Bad Request (MANSCDP body)")
+		r.with(u.log.Warn()).Err(err).Msg("Broadcast could not be encoded for the device; answered 400")
+		r.answer("bad_request", sip.StatusBadRequest, "Bad Request (MANSCDP body)")
 		return
 	}
-	c.routes.add(&routedQuery{sn: sn, origSN: hdr.SN, upper: u, view: v, deviceID: dev.ID,
-		targetID: upperTarget, cmdType: manscdp.CmdBroadcast})
-	key := broadcastKey(dev.ID, n.SourceID)
+	c.routes.add(&routedQuery{sn: sn, origSN: hdr.SN, upper: u, view: v, deviceID: r.dev.ID,
+		targetID: r.targetID, cmdType: manscdp.CmdBroadcast})
+	key := broadcastKey(r.dev.ID, n.SourceID)
 	c.follow.mu.Lock()
 	c.follow.purgeLocked(c.now())
-	c.follow.broadcasts[key] = pendingBroadcast{upper: u, targetID: upperTarget, channelID: local, until: c.now().Add(broadcastWait)}
+	c.follow.broadcasts[key] = pendingBroadcast{upper: u, targetID: r.targetID, channelID: r.local, until: c.now().Add(broadcastWait)}
 	c.follow.mu.Unlock()
-	forget := func() {
+	r.send(body, func() {
 		c.routes.remove(sn)
 		c.follow.mu.Lock()
 		delete(c.follow.broadcasts, key)
 		c.follow.mu.Unlock()
-	}
-	ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
-	defer cancel()
-	mf := sip.MaxForwardsHeader(hops - 1)
-	res, err := c.sendToDevice(ctx, dev, sip.MESSAGE, body, &mf, c.sig.forwardIdentity(req, u.cfg.ID))
-	switch {
-	case err != nil:
-		forget()
-		log.Warn().Err(err).Msg("device did not take the Broadcast; answered 408")
-		answer("device_timeout", sip.StatusRequestTimeout, "Request Timeout (device did not answer)")
-	case !res.IsSuccess():
-		forget()
-		log.Warn().Int("status", res.StatusCode).Msg("device refused the Broadcast; its answer is passed up")
-		answer("device_refused", res.StatusCode, res.Reason)
-	default:
-		log.Info().Msg("Broadcast routed to the device; waiting for its INVITE to the source")
-		answer("ok", sip.StatusOK, "OK")
-	}
+	})
 }
 
 // TakeBroadcast hands over, once, the broadcast from sourceID pending for

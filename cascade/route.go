@@ -92,60 +92,115 @@ func (t *routeTable) expire(q *routedQuery) {
 	c.answerUpper(q.upper, resp)
 }
 
+// routed is one request from an upper on its way to a device: who asked,
+// how to answer, and the fields its log lines carry. Fields are added only
+// to lines actually logged: the answered-OK path, which is every routed
+// request in normal operation, logs nothing.
+type routed struct {
+	c        *Cascade
+	u        *upperClient
+	req      *sip.Request
+	tx       sip.ServerTransaction
+	cmdType  string
+	sn       int64
+	targetID string
+	// set by target
+	local string
+	dev   Device
+	hops  int
+}
+
+func (r *routed) with(e *zerolog.Event) *zerolog.Event {
+	e = e.Str("target_id", r.targetID).Str("cmd_type", r.cmdType).Int64("sn", r.sn).Str("call_id", callIDOf(r.req))
+	if r.dev.ID != "" {
+		e = e.Str("device_id", r.dev.ID).Str("channel_id", r.local)
+	}
+	return e
+}
+
+func (r *routed) answer(result string, code int, reason string) {
+	r.c.metrics.Inc("gbproxy_routed_total", "platform", r.u.cfg.ID, "result", result)
+	r.c.upper.Respond(r.tx, r.req, code, reason, nil)
+}
+
+func (r *routed) badRequest(reason string) {
+	r.c.upper.Respond(r.tx, r.req, sip.StatusBadRequest, "Bad Request ("+reason+")", nil)
+}
+
+// target finds the device behind targetID as the upper sees it and checks
+// what every routed request must pass: shared (404), online (480) and
+// Max-Forwards left (483), answering those itself.
+func (r *routed) target(v *shareView) bool {
+	local, dev, ok := r.c.registry.resolve(v, r.targetID)
+	if !ok {
+		r.with(r.u.log.Info()).Msg("request for an ID not shared with this upper platform answered 404")
+		r.answer("not_found", sip.StatusNotFound, "Not Found (not shared with this platform)")
+		return false
+	}
+	r.local, r.dev = local, dev
+	if !dev.Online {
+		r.with(r.u.log.Info()).Msg("request for a channel whose device is offline answered 480")
+		r.answer("offline", sip.StatusTemporarilyUnavailable, "Temporarily Unavailable (device offline)")
+		return false
+	}
+	r.hops = 70
+	if mf := r.req.MaxForwards(); mf != nil {
+		r.hops = int(mf.Val())
+	}
+	if r.hops <= 1 {
+		r.with(r.u.log.Warn()).Msg("request has passed too many proxies (cascade loop?) and is refused with 483")
+		r.answer("loop", sip.StatusTooManyHops, "Too Many Hops")
+		return false
+	}
+	return true
+}
+
+// send carries body to the device (Max-Forwards one less, our
+// Monitor-User-Identity) and answers the upper with the device leg's SIP
+// outcome; undo runs when the device did not take it.
+func (r *routed) send(body []byte, undo func()) {
+	ctx, cancel := context.WithTimeout(r.c.ctx, requestTimeout)
+	defer cancel()
+	mf := sip.MaxForwardsHeader(r.hops - 1)
+	res, err := r.c.sendToDevice(ctx, r.dev, sip.MESSAGE, body, &mf, r.c.sig.forwardIdentity(r.req, r.u.cfg.ID))
+	switch {
+	case err != nil:
+		undo()
+		r.with(r.u.log.Warn()).Err(err).Msg("device did not take the routed request; answered 408")
+		r.answer("device_timeout", sip.StatusRequestTimeout, "Request Timeout (device did not answer)")
+	case !res.IsSuccess():
+		undo()
+		r.with(r.u.log.Warn()).Int("status", res.StatusCode).Msg("device refused the routed request; its answer is passed up")
+		r.answer("device_refused", res.StatusCode, res.Reason)
+	default:
+		r.answer("ok", sip.StatusOK, "OK")
+	}
+}
+
 // route carries a query or control from an upper platform to the device that
 // owns the target, with our SN and local IDs; the SIP outcome of the device
 // leg becomes the upper's final response.
 func (c *Cascade) route(u *upperClient, req *sip.Request, tx sip.ServerTransaction, hdr manscdp.Header) {
+	r := &routed{c: c, u: u, req: req, tx: tx, cmdType: hdr.CmdType, sn: hdr.SN, targetID: hdr.DeviceID}
 	v := u.view()
-	local, dev, ok := c.registry.resolve(v, hdr.DeviceID)
-	// Fields are added only to lines actually logged: the answered-OK path,
-	// which is every routed request in normal operation, logs nothing.
-	with := func(e *zerolog.Event) *zerolog.Event {
-		e = e.Str("target_id", hdr.DeviceID).Str("cmd_type", hdr.CmdType).Int64("sn", hdr.SN).Str("call_id", callIDOf(req))
-		if ok {
-			e = e.Str("device_id", dev.ID).Str("channel_id", local)
-		}
-		return e
-	}
-	answer := func(result string, code int, reason string) {
-		c.metrics.Inc("gbproxy_routed_total", "platform", u.cfg.ID, "result", result)
-		c.upper.Respond(tx, req, code, reason, nil)
-	}
-	badRequest := func(reason string) { c.upper.Respond(tx, req, sip.StatusBadRequest, "Bad Request ("+reason+")", nil) }
-	if !ok {
-		with(u.log.Info()).Msg("request for an ID not shared with this upper platform answered 404")
-		answer("not_found", sip.StatusNotFound, "Not Found (not shared with this platform)")
-		return
-	}
-	if !dev.Online {
-		with(u.log.Info()).Msg("request for a channel whose device is offline answered 480")
-		answer("offline", sip.StatusTemporarilyUnavailable, "Temporarily Unavailable (device offline)")
-		return
-	}
-	hops := 70
-	if mf := req.MaxForwards(); mf != nil {
-		hops = int(mf.Val())
-	}
-	if hops <= 1 {
-		with(u.log.Warn()).Msg("request has passed too many proxies (cascade loop?) and is refused with 483")
-		answer("loop", sip.StatusTooManyHops, "Too Many Hops")
+	if !r.target(v) {
 		return
 	}
 	expects := hdr.Root == manscdp.RootQuery
 	if hdr.Root == manscdp.RootControl {
 		var m manscdp.Message
 		if err := manscdp.Decode(req.Body(), &m); err != nil {
-			with(u.log.Warn()).Err(err).Msg("unreadable control answered 400")
-			badRequest("MANSCDP body")
+			r.with(u.log.Warn()).Err(err).Msg("unreadable control answered 400")
+			r.badRequest("MANSCDP body")
 			return
 		}
 		if ptz := m.Text("PTZCmd"); ptz != "" {
 			switch _, err := manscdp.ParsePTZCmd(ptz); {
 			case errors.Is(err, manscdp.ErrPTZUndefined):
-				with(u.log.Info()).Err(err).Msg("PTZCmd outside the standard's instruction set passed on (vendor extension?)")
+				r.with(u.log.Info()).Err(err).Msg("PTZCmd outside the standard's instruction set passed on (vendor extension?)")
 			case err != nil:
-				with(u.log.Warn()).Err(err).Str("ptz_cmd", ptz[:min(len(ptz), 64)]).Msg("malformed PTZCmd answered 400; the upper platform sent a bad command")
-				badRequest("PTZCmd")
+				r.with(u.log.Warn()).Err(err).Str("ptz_cmd", ptz[:min(len(ptz), 64)]).Msg("malformed PTZCmd answered 400; the upper platform sent a bad command")
+				r.badRequest("PTZCmd")
 				return
 			}
 		}
@@ -155,30 +210,15 @@ func (c *Cascade) route(u *upperClient, req *sip.Request, tx sip.ServerTransacti
 	sn := nextSN()
 	body, err := manscdp.Rewrite(req.Body(), sn, func(id string) (string, bool) { return v.down(id) }, "")
 	if err != nil {
-		with(u.log.Warn()).Err(err).Msg("unreadable MANSCDP body answered 400")
-		badRequest("MANSCDP body")
+		r.with(u.log.Warn()).Err(err).Msg("unreadable MANSCDP body answered 400")
+		r.badRequest("MANSCDP body")
 		return
 	}
 	if expects {
-		c.routes.add(&routedQuery{sn: sn, origSN: hdr.SN, upper: u, view: v, deviceID: dev.ID,
+		c.routes.add(&routedQuery{sn: sn, origSN: hdr.SN, upper: u, view: v, deviceID: r.dev.ID,
 			targetID: hdr.DeviceID, cmdType: hdr.CmdType, multi: manscdp.MultiPart(hdr.CmdType)})
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
-	defer cancel()
-	mf := sip.MaxForwardsHeader(hops - 1)
-	res, err := c.sendToDevice(ctx, dev, sip.MESSAGE, body, &mf, c.sig.forwardIdentity(req, u.cfg.ID))
-	switch {
-	case err != nil:
-		c.routes.remove(sn)
-		with(u.log.Warn()).Err(err).Msg("device did not take the routed request; answered 408")
-		answer("device_timeout", sip.StatusRequestTimeout, "Request Timeout (device did not answer)")
-	case !res.IsSuccess():
-		c.routes.remove(sn)
-		with(u.log.Warn()).Int("status", res.StatusCode).Msg("device refused the routed request; its answer is passed up")
-		answer("device_refused", res.StatusCode, res.Reason)
-	default:
-		answer("ok", sip.StatusOK, "OK")
-	}
+	r.send(body, func() { c.routes.remove(sn) })
 }
 
 // deliver forwards a device's Response to the upper that asked, with the
