@@ -42,7 +42,7 @@ func parseList(r *http.Request, paged bool, filters ...string) (listParams, erro
 	}
 	for name := range q {
 		if !slices.Contains(filters, name) {
-			return listParams{}, &paramError{name, "unknown parameter; this takes only " + cmp.Or(strings.Join(filters, ", "), "none")}
+			return listParams{}, &paramError{strconv.Quote(name), "unknown parameter; this takes only " + cmp.Or(strings.Join(filters, ", "), "none")}
 		}
 	}
 	p := listParams{get: q.Get}
