@@ -85,6 +85,14 @@ type Registry struct {
 	log      zerolog.Logger
 	// publish receives every change, outside the lock (subscriptions).
 	publish func([]ChannelEvent)
+
+	// Sorted keys for paged listings (page.go), rebuilt by readers after a
+	// writer added or removed an entry; idxMu orders readers rebuilding.
+	idxMu     sync.Mutex
+	chanIdx   []ChannelKey
+	chanIdxOK bool
+	devIdx    []string
+	devIdxOK  bool
 }
 
 func newRegistry(st *store.Store, log zerolog.Logger, self string) *Registry {
@@ -171,6 +179,8 @@ type ChannelView struct {
 	Channel
 	Status   string
 	SharedTo map[string]string
+	// LocalID is the stored ID when the view shows an upper's mapped one.
+	LocalID string
 }
 
 // Channels returns all channels with effective status, sorted by device then ID.
@@ -224,6 +234,7 @@ func (r *Registry) register(d Device) (fresh bool) {
 	}
 	r.countIPLocked(d.Remote, 1)
 	d.Online = true
+	r.devIdxOK = r.devIdxOK && old != nil
 	r.devices[d.ID] = &d
 	if endpoint.ConnOriented(d.Transport) {
 		r.byConn[d.Remote] = d.ID
@@ -492,13 +503,18 @@ func (r *Registry) mayOwnLocked(deviceID, channelID string) bool {
 }
 
 func (r *Registry) putChannelLocked(c *Channel) {
-	r.channelsOf(c.DeviceID)[c.ID] = c
+	chans := r.channelsOf(c.DeviceID)
+	if _, ok := chans[c.ID]; !ok {
+		r.chanIdxOK = false
+	}
+	chans[c.ID] = c
 	r.owner[c.ID] = c.DeviceID
 	r.store.Put(bucketChannels, channelKey(c.DeviceID, c.ID), c)
 }
 
 func (r *Registry) deleteChannelLocked(deviceID, id string) {
 	delete(r.channels[deviceID], id)
+	r.chanIdxOK = false
 	if r.owner[id] == deviceID {
 		delete(r.owner, id)
 	}

@@ -32,6 +32,9 @@ type channelJSON struct {
 	Name     string `json:"name"`
 	Status   string `json:"status"`
 	ParentID string `json:"parent_id,omitempty"`
+	// LocalID is the channel's own ID when the list is seen through an
+	// upper platform (?platform=) that knows it under another.
+	LocalID string `json:"local_id,omitempty"`
 	// SharedTo maps each upper platform that sees the channel to the ID it
 	// sees; absent when no upper sees it.
 	SharedTo map[string]string `json:"shared_to,omitempty"`
@@ -46,27 +49,11 @@ func (a *app) routes() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		a.metrics.WritePrometheus(w)
 	})
-	mux.HandleFunc("GET /api/v1/devices", func(w http.ResponseWriter, r *http.Request) {
-		devs := a.cascade.Registry().Devices()
-		out := make([]deviceJSON, len(devs))
-		for i, d := range devs {
-			out[i] = deviceJSON{ID: d.ID, Online: d.Online, Transport: d.Transport, Remote: d.Remote,
-				ExpiresAt: d.ExpiresAt, RegisteredAt: d.RegisteredAt, UserAgent: d.UserAgent, GBVersion: d.GBVersion}
-			if !d.LastKeepalive.IsZero() {
-				t := d.LastKeepalive
-				out[i].LastKeepalive = &t
-			}
-		}
-		writeJSON(w, out)
-	})
-	mux.HandleFunc("GET /api/v1/channels", func(w http.ResponseWriter, r *http.Request) {
-		chans := a.cascade.Channels()
-		out := make([]channelJSON, len(chans))
-		for i, c := range chans {
-			out[i] = channelJSON{ID: c.ID, DeviceID: c.DeviceID, Name: c.Item.Name, Status: c.Status, ParentID: c.Item.ParentID, SharedTo: c.SharedTo}
-		}
-		writeJSON(w, out)
-	})
+	mux.HandleFunc("GET /api/v1/devices", a.listDevices)
+	mux.HandleFunc("GET /api/v1/devices/{id}", a.getDevice)
+	mux.HandleFunc("GET /api/v1/channels", a.listChannels)
+	mux.HandleFunc("GET /api/v1/channels/{id}", a.getChannel)
+	mux.HandleFunc("GET /api/v1/openapi.json", serveOpenAPI)
 	mux.HandleFunc("GET /api/v1/platforms", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, a.cascade.Platforms())
 	})
@@ -83,9 +70,7 @@ func (a *app) routes() http.Handler {
 	mux.HandleFunc("DELETE /api/v1/platforms/{id}/share", func(w http.ResponseWriter, r *http.Request) {
 		a.setShare(w, r.PathValue("id"), nil)
 	})
-	mux.HandleFunc("GET /api/v1/sessions", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, a.b2bua.Sessions())
-	})
+	mux.HandleFunc("GET /api/v1/sessions", a.listSessions)
 	mux.HandleFunc("DELETE /api/v1/sessions/{call_id}", func(w http.ResponseWriter, r *http.Request) {
 		switch err := a.b2bua.Hangup(r.PathValue("call_id")); {
 		case errors.Is(err, b2bua.ErrNoSession):
