@@ -44,6 +44,7 @@ FUZZ_TARGETS := \
 	./relay:FuzzPSKeyStart \
 	./cascade/endpoint:FuzzFilterDatagram \
 	./cmd/gbsim/load:FuzzScan \
+	./cmd/gbproxy:FuzzParseList \
 	./cmd/gbsim/gbnote:FuzzParseNote \
 	./cmd/gbsim/sim:FuzzBodyDecoding \
 	./cmd/gbsim/sim:FuzzParseMANSRTSP
