@@ -100,6 +100,7 @@ func (a *app) routes() http.Handler {
 		upper, lower := a.cascade.Subscriptions()
 		writeJSON(w, map[string]any{"upper": upper, "lower": lower})
 	})
+	mux.HandleFunc("GET /api/v1/store/backup", a.storeBackup)
 	return requireToken(a.cfg.HTTP.Token, mux)
 }
 
