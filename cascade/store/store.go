@@ -149,7 +149,7 @@ func checkSchema(tx *bolt.Tx, path string) error {
 
 // migrate upgrades the stored layout one version at a time, inside the open transaction.
 func migrate(_ *bolt.Tx, from int) error {
-	for v := from; v < schemaVersion; v++ {
+	for v := from; v < schemaVersion; v++ { //nolint:staticcheck // SA4008: constant until schema version 2 adds a case
 		switch v {
 		// case 1: convert version 1 to 2 here once version 2 exists.
 		default:

@@ -474,7 +474,7 @@ func TestConcurrentUse(t *testing.T) {
 				var got string
 				found, err := s.Get("ch", key, &got)
 				if want, ok := model[key]; err != nil || found != ok || got != want {
-					errs <- fmt.Errorf("writer %d op %d: Get %s = %q found=%v err=%v; want %q found=%v", w, i, key, got, found, err, want, ok)
+					errs <- fmt.Errorf("writer %d op %d: Get %s = %q found=%v err=%w; want %q found=%v", w, i, key, got, found, err, want, ok)
 					return
 				}
 			}

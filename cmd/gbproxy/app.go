@@ -143,7 +143,9 @@ func start(cfg *configs.Config, log zerolog.Logger) (*app, error) {
 // stop ends live calls (BYE both ways), unregisters upward, closes SIP and
 // the API, and flushes the store.
 func (a *app) stop(ctx context.Context) error {
-	a.http.Shutdown(ctx)
+	if err := a.http.Shutdown(ctx); err != nil {
+		a.log.Warn().Err(err).Msg("admin API: requests still running at shutdown were cut off")
+	}
 	a.b2bua.Close(ctx)
 	a.relay.Close()
 	a.cascade.Close(ctx)
