@@ -2,6 +2,9 @@
 GO        ?= go
 BIN       := bin
 FUZZTIME  ?= 20s
+# golangci-lint v2 (.golangci.yml); .ci/run installs it into GOPATH/bin.
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT ?= $(shell command -v golangci-lint 2>/dev/null || echo "$$($(GO) env GOPATH)/bin/golangci-lint")
 # Race detector on in CI (the default); `make test RACE=` skips it.
 RACE      ?= -race
 
@@ -62,6 +65,8 @@ lint:
 	  sed -E 's|^(.*)/[^/]*:func (Fuzz.*)$$|./\1:\2|' | \
 	  while read t; do case " $(FUZZ_TARGETS) " in *" $$t "*) ;; *) echo "$$t";; esac; done); \
 	  test -z "$$missing" || { echo "fuzz targets missing from FUZZ_TARGETS in the Makefile: $$missing"; exit 1; }
+	@test -x "$(GOLANGCI_LINT)" || { echo "golangci-lint is missing: go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)"; exit 1; }
+	$(GOLANGCI_LINT) run ./...
 
 clean:
 	rm -rf $(BIN)

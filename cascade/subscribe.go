@@ -571,7 +571,10 @@ func (s *subscriptions) reconcile(ctx context.Context) {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			if j.stop {
-				s.subscribeDevice(ctx, j.key, j.sub, 0)
+				if _, err := s.subscribeDevice(ctx, j.key, j.sub, 0); err != nil {
+					s.c.log.Debug().Err(err).Str("device_id", j.key.deviceID).Str("kind", j.key.kind).
+						Msg("ending our subscription at the device failed; it lapses at its expiry")
+				}
 				return
 			}
 			sub, err := s.subscribeDevice(ctx, j.key, j.sub, s.c.cfg.Lower.SubscribeExpires)

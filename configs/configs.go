@@ -695,9 +695,9 @@ func (c *Config) Validate() error {
 	}
 	c.Security.validate(bad)
 	switch c.Log.Format {
-	case "console", "json":
+	case "console", "json", "journald":
 	default:
-		bad("log.format", "%q is not console or json", c.Log.Format)
+		bad("log.format", "%q is not console, json or journald", c.Log.Format)
 	}
 	switch c.Log.Level {
 	case "trace", "debug", "info", "warn", "error":

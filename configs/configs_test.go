@@ -57,6 +57,7 @@ func TestValidationNamesTheKey(t *testing.T) {
 		"upper:\n  platforms:\n    - id: \"44010000002000000001\"\n      address: \"1.2.3.4:5060\"\n      transport: sctp": "upper.platforms[0].transport",
 		"lower:\n  devices:\n    - id: \"1\"":        "lower.devices[0].id",
 		"media:\n  port_min: 5000\n  port_max: 4000": "media.port_min",
+		"log:\n  format: syslog":                     "log.format",
 	}
 	for yaml, key := range cases {
 		_, err := Parse([]byte(yaml))

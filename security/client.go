@@ -16,7 +16,7 @@ import (
 func Authorize(challenge, method, uri, username string, secret Secret) (string, error) {
 	ch, err := digest.ParseChallenge(challenge)
 	if err != nil {
-		return "", fmt.Errorf("%w: challenge %q: %v", ErrMalformed, clip(challenge), err)
+		return "", fmt.Errorf("%w: challenge %q: %w", ErrMalformed, clip(challenge), err)
 	}
 	alg, ok := parseAlgorithm(ch.Algorithm)
 	if !ok || alg.sess() {

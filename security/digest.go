@@ -175,7 +175,7 @@ func (s *DigestServer) Verify(a Attempt) error {
 	}
 	ha1, err := ha1For(alg, cred.Username, cred.Realm, a.Secret)
 	if err != nil {
-		return fmt.Errorf("%w: ID %q: %v", ErrBadCredentials, id, err)
+		return fmt.Errorf("%w: ID %q: %w", ErrBadCredentials, id, err)
 	}
 	if !responseMatches(alg.response(cred, a.Method, ha1), cred.Response) {
 		return fail(fmt.Errorf("%w: wrong response for ID %q from %s: check the password configured for it on both sides",
@@ -258,7 +258,7 @@ func SupportedAlgorithm(name string) bool {
 func parseCredentials(authorization string) (*digest.Credentials, algorithm, error) {
 	cred, err := digest.ParseCredentials(strings.TrimSpace(authorization))
 	if err != nil {
-		return nil, 0, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return nil, 0, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	missing := ""
 	switch {

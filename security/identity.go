@@ -49,7 +49,7 @@ func ForwardIdentity(gatewayID, incoming, originator string) string {
 func CheckIdentity(incoming, gatewayID string, maxHops int) error {
 	segments, err := ParseIdentity(incoming)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrIdentityMalformed, err)
+		return fmt.Errorf("%w: %w", ErrIdentityMalformed, err)
 	}
 	for _, s := range segments {
 		if s == gatewayID {

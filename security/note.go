@@ -275,7 +275,7 @@ func (n *Notary) Sign(req *sip.Request, c NoteConfig) error {
 func (n *Notary) Verify(req *sip.Request, c NoteConfig) error {
 	want, err := parseNoteAlgorithm(c.Algorithm)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrNoteInvalid, err)
+		return fmt.Errorf("%w: %w", ErrNoteInvalid, err)
 	}
 	h := req.GetHeader(NoteHeader)
 	if h == nil {
@@ -283,7 +283,7 @@ func (n *Notary) Verify(req *sip.Request, c NoteConfig) error {
 	}
 	nonce, algorithm, err := ParseNote(h.Value())
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrNoteInvalid, err)
+		return fmt.Errorf("%w: %w", ErrNoteInvalid, err)
 	}
 	if algorithm != "" {
 		if got, err := parseNoteAlgorithm(algorithm); err != nil || got != want {
@@ -293,7 +293,7 @@ func (n *Notary) Verify(req *sip.Request, c NoteConfig) error {
 	var raw [2 * sha256.Size]byte // room for what decoding writes beyond a digest
 	got, err := decodeNote(raw[:0], nonce, c.Hex)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrNoteInvalid, err)
+		return fmt.Errorf("%w: %w", ErrNoteInvalid, err)
 	}
 	from, to, callID := req.From(), req.To(), req.CallID()
 	if from == nil || to == nil || callID == nil {
@@ -310,7 +310,7 @@ func (n *Notary) Verify(req *sip.Request, c NoteConfig) error {
 	}
 	date, err := ParseGBDate(dateHeader.Value())
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrNoteDate, err)
+		return fmt.Errorf("%w: %w", ErrNoteDate, err)
 	}
 	now := n.now()
 	if skew := now.Sub(date); skew > n.window || skew < -n.window {

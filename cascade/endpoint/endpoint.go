@@ -233,15 +233,27 @@ func Listen(opts Options) (*Endpoint, error) {
 	return e, nil
 }
 
+// readLoop runs one of sipgo's read loops; it ends when Close closes the
+// socket, and any other end leaves that transport deaf, which is logged.
+func (e *Endpoint) readLoop(transport string, loop func() error) {
+	err := loop()
+	select {
+	case <-e.done:
+		return
+	default:
+	}
+	e.log.Error().Err(err).Str("transport", transport).Msg("SIP read loop ended: this zone no longer receives on this transport; restart gbproxy")
+}
+
 // Serve starts reading both sockets. Register every handler first: sipgo's
 // handler table is not safe to change while serving.
 func (e *Endpoint) Serve() {
-	go e.srv.ServeUDP(&udpGuard{PacketConn: e.udp, e: e})
-	go e.srv.ServeTCP(e.tcp)
-	go e.srv.ServeTCP(e.dialed)
-	go e.srv.ServeTLS(e.tlsDialed)
+	go e.readLoop("UDP", func() error { return e.srv.ServeUDP(&udpGuard{PacketConn: e.udp, e: e}) })
+	go e.readLoop("TCP", func() error { return e.srv.ServeTCP(e.tcp) })
+	go e.readLoop("dialed TCP", func() error { return e.srv.ServeTCP(e.dialed) })
+	go e.readLoop("dialed TLS", func() error { return e.srv.ServeTLS(e.tlsDialed) })
 	if e.tlsLn != nil {
-		go e.srv.ServeTLS(e.tlsLn)
+		go e.readLoop("TLS", func() error { return e.srv.ServeTLS(e.tlsLn) })
 	}
 	// Until sipgo has pooled the UDP socket, a request from the listen port
 	// would make it open a second socket on the same port (sipgo #367).
@@ -281,7 +293,9 @@ func (e *Endpoint) setReadBuffer(c *net.UDPConn) {
 		return
 	}
 	got := 0
-	raw.Control(func(fd uintptr) { got, _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF) })
+	if err := raw.Control(func(fd uintptr) { got, _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF) }); err != nil {
+		return
+	}
 	if granted := got / 2; got > 0 && granted < udpReadBuffer { // Linux reports twice what it grants
 		e.log.Warn().Int("bytes", granted).Int("wanted", udpReadBuffer).
 			Msg("SIP UDP receive buffer capped by the kernel: under a flood devices' datagrams may be lost; raise net.core.rmem_max (sysctl -w net.core.rmem_max=4194304)")

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -206,7 +207,7 @@ func TestTLSClientWithoutCertificateRefused(t *testing.T) {
 		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if msg, err := readSIP(bufio.NewReader(conn)); err == nil {
 			t.Errorf("%s: answered %s, want the connection refused", name, firstLine(msg))
-		} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		} else if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
 			t.Errorf("%s: connection left open", name)
 		}
 		conn.Close()

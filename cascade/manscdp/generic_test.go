@@ -1,6 +1,7 @@
 package manscdp
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -61,7 +62,7 @@ func TestMessagePathHelpers(t *testing.T) {
 	if !strings.Contains(string(enc), want) {
 		t.Errorf("Encode = %s, want it to contain %s", enc, want)
 	}
-	if _, err := (&Message{}).Header(); err != ErrNoCmdType {
+	if _, err := (&Message{}).Header(); !errors.Is(err, ErrNoCmdType) {
 		t.Errorf("Header of an empty message: %v", err)
 	}
 }

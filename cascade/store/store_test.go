@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -472,7 +474,7 @@ func TestConcurrentUse(t *testing.T) {
 				var got string
 				found, err := s.Get("ch", key, &got)
 				if want, ok := model[key]; err != nil || found != ok || got != want {
-					errs <- fmt.Errorf("writer %d op %d: Get %s = %q found=%v err=%v; want %q found=%v", w, i, key, got, found, err, want, ok)
+					errs <- fmt.Errorf("writer %d op %d: Get %s = %q found=%v err=%w; want %q found=%v", w, i, key, got, found, err, want, ok)
 					return
 				}
 			}
@@ -519,4 +521,59 @@ func TestConcurrentUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(quiet(t, path))
+}
+
+// A backup taken while the store is written to opens as a store holding
+// everything written before the call, records still pending included.
+func TestBackupWhileRunningRestores(t *testing.T) {
+	dir := t.TempDir()
+	s := quiet(t, filepath.Join(dir, "gb.db"))
+	for i := range 100 {
+		s.Put("devices", fmt.Sprintf("dev%03d", i), "on disk")
+	}
+	flush(t, s)
+	s.Put("devices", "pending", "not yet flushed")
+
+	stop := make(chan struct{})
+	writerDone := make(chan struct{})
+	go func() { // a busy registry keeps writing during the copy
+		defer close(writerDone)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			s.Put("churn", strconv.Itoa(i%50), i)
+			if i%10 == 0 {
+				_ = s.Flush()
+			}
+		}
+	}()
+	var buf bytes.Buffer
+	n, err := s.Backup(&buf)
+	close(stop)
+	<-writerDone
+	if err != nil || n != int64(buf.Len()) || n == 0 {
+		t.Fatalf("Backup: %d bytes (buffer %d), err %v", n, buf.Len(), err)
+	}
+
+	copyPath := filepath.Join(dir, "restored.db")
+	if err := os.WriteFile(copyPath, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	restored := quiet(t, copyPath)
+	wantValue(t, restored, "devices", "dev042", "on disk")
+	wantValue(t, restored, "devices", "pending", "not yet flushed")
+	count := 0
+	if err := restored.ForEach("devices", func(string, []byte) error { count++; return nil }); err != nil || count != 101 {
+		t.Fatalf("restored copy has %d devices (err %v), want 101", count, err)
+	}
+
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Backup(io.Discard); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Backup after Close: %v, want ErrClosed", err)
+	}
 }

@@ -34,9 +34,6 @@ type app struct {
 }
 
 func newLogger(c configs.LogConfig, w io.Writer) zerolog.Logger {
-	if c.Format == "console" {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "2006-01-02T15:04:05.000"}
-	}
 	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00"
 	// Durations read as durations ("5s"): a bare 5000 is taken for seconds.
 	zerolog.DurationFieldFormat = zerolog.DurationFormatString
@@ -44,7 +41,51 @@ func newLogger(c configs.LogConfig, w io.Writer) zerolog.Logger {
 	if err != nil {
 		level = zerolog.InfoLevel
 	}
+	switch c.Format {
+	case "console":
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "2006-01-02T15:04:05.000"}
+	case "journald":
+		// journald stamps each line itself, and reads the priority from the
+		// prefix: no timestamp of ours.
+		return zerolog.New(journaldWriter{w}).Level(level)
+	}
 	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+}
+
+// journaldWriter prefixes each JSON line with its syslog priority, "<3>" for
+// an error (sd-daemon(3)): journald, reading a service's stderr, strips the
+// prefix and files the line under that priority (journalctl -p warning).
+// Unlike zerolog's journald package it needs no journal socket, so the same
+// binary logs sensibly when run by hand.
+type journaldWriter struct{ w io.Writer }
+
+func (j journaldWriter) Write(p []byte) (int, error) {
+	return j.WriteLevel(zerolog.NoLevel, p)
+}
+
+func (j journaldWriter) WriteLevel(l zerolog.Level, p []byte) (int, error) {
+	prio := byte('5') // notice: zerolog's NoLevel, e.g. Log()
+	switch l {
+	case zerolog.TraceLevel, zerolog.DebugLevel:
+		prio = '7'
+	case zerolog.InfoLevel:
+		prio = '6'
+	case zerolog.WarnLevel:
+		prio = '4'
+	case zerolog.ErrorLevel:
+		prio = '3'
+	case zerolog.FatalLevel:
+		prio = '2'
+	case zerolog.PanicLevel:
+		prio = '0'
+	}
+	// One write per line, so concurrent events never interleave.
+	line := make([]byte, 0, len(p)+3)
+	line = append(line, '<', prio, '>')
+	if _, err := j.w.Write(append(line, p...)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // start opens the store, both SIP zones and the admin API.
@@ -102,7 +143,9 @@ func start(cfg *configs.Config, log zerolog.Logger) (*app, error) {
 // stop ends live calls (BYE both ways), unregisters upward, closes SIP and
 // the API, and flushes the store.
 func (a *app) stop(ctx context.Context) error {
-	a.http.Shutdown(ctx)
+	if err := a.http.Shutdown(ctx); err != nil {
+		a.log.Warn().Err(err).Msg("admin API: requests still running at shutdown were cut off")
+	}
 	a.b2bua.Close(ctx)
 	a.relay.Close()
 	a.cascade.Close(ctx)

@@ -354,12 +354,11 @@ func TestCascadeSubscriptions(t *testing.T) {
 	}
 	// Two uppers, one subscription per device.
 	for _, d := range []*sim.Device{r.dev, r.plat} {
-		subs, err := d.WaitSubscriptions(ctx, func(s []sim.SubscriptionInfo) bool { return len(s) >= 1 })
-		if err != nil {
+		if _, err := d.WaitSubscriptions(ctx, func(s []sim.SubscriptionInfo) bool { return len(s) >= 1 }); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(300 * time.Millisecond)
-		if subs = d.Subscriptions(); len(subs) != 1 || subs[0].CmdType != "Catalog" {
+		if subs := d.Subscriptions(); len(subs) != 1 || subs[0].CmdType != "Catalog" {
 			t.Fatalf("device must be subscribed once, whatever the number of uppers: %+v", subs)
 		}
 	}

@@ -229,7 +229,7 @@ func recordVoices(ctx context.Context, d *sim.Device, out string, log *slog.Logg
 				}
 				mu.Lock()
 				defer mu.Unlock()
-				f, err := os.OpenFile(out, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+				f, err := os.OpenFile(out, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 				if err == nil {
 					_, err = f.Write(payload)
 					err = errors.Join(err, f.Close())
@@ -459,7 +459,7 @@ send:
 	select {
 	case <-src.Ended():
 	default:
-		bctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second) // the BYE goes out even if ctx has ended
 		defer cancel()
 		if err := src.Bye(bctx); err != nil {
 			return err
@@ -562,7 +562,7 @@ func runPlay(ctx context.Context, u *sim.Upper, timeout time.Duration, lowerID, 
 	select {
 	case <-p.Ended():
 	default:
-		bctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second) // the BYE goes out even if ctx has ended
 		if err := p.Bye(bctx); err != nil {
 			fmt.Fprintln(os.Stderr, "gbsim: BYE:", err)
 		}
@@ -588,7 +588,7 @@ func runPlay(ctx context.Context, u *sim.Upper, timeout time.Duration, lowerID, 
 		fmt.Fprintln(os.Stderr, "gbsim: media:", st.Err)
 	}
 	if out != "" {
-		if err := os.WriteFile(out, payload, 0o644); err != nil {
+		if err := os.WriteFile(out, payload, 0o600); err != nil {
 			return err
 		}
 		fmt.Printf("wrote %s (try: ffprobe %s)\n", out, out)
@@ -725,7 +725,7 @@ func runRecording(ctx context.Context, u *sim.Upper, timeout time.Duration, lowe
 		go func() {
 			if ms, err := p.WaitMediaStatus(ctx); err == nil {
 				fmt.Printf("MediaStatus in the dialog: %s; hanging up\n", strings.Join(strings.Fields(string(ms.Body)), " "))
-				bctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second) // the BYE goes out even if ctx has ended
 				_ = p.Bye(bctx)
 				cancel()
 			}
@@ -738,7 +738,7 @@ func runRecording(ctx context.Context, u *sim.Upper, timeout time.Duration, lowe
 				case <-p.Ended():
 					return
 				}
-				status, body, err := p.Info(context.Background(), st.body(i+1))
+				status, body, err := p.Info(ctx, st.body(i+1))
 				pos := p.Positions()
 				at := 0.0
 				if len(pos) > 0 {

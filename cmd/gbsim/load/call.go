@@ -454,7 +454,7 @@ func (l *CallLoad) connect(ctx context.Context) error {
 		d := l.device
 		dev := device{id: cfg.DeviceID, callID: "gbcreg-" + l.token, tag: l.token}
 		if err := d.r.registerAs(ctx, d.ep, dev); err != nil {
-			return fmt.Errorf("load: register device %s at the proxy's lower side %s: %v (check Password and the proxy's lower.password)", cfg.DeviceID, cfg.Lower, err)
+			return fmt.Errorf("load: register device %s at the proxy's lower side %s: %w (check Password and the proxy's lower.password)", cfg.DeviceID, cfg.Lower, err)
 		}
 		l.registered = true
 		if cfg.KeepaliveInterval > 0 {

@@ -249,7 +249,7 @@ func (r *runner) transact(ctx context.Context, ep *endpoint, callID string, cseq
 		ep.mu.Unlock()
 	}()
 	if _, err := ep.conn.WriteToUDP(msg, ep.server); err != nil {
-		return response{}, fmt.Errorf("send request: %v", err)
+		return response{}, fmt.Errorf("send request: %w", err)
 	}
 	timer := time.NewTimer(retransmitAfter)
 	defer timer.Stop()
@@ -267,7 +267,7 @@ func (r *runner) transact(ctx context.Context, ep *endpoint, callID string, cseq
 			resent++
 			r.retransmits.Add(1)
 			if _, err := ep.conn.WriteToUDP(msg, ep.server); err != nil {
-				return response{}, fmt.Errorf("send request: %v", err)
+				return response{}, fmt.Errorf("send request: %w", err)
 			}
 			timer.Reset(retransmitAfter)
 		case <-ctx.Done():

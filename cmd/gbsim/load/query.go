@@ -371,7 +371,7 @@ func (q *QueryLoad) connect(ctx context.Context) error {
 		d := q.device
 		dev := device{id: cfg.DeviceID, callID: "gbreg-" + q.token, tag: q.token}
 		if err := d.r.registerAs(ctx, d.ep, dev); err != nil {
-			return fmt.Errorf("load: register device %s at the proxy's lower side %s: %v (check Password and the proxy's lower.password)", cfg.DeviceID, cfg.Lower, err)
+			return fmt.Errorf("load: register device %s at the proxy's lower side %s: %w (check Password and the proxy's lower.password)", cfg.DeviceID, cfg.Lower, err)
 		}
 		q.registered = true
 	}

@@ -119,7 +119,7 @@ func (m *Muxer) appendSystemHeader(b []byte) []byte {
 		0x80|byte(rate>>15),
 		byte(rate>>7),
 		byte(rate&0x7f)<<1|1,
-		0x00<<2|0<<1|0,   // audio_bound 0, fixed_flag 0, CSPS_flag 0
+		0x00,             // audio_bound 0 (6 bits), fixed_flag 0, CSPS_flag 0
 		0x80|0x40|0x20|1, // audio and video locked, marker, video_bound 1
 		0x7f,             // packet_rate_restriction_flag 0, reserved
 		StreamIDVideo,

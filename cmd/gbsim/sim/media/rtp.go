@@ -135,7 +135,7 @@ func Reassemble(packets [][]byte) ([][]byte, error) {
 		}
 		if open && info.Timestamp != last.Timestamp {
 			frames = append(frames, cur)
-			cur, open = nil, false
+			cur = nil
 		}
 		cur = append(cur, payload...)
 		open = true
