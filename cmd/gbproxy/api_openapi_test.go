@@ -148,6 +148,7 @@ func TestOpenAPIContract(t *testing.T) {
 		{"GET", "/healthz", "", 200},
 		{"GET", "/metrics", "", 200},
 		{"GET", "/api/v1/openapi.json", "", 200},
+		{"GET", "/api/v1/store/backup", "", 200},
 
 		{"GET", "/api/v1/devices", "", 200},
 		{"GET", "/api/v1/devices?limit=1&status=online&q=1320&platform=" + upperID, "", 200},
