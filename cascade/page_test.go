@@ -1,6 +1,7 @@
 package cascade
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -90,7 +91,7 @@ func TestChannelPageFilters(t *testing.T) {
 			}
 		}
 	}
-	if _, _, _, err := c.ChannelPage(ChannelFilter{Platform: "nope"}, Page[ChannelKey]{}); err != ErrUnknownPlatform {
+	if _, _, _, err := c.ChannelPage(ChannelFilter{Platform: "nope"}, Page[ChannelKey]{}); !errors.Is(err, ErrUnknownPlatform) {
 		t.Errorf("unknown platform: err %v, want ErrUnknownPlatform", err)
 	}
 }
