@@ -1,127 +1,163 @@
-// Package metrics keeps the counters and gauges behind /metrics and renders
-// them in the Prometheus text exposition format. It is deliberately small:
-// gbproxy exposes a few dozen series, so a mutex-guarded map of atomics is
-// plenty and avoids a client library.
+// Package metrics is the facade behind /metrics: counters, gauges and
+// histograms named as Prometheus series, kept in github.com/VictoriaMetrics/metrics.
+// Each Registry is its own set (tests run several proxies in one process);
+// the process_* and go_* series describe the whole process and are added to
+// every scrape.
 package metrics
 
 import (
+	"bytes"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
+	"time"
+
+	vm "github.com/VictoriaMetrics/metrics"
 )
 
-type series struct {
-	name   string
-	labels string // rendered `{k="v",...}` or ""
-	value  atomic.Int64
+// family is one metric family: its HELP text, its type, and a set holding
+// only its series, so that it is rendered under its own HELP and TYPE lines.
+// Only help changes after a family is published (under Registry.mu).
+type family struct {
+	typ     string // counter, gauge or histogram
+	help    string
+	buckets []float64 // histograms
+	set     *vm.Set
 }
 
-// Registry is safe for concurrent use.
+// Registry is safe for concurrent use. The methods that record (Inc, Add,
+// Observe) do nothing on a nil Registry.
 type Registry struct {
-	mu     sync.RWMutex
-	series map[string]*series
-	help   map[string]string
-	gauges map[string]func() float64
+	mu       sync.RWMutex
+	families map[string]*family
 }
 
-func New() *Registry {
-	return &Registry{series: map[string]*series{}, help: map[string]string{}, gauges: map[string]func() float64{}}
-}
+func New() *Registry { return &Registry{families: map[string]*family{}} }
 
-// Describe sets the HELP text of a metric family.
+// Describe sets the HELP text of a counter family.
 func (r *Registry) Describe(name, help string) {
 	r.mu.Lock()
-	r.help[name] = help
+	r.familyLocked(name, "counter").help = help
 	r.mu.Unlock()
 }
 
-// Add adds delta to the counter name with label pairs (k1, v1, k2, v2, ...).
-func (r *Registry) Add(name string, delta int64, labelPairs ...string) {
-	if r == nil {
-		return
+// Histogram declares a histogram family with its HELP text and bucket upper
+// bounds in seconds; Observe records into it.
+func (r *Registry) Histogram(name, help string, buckets []float64) {
+	r.mu.Lock()
+	r.families[name] = &family{typ: "histogram", help: help, buckets: buckets, set: vm.NewSet()}
+	r.mu.Unlock()
+}
+
+// Gauge registers a function read at scrape time, replacing any earlier one.
+func (r *Registry) Gauge(name, help string, fn func() float64) {
+	set := vm.NewSet()
+	set.NewGauge(name, fn)
+	r.mu.Lock()
+	r.families[name] = &family{typ: "gauge", help: help, set: set}
+	r.mu.Unlock()
+}
+
+func (r *Registry) familyLocked(name, typ string) *family {
+	f := r.families[name]
+	if f == nil {
+		f = &family{typ: typ, set: vm.NewSet()}
+		r.families[name] = f
 	}
-	key := renderLabels(labelPairs)
-	full := name + key
+	return f
+}
+
+// family returns the family name of type typ, creating it when absent, or
+// nil when name is already a family of another type.
+func (r *Registry) family(name, typ string) *family {
 	r.mu.RLock()
-	s := r.series[full]
+	f := r.families[name]
 	r.mu.RUnlock()
-	if s == nil {
+	if f == nil {
 		r.mu.Lock()
-		if s = r.series[full]; s == nil {
-			s = &series{name: name, labels: key}
-			r.series[full] = s
-		}
+		f = r.familyLocked(name, typ)
 		r.mu.Unlock()
 	}
-	s.value.Add(delta)
+	if f.typ != typ {
+		return nil // a programming error; dropped rather than a panic in the library
+	}
+	return f
+}
+
+// Add adds delta (>= 0) to the counter name with label pairs (k1, v1, k2, v2, ...).
+func (r *Registry) Add(name string, delta int64, labelPairs ...string) {
+	if r == nil || delta < 0 {
+		return
+	}
+	if f := r.family(name, "counter"); f != nil {
+		f.set.GetOrCreateCounter(name + renderLabels(labelPairs)).Add(int(delta))
+	}
 }
 
 // Inc adds one.
 func (r *Registry) Inc(name string, labelPairs ...string) { r.Add(name, 1, labelPairs...) }
 
-// Value returns the current value of a counter (0 when absent); for tests and the API.
+// Observe records d in the histogram name; undeclared names (see
+// Histogram) are dropped, having no buckets.
+func (r *Registry) Observe(name string, d time.Duration, labelPairs ...string) {
+	if r == nil {
+		return
+	}
+	r.mu.RLock()
+	f := r.families[name]
+	r.mu.RUnlock()
+	if f != nil && f.typ == "histogram" {
+		f.set.GetOrCreatePrometheusHistogramExt(name+renderLabels(labelPairs), f.buckets).Update(d.Seconds())
+	}
+}
+
+// Value returns the current value of a counter (0 when absent, which it does
+// not create); for tests.
 func (r *Registry) Value(name string, labelPairs ...string) int64 {
 	r.mu.RLock()
-	defer r.mu.RUnlock()
-	if s := r.series[name+renderLabels(labelPairs)]; s != nil {
-		return s.value.Load()
+	f := r.families[name]
+	r.mu.RUnlock()
+	full := name + renderLabels(labelPairs)
+	if f == nil || f.typ != "counter" || !slices.Contains(f.set.ListMetricNames(), full) {
+		return 0
 	}
-	return 0
+	return int64(f.set.GetOrCreateCounter(full).Get())
 }
 
-// Gauge registers a function read at scrape time.
-func (r *Registry) Gauge(name, help string, f func() float64) {
-	r.mu.Lock()
-	r.gauges[name] = f
-	r.help[name] = help
-	r.mu.Unlock()
-}
-
-// WritePrometheus renders every series, families sorted by name.
+// WritePrometheus renders every family with samples, sorted by name, each
+// under its HELP and TYPE lines, then the process_* and go_* series.
 func (r *Registry) WritePrometheus(w io.Writer) error {
 	r.mu.RLock()
-	byName := map[string][]*series{}
-	for _, s := range r.series {
-		byName[s.name] = append(byName[s.name], s)
-	}
-	gauges := make(map[string]func() float64, len(r.gauges))
-	for k, v := range r.gauges {
-		gauges[k] = v
-	}
-	help := make(map[string]string, len(r.help))
-	for k, v := range r.help {
-		help[k] = v
-	}
-	r.mu.RUnlock()
-
-	var names []string
-	for n := range byName {
-		names = append(names, n)
-	}
-	for n := range gauges {
+	names := make([]string, 0, len(r.families))
+	fams := make([]family, 0, len(r.families))
+	for n := range r.families {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	var b strings.Builder
 	for _, n := range names {
-		if h := help[n]; h != "" {
-			fmt.Fprintf(&b, "# HELP %s %s\n", n, h)
-		}
-		if f, ok := gauges[n]; ok {
-			fmt.Fprintf(&b, "# TYPE %s gauge\n%s %g\n", n, n, f())
+		fams = append(fams, *r.families[n])
+	}
+	r.mu.RUnlock()
+
+	var b, series bytes.Buffer
+	for i, f := range fams {
+		series.Reset()
+		f.set.WritePrometheus(&series)
+		if series.Len() == 0 {
 			continue
 		}
-		fmt.Fprintf(&b, "# TYPE %s counter\n", n)
-		ss := byName[n]
-		sort.Slice(ss, func(i, j int) bool { return ss[i].labels < ss[j].labels })
-		for _, s := range ss {
-			fmt.Fprintf(&b, "%s%s %d\n", n, s.labels, s.value.Load())
+		if f.help != "" {
+			fmt.Fprintf(&b, "# HELP %s %s\n", names[i], f.help)
 		}
+		fmt.Fprintf(&b, "# TYPE %s %s\n", names[i], f.typ)
+		b.Write(series.Bytes())
 	}
-	_, err := io.WriteString(w, b.String())
+	vm.WriteProcessMetrics(&b)
+	vm.WriteFDMetrics(&b)
+	_, err := w.Write(b.Bytes())
 	return err
 }
 
@@ -137,7 +173,7 @@ func renderLabels(pairs []string) string {
 		}
 		b.WriteString(pairs[i])
 		b.WriteString(`="`)
-		b.WriteString(escape(pairs[i+1]))
+		b.WriteString(labelEscaper.Replace(pairs[i+1]))
 		b.WriteByte('"')
 	}
 	b.WriteByte('}')
@@ -145,5 +181,3 @@ func renderLabels(pairs []string) string {
 }
 
 var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
-
-func escape(v string) string { return labelEscaper.Replace(v) }
