@@ -163,6 +163,7 @@ func (b *B2BUA) describeMetrics() {
 	m.Describe("gbproxy_calls_total", "Live INVITEs from upper platforms by platform and result.")
 	m.Describe("gbproxy_call_ends_total", "Live calls ended, by reason.")
 	m.Describe("gbproxy_broadcasts_total", "Voice broadcast INVITEs from devices by result.")
+	m.Histogram("gbproxy_invite_setup_seconds", "Live INVITEs from upper platforms: time from the INVITE to our final answer, by platform and result (ok: 200, failed: an error answer; cancelled INVITEs are not counted).", metrics.LatencyBuckets)
 	m.Describe("gbproxy_media_connections_refused_total", "TCP media connections refused on an upper's TCP-passive leg (not from the upper's address or outside media_allow), by platform.")
 	m.Gauge("gbproxy_sessions", "Established live sessions (upper platform legs answered 200) now, as /api/v1/sessions lists them.", func() float64 {
 		sessions, _, _ := b.Counts()

@@ -164,6 +164,7 @@ func (b *B2BUA) answerNew(c *call, req *sip.Request, tx sip.ServerTransaction) {
 		c.final = &finalAnswer{code: se.code, reason: cmpOr(se.phrase, "Error") + " (" + phraseSafe.Replace(se.detail) + ")"}
 		close(c.answered)
 		b.respond(c, req, tx)
+		b.metrics.Observe("gbproxy_invite_setup_seconds", time.Since(c.started), "platform", b.platformLabel(c.upperID), "result", "failed")
 		b.endCall(c, "set-up failed", false)
 		return
 	}
@@ -179,6 +180,7 @@ func (b *B2BUA) answerNew(c *call, req *sip.Request, tx sip.ServerTransaction) {
 	close(c.answered)
 	b.respond(c, req, tx)
 	b.metrics.Inc("gbproxy_calls_total", "platform", b.platformLabel(c.upperID), "result", "200")
+	b.metrics.Observe("gbproxy_invite_setup_seconds", time.Since(c.started), "platform", b.platformLabel(c.upperID), "result", "ok")
 	c.log.Info().Str("kind", c.st.kind).Str("channel_id", c.st.channelID).Str("device_id", c.st.deviceID).Str("lower_call_id", c.st.callID).
 		Str("upper_transport", c.sink.Transport().String()).Str("ssrc_upper", formatSSRC(c.ssrc)).
 		Stringer("media", c.sink.LocalAddr()).Msg("session answered")

@@ -273,6 +273,8 @@ func (c *Cascade) describeMetrics() {
 	m.Describe("gbproxy_keepalives_total", "Keepalives by side (lower: received from devices; upper: sent to platforms) and result.")
 	m.Describe("gbproxy_device_offline_total", "Devices going offline by reason.")
 	m.Describe("gbproxy_upper_registrations_total", "Upward REGISTER outcomes by platform and result.")
+	m.Histogram("gbproxy_routed_query_seconds", "Queries from upper platforms answered by a device: time from the upper's request to the device's (last) answer delivered to the upper, by platform.", metrics.LatencyBuckets)
+	m.Histogram("gbproxy_upper_registration_seconds", "Upward REGISTER round trips answered by the upper platform (the digest challenge included), by platform.", metrics.LatencyBuckets)
 	m.Describe("gbproxy_routed_total", "Queries and controls from upper platforms routed to devices, by platform and result.")
 	m.Describe("gbproxy_alarms_total", "Alarms received from devices (in) and delivered to upper platforms (out).")
 	m.Describe("gbproxy_notify_total", "NOTIFYs to subscribed upper platforms by platform, kind and result.")

@@ -34,6 +34,7 @@ type routedQuery struct {
 	answers  int // response MESSAGEs forwarded
 	items    int // list items forwarded (multi-message answers)
 	timer    *time.Timer
+	started  time.Time // the upper's request arrived (set by add)
 }
 
 func newRouteTable(c *Cascade) *routeTable {
@@ -43,6 +44,7 @@ func newRouteTable(c *Cascade) *routeTable {
 func (t *routeTable) add(q *routedQuery) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	q.started = time.Now()
 	q.timer = time.AfterFunc(t.c.cfg.Lower.QueryTimeout, func() { t.expire(q) })
 	t.pending[q.sn] = q
 }
@@ -258,6 +260,10 @@ func (t *routeTable) deliver(deviceID string, hdr manscdp.Header, body []byte, i
 	if err := q.upper.message(out, identity); err != nil {
 		q.upper.log.Warn().Err(err).Str("device_id", deviceID).Str("cmd_type", hdr.CmdType).
 			Int64("sn", q.origSN).Msg("upper platform did not take a routed answer")
+		return true
+	}
+	if done {
+		t.c.metrics.Observe("gbproxy_routed_query_seconds", time.Since(q.started), "platform", q.upper.cfg.ID)
 	}
 	return true
 }

@@ -367,10 +367,12 @@ func (u *upperClient) register(ctx context.Context, t upperTarget, expires int) 
 	u.mu.Unlock()
 	req.AppendHeader(sip.NewHeader("Expires", strconv.Itoa(expires)))
 
+	start := time.Now()
 	res, err := u.doWithAuth(ctx, req)
 	if err != nil {
 		return 0, err
 	}
+	u.c.metrics.Observe("gbproxy_upper_registration_seconds", time.Since(start), "platform", u.cfg.ID)
 	u.mu.Lock()
 	u.cseq = req.CSeq().SeqNo
 	if h := res.GetHeader("X-GB-Ver"); h != nil {

@@ -52,6 +52,10 @@ func (r *Registry) Histogram(name, help string, buckets []float64) {
 	r.mu.Unlock()
 }
 
+// LatencyBuckets are the upper bounds, in seconds, of the latency histograms:
+// from a LAN round trip to a device that answers near a 30 s timeout.
+var LatencyBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+
 // Gauge registers a function read at scrape time, replacing any earlier one.
 func (r *Registry) Gauge(name, help string, fn func() float64) {
 	set := vm.NewSet()

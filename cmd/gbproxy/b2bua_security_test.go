@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strconv"
@@ -295,6 +296,13 @@ func TestSessionsGaugeCountsEstablishedOnly(t *testing.T) {
 	defer r.play.Close()
 	if g, n := gauge(t, rig.p, "gbproxy_sessions"), len(rig.p.sessions()); g != 1 || n != 1 {
 		t.Fatalf("once answered: gbproxy_sessions %v, /api/v1/sessions %d; want 1 and 1", g, n)
+	}
+	// The set-up time includes the device's 1.5 s: in the (1, 2.5] bucket.
+	s := scrapeSeries(t, "http://"+rig.p.httpLn.Addr().String()+"/metrics")
+	setup := `gbproxy_invite_setup_seconds_bucket{platform="` + upperID + `",result="ok",le="%s"}`
+	if s[fmt.Sprintf(setup, "1")] != 0 || s[fmt.Sprintf(setup, "2.5")] != 1 || s[fmt.Sprintf(setup, "+Inf")] != 1 {
+		t.Errorf("gbproxy_invite_setup_seconds: le=1 %v, le=2.5 %v, le=+Inf %v; want 0, 1, 1",
+			s[fmt.Sprintf(setup, "1")], s[fmt.Sprintf(setup, "2.5")], s[fmt.Sprintf(setup, "+Inf")])
 	}
 	if err := r.play.Bye(ctx); err != nil {
 		t.Fatal(err)

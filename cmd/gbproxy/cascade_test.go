@@ -300,6 +300,25 @@ func TestCascadeRoutedQueriesKeepSNAndIDs(t *testing.T) {
 	// The proxy itself answers for its own ID.
 	ans, err = r.b.Request(ctx, proxyID, "Query", "DeviceInfo", proxyID)
 	check("DeviceInfo of the proxy", ans, err, proxyID, 1)
+
+	// Latency histograms: A's answered routed requests (DeviceInfo,
+	// RecordInfo, DeviceStatus, RecordCmd; not the PTZ, which has no answer,
+	// nor the timed-out ConfigDownload) and both uppers' registrations;
+	// beside them the process and Go runtime series.
+	s := scrapeSeries(t, "http://"+r.proxy.httpLn.Addr().String()+"/metrics")
+	if n := s[`gbproxy_routed_query_seconds_count{platform="`+upperA+`"}`]; n != 4 {
+		t.Errorf("gbproxy_routed_query_seconds_count for A = %v, want 4", n)
+	}
+	for _, id := range []string{upperA, upperB} {
+		if n := s[`gbproxy_upper_registration_seconds_count{platform="`+id+`"}`]; n < 1 {
+			t.Errorf("gbproxy_upper_registration_seconds_count for %s = %v, want at least 1", id, n)
+		}
+	}
+	for _, name := range []string{"process_resident_memory_bytes", "process_open_fds", "go_goroutines"} {
+		if s[name] <= 0 {
+			t.Errorf("%s = %v in /metrics, want > 0", name, s[name])
+		}
+	}
 }
 
 func TestCascadeAlarmReachesSharingUppers(t *testing.T) {
