@@ -3,6 +3,7 @@ module github.com/gbproxy/gbproxy
 go 1.26.8
 
 require (
+	github.com/VictoriaMetrics/metrics v1.45.0
 	github.com/emiago/sipgo v1.7.2
 	github.com/emmansun/gmsm v0.15.5
 	github.com/getkin/kin-openapi v0.153.0
@@ -19,7 +20,6 @@ require (
 )
 
 require (
-	github.com/VictoriaMetrics/metrics v1.45.0 // indirect
 	github.com/fsnotify/fsnotify v1.9.0 // indirect
 	github.com/go-openapi/jsonpointer v0.22.5 // indirect
 	github.com/go-openapi/swag/jsonname v0.25.5 // indirect
