@@ -25,7 +25,7 @@ test:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./cmd/gbproxy/
-	$(GO) test -run '^$$' -bench . -benchmem ./security/ ./cascade/ ./cascade/endpoint/ ./cascade/manscdp/ ./cascade/store/ ./b2bua/sdp/ ./cmd/gbsim/gbnote/
+	$(GO) test -run '^$$' -bench . -benchmem ./security/ ./cascade/ ./endpoint/ ./cascade/manscdp/ ./store/ ./b2bua/sdp/ ./cmd/gbsim/gbnote/
 # Relay: each figure beside the naive Go loop measured in the same run
 # (about 75 s; -relay.window sets each throughput measurement, default 2s).
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 10m ./relay/
@@ -45,7 +45,7 @@ FUZZ_TARGETS := \
 	./b2bua/sdp:FuzzParse \
 	./relay:FuzzRTPInput \
 	./relay:FuzzPSKeyStart \
-	./cascade/endpoint:FuzzFilterDatagram \
+	./endpoint:FuzzFilterDatagram \
 	./cmd/gbsim/load:FuzzScan \
 	./cmd/gbproxy:FuzzParseList \
 	./cmd/gbsim/gbnote:FuzzParseNote \

@@ -14,9 +14,10 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/rs/zerolog"
 
-	"github.com/gbproxy/gbproxy/cascade/endpoint"
-	"github.com/gbproxy/gbproxy/cascade/metrics"
 	"github.com/gbproxy/gbproxy/configs"
+	"github.com/gbproxy/gbproxy/directory"
+	"github.com/gbproxy/gbproxy/endpoint"
+	"github.com/gbproxy/gbproxy/metrics"
 	"github.com/gbproxy/gbproxy/relay"
 )
 
@@ -64,11 +65,15 @@ func newFakeDevice(t *testing.T, answer string) *fakeDevice {
 	return d
 }
 
-type oneCallee struct{ c Callee }
+type oneCallee struct{ c directory.Callee }
 
-func (o oneCallee) Callee(string, string) (Callee, error) { return o.c, nil }
+func (o oneCallee) Callee(string, string) (directory.Callee, error) { return o.c, nil }
 
 func (o oneCallee) ForUpper(_ string, body []byte) ([]byte, error) { return body, nil }
+
+func (o oneCallee) TakeBroadcast(context.Context, string, string) (directory.Broadcast, error) {
+	return directory.Broadcast{}, directory.ErrNoBroadcast
+}
 
 // newTestB2BUA is a B2BUA on 127.0.0.1 whose every channel is dev's.
 func newTestB2BUA(t *testing.T, dev string) (*B2BUA, *endpoint.Endpoint, *relay.Relay) {
@@ -100,7 +105,7 @@ upper:
 		t.Fatal(err)
 	}
 	b := New(Options{Config: cfg, Lower: lower, Upper: upper, Relay: r, Logger: log, Metrics: m,
-		Directory: oneCallee{Callee{ChannelID: testChannel, DeviceID: testChannel, Peer: endpoint.Peer{Transport: "UDP", Addr: dev}}}})
+		Directory: oneCallee{directory.Callee{ChannelID: testChannel, DeviceID: testChannel, Peer: endpoint.Peer{Transport: "UDP", Addr: dev}}}})
 	lower.Serve()
 	upper.Serve()
 	t.Cleanup(func() {

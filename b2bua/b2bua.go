@@ -24,48 +24,22 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/rs/zerolog"
 
-	"github.com/gbproxy/gbproxy/cascade/endpoint"
-	"github.com/gbproxy/gbproxy/cascade/metrics"
 	"github.com/gbproxy/gbproxy/configs"
+	"github.com/gbproxy/gbproxy/directory"
+	"github.com/gbproxy/gbproxy/endpoint"
+	"github.com/gbproxy/gbproxy/metrics"
 	"github.com/gbproxy/gbproxy/relay"
 )
-
-// Errors a Directory returns, mapped to SIP answers to the upper.
-var (
-	ErrUnknownUpper = errors.New("not a configured upper platform")
-	ErrNotShared    = errors.New("not shared with this upper platform")
-	ErrOffline      = errors.New("device offline")
-)
-
-// Directory tells who an upper platform's INVITE is for.
-type Directory interface {
-	// Callee resolves id, as upper platform upperID sees it, to the channel
-	// and the device that must be called.
-	Callee(upperID, id string) (Callee, error)
-	// ForUpper rewrites a MANSCDP body from a device for upper platform
-	// upperID: IDs as it sees them, in its charset.
-	ForUpper(upperID string, body []byte) ([]byte, error)
-}
-
-// Callee is the device side of a call.
-type Callee struct {
-	ChannelID string        // local channel ID
-	DeviceID  string        // device or lower platform that owns it
-	Peer      endpoint.Peer // where its requests go (its own TCP connection when it has one)
-}
 
 // Options wire a B2BUA.
 type Options struct {
 	Config    *configs.Config
 	Lower     *endpoint.Endpoint // devices side
 	Upper     *endpoint.Endpoint // upper platforms side
-	Directory Directory
+	Directory directory.Directory
 	Relay     *relay.Relay
-	// Broadcasts, when set, lets devices take up voice broadcasts the
-	// cascade routed to them (see broadcast.go).
-	Broadcasts Broadcasts
-	Logger     zerolog.Logger
-	Metrics    *metrics.Registry
+	Logger    zerolog.Logger
+	Metrics   *metrics.Registry
 }
 
 // B2BUA holds the live calls. Safe for concurrent use.
@@ -74,7 +48,7 @@ type B2BUA struct {
 	log          zerolog.Logger
 	metrics      *metrics.Registry
 	lower, upper *endpoint.Endpoint
-	dir          Directory
+	dir          directory.Directory
 	relay        *relay.Relay
 	ssrc         *ssrcPool
 	lowerBind    string
@@ -108,7 +82,7 @@ func New(o Options) *B2BUA {
 		platforms: map[string]bool{},
 		ctx:       ctx, cancel: cancel,
 		calls: map[string]*call{}, streams: map[string]*stream{}, byLower: map[string]*stream{},
-		voice: newVoiceTable(o.Broadcasts),
+		voice: newVoiceTable(o.Directory),
 	}
 	for _, p := range o.Config.Upper.Platforms {
 		b.platforms[p.ID] = true

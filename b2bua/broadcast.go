@@ -12,7 +12,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/gbproxy/gbproxy/b2bua/sdp"
-	"github.com/gbproxy/gbproxy/cascade/endpoint"
+	"github.com/gbproxy/gbproxy/directory"
+	"github.com/gbproxy/gbproxy/endpoint"
 	"github.com/gbproxy/gbproxy/relay"
 	"github.com/gbproxy/gbproxy/security"
 )
@@ -25,31 +26,10 @@ import (
 // other way from live video: a Source on the upper side, a Sink toward the
 // device.
 
-// ErrNoBroadcast: the device's INVITE names no broadcast routed to it.
-var ErrNoBroadcast = errors.New("no voice broadcast pending from this source to this device")
-
-// Broadcast is a routed broadcast a device takes up with its INVITE.
-type Broadcast struct {
-	UpperID   string
-	SourceID  string        // the upper's voice source
-	TargetID  string        // the target as the upper named it
-	ChannelID string        // the target, local
-	Peer      endpoint.Peer // where requests to the upper go
-	URI       sip.Uri       // Request-URI of our INVITE to SourceID
-	To        sip.Uri
-}
-
-// Broadcasts tells the B2BUA which broadcasts the cascade routed.
-type Broadcasts interface {
-	// TakeBroadcast returns, once, the broadcast from sourceID pending for
-	// device deviceID, or ErrNoBroadcast.
-	TakeBroadcast(ctx context.Context, deviceID, sourceID string) (Broadcast, error)
-}
-
 // voiceCall is one broadcast: the device's dialog with us and ours with
 // the upper's voice source.
 type voiceCall struct {
-	bc       Broadcast
+	bc       directory.Broadcast
 	deviceID string
 	dev      *sip.Request // the device's INVITE
 	devPeer  endpoint.Peer
@@ -75,13 +55,13 @@ func (v *voiceCall) ack() { v.ackOnce.Do(func() { close(v.acked) }) }
 
 // voiceTable holds the broadcasts by either dialog's Call-ID.
 type voiceTable struct {
-	dir      Broadcasts
+	dir      directory.Directory
 	mu       sync.Mutex
 	byDevice map[string]*voiceCall
 	byUpper  map[string]*voiceCall
 }
 
-func newVoiceTable(dir Broadcasts) *voiceTable {
+func newVoiceTable(dir directory.Directory) *voiceTable {
 	return &voiceTable{dir: dir, byDevice: map[string]*voiceCall{}, byUpper: map[string]*voiceCall{}}
 }
 
@@ -195,7 +175,7 @@ func (b *B2BUA) setUpBroadcast(ctx context.Context, v *voiceCall, req *sip.Reque
 	sourceID := req.Recipient.User
 	v.bc, err = b.voice.dir.TakeBroadcast(ctx, v.deviceID, sourceID)
 	switch {
-	case errors.Is(err, ErrNoBroadcast):
+	case errors.Is(err, directory.ErrNoBroadcast):
 		return nil, failWith(sip.StatusNotFound, "no broadcast from "+sourceID+" pending for this device")
 	case err != nil:
 		return nil, failWith(sip.StatusServiceUnavailable, "upper platform unreachable: "+err.Error())

@@ -7,7 +7,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/gbproxy/gbproxy/cascade/endpoint"
+	"github.com/gbproxy/gbproxy/endpoint"
 )
 
 // MANSRTSP playback control (GB/T 28181 §9.8.2, Annex B): the upper's INFO

@@ -12,7 +12,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/gbproxy/gbproxy/b2bua/sdp"
-	"github.com/gbproxy/gbproxy/cascade/endpoint"
+	"github.com/gbproxy/gbproxy/directory"
+	"github.com/gbproxy/gbproxy/endpoint"
 	"github.com/gbproxy/gbproxy/relay"
 	"github.com/gbproxy/gbproxy/security"
 )
@@ -103,7 +104,7 @@ func transportOf(mode string) relay.Transport {
 // one, and waits until the device has answered. A playback or download
 // always gets a device call of its own: its position and pace are its
 // viewer's.
-func (b *B2BUA) joinStream(ctx context.Context, c *call, callee Callee, offer *sdp.Session, kind string) (*stream, error) {
+func (b *B2BUA) joinStream(ctx context.Context, c *call, callee directory.Callee, offer *sdp.Session, kind string) (*stream, error) {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()

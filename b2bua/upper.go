@@ -15,7 +15,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/gbproxy/gbproxy/b2bua/sdp"
-	"github.com/gbproxy/gbproxy/cascade/endpoint"
+	"github.com/gbproxy/gbproxy/directory"
+	"github.com/gbproxy/gbproxy/endpoint"
 	"github.com/gbproxy/gbproxy/relay"
 )
 
@@ -275,11 +276,11 @@ func (b *B2BUA) setUp(ctx context.Context, c *call, req *sip.Request, tx sip.Ser
 	}
 	callee, err := b.dir.Callee(c.upperID, c.targetID)
 	switch {
-	case errors.Is(err, ErrUnknownUpper):
+	case errors.Is(err, directory.ErrUnknownPlatform):
 		return nil, failWith(sip.StatusForbidden, "unknown platform")
-	case errors.Is(err, ErrNotShared):
+	case errors.Is(err, directory.ErrNotShared):
 		return nil, failWith(sip.StatusNotFound, "not shared with this platform")
-	case errors.Is(err, ErrOffline):
+	case errors.Is(err, directory.ErrDeviceOffline):
 		return nil, failWith(sip.StatusTemporarilyUnavailable, "device offline")
 	case err != nil:
 		return nil, failWith(sip.StatusInternalServerError, err.Error())

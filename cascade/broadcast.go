@@ -2,14 +2,14 @@ package cascade
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/gbproxy/gbproxy/cascade/endpoint"
 	"github.com/gbproxy/gbproxy/cascade/manscdp"
+	"github.com/gbproxy/gbproxy/directory"
+	"github.com/gbproxy/gbproxy/endpoint"
 )
 
 // Voice broadcast (GB/T 28181-2016 §9.12) and snapshots (2022 §9.14) cross
@@ -27,22 +27,6 @@ const (
 	// a slow link.
 	snapshotWait = 10 * time.Minute
 )
-
-// ErrNoBroadcast: no broadcast from that source to any target of the
-// device is pending.
-var ErrNoBroadcast = errors.New("no voice broadcast pending from this source to this device")
-
-// Broadcast is a routed Notify Broadcast the device may now answer with its
-// INVITE to SourceID.
-type Broadcast struct {
-	UpperID   string
-	SourceID  string        // the upper's voice source, as it named it
-	TargetID  string        // the target as the upper named it
-	ChannelID string        // the target, local
-	Peer      endpoint.Peer // where requests to the upper go
-	URI       sip.Uri       // Request-URI of the INVITE to SourceID
-	To        sip.Uri
-}
 
 type pendingBroadcast struct {
 	upper     *upperClient
@@ -126,7 +110,7 @@ func (c *Cascade) routeBroadcast(u *upperClient, req *sip.Request, tx sip.Server
 // TakeBroadcast hands over, once, the broadcast from sourceID pending for
 // device deviceID, with where the INVITE to sourceID goes (our connection
 // to the upper platform, opened when needed).
-func (c *Cascade) TakeBroadcast(ctx context.Context, deviceID, sourceID string) (Broadcast, error) {
+func (c *Cascade) TakeBroadcast(ctx context.Context, deviceID, sourceID string) (directory.Broadcast, error) {
 	key := broadcastKey(deviceID, sourceID)
 	c.follow.mu.Lock()
 	c.follow.purgeLocked(c.now())
@@ -134,19 +118,19 @@ func (c *Cascade) TakeBroadcast(ctx context.Context, deviceID, sourceID string) 
 	delete(c.follow.broadcasts, key)
 	c.follow.mu.Unlock()
 	if !ok {
-		return Broadcast{}, ErrNoBroadcast
+		return directory.Broadcast{}, directory.ErrNoBroadcast
 	}
 	t := p.upper.target()
 	peer, err := p.upper.peer(ctx, t)
 	if err != nil {
-		return Broadcast{}, err
+		return directory.Broadcast{}, err
 	}
 	host, port := endpoint.SplitHostPort(t.addr)
 	domain := p.upper.cfg.Domain
 	if len(sourceID) >= 10 {
 		domain = sourceID[:10]
 	}
-	return Broadcast{
+	return directory.Broadcast{
 		UpperID: p.upper.cfg.ID, SourceID: sourceID, TargetID: p.targetID, ChannelID: p.channelID, Peer: peer,
 		URI: sip.Uri{Scheme: "sip", User: sourceID, Host: host, Port: port},
 		To:  sip.Uri{Scheme: "sip", User: sourceID, Host: domain},

@@ -15,11 +15,11 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/rs/zerolog"
 
-	"github.com/gbproxy/gbproxy/cascade/endpoint"
-	"github.com/gbproxy/gbproxy/cascade/metrics"
-	"github.com/gbproxy/gbproxy/cascade/store"
 	"github.com/gbproxy/gbproxy/configs"
+	"github.com/gbproxy/gbproxy/endpoint"
+	"github.com/gbproxy/gbproxy/metrics"
 	"github.com/gbproxy/gbproxy/security"
+	"github.com/gbproxy/gbproxy/store"
 )
 
 // Cascade ties both SIP zones, the registry and the upward clients together.

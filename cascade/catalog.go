@@ -8,8 +8,8 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/gbproxy/gbproxy/cascade/endpoint"
 	"github.com/gbproxy/gbproxy/cascade/manscdp"
+	"github.com/gbproxy/gbproxy/endpoint"
 )
 
 const contentTypeMANSCDP = "Application/MANSCDP+xml"

@@ -10,7 +10,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/gbproxy/gbproxy/cascade/endpoint"
+	"github.com/gbproxy/gbproxy/endpoint"
 )
 
 // Refusal labels: Verdict.Label values, a fixed set for metrics.

@@ -13,11 +13,11 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/rs/zerolog"
 
-	"github.com/gbproxy/gbproxy/cascade/endpoint"
 	"github.com/gbproxy/gbproxy/cascade/manscdp"
-	"github.com/gbproxy/gbproxy/cascade/store"
 	"github.com/gbproxy/gbproxy/configs"
+	"github.com/gbproxy/gbproxy/endpoint"
 	"github.com/gbproxy/gbproxy/security"
+	"github.com/gbproxy/gbproxy/store"
 )
 
 const (

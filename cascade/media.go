@@ -1,44 +1,31 @@
 package cascade
 
 import (
-	"errors"
-
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/gbproxy/gbproxy/cascade/endpoint"
 	"github.com/gbproxy/gbproxy/cascade/manscdp"
+	"github.com/gbproxy/gbproxy/directory"
+	"github.com/gbproxy/gbproxy/endpoint"
 )
 
 // What the B2BUA needs from the cascade: the SIP zones (to serve INVITE and
 // its dialogs), who an upper's INVITE is for, and when devices go away.
 
-var (
-	// ErrNotShared: the upper platform does not see the ID it asked for.
-	ErrNotShared = errors.New("not shared with this upper platform")
-	// ErrDeviceOffline: the channel's device is not registered now.
-	ErrDeviceOffline = errors.New("device offline")
-)
-
-// Callee is the device leg of an upper platform's call.
-type Callee struct {
-	ChannelID string // local ID (after the platform's mapping)
-	Device    Device // the device or lower platform that owns it
-}
-
 // Callee resolves the ID upper platform upperID asked for, as it sees it.
-func (c *Cascade) Callee(upperID, id string) (Callee, error) {
+func (c *Cascade) Callee(upperID, id string) (directory.Callee, error) {
 	u := c.upperByID(upperID)
 	if u == nil {
-		return Callee{}, ErrUnknownPlatform
+		return directory.Callee{}, directory.ErrUnknownPlatform
 	}
 	local, dev, ok := c.registry.resolve(u.view(), id)
 	switch {
 	case !ok:
-		return Callee{}, ErrNotShared
+		return directory.Callee{}, directory.ErrNotShared
 	case !dev.Online:
-		return Callee{}, ErrDeviceOffline
+		return directory.Callee{}, directory.ErrDeviceOffline
 	}
-	return Callee{ChannelID: local, Device: dev}, nil
+	return directory.Callee{ChannelID: local, DeviceID: dev.ID,
+		Peer: endpoint.Peer{Transport: dev.Transport, Addr: dev.Remote}}, nil
 }
 
 // UpperID maps a local channel ID to the one upper platform upperID sees.
@@ -73,7 +60,7 @@ func (c *Cascade) OnDeviceDialogMessage(f func(deviceID string, req *sip.Request
 func (c *Cascade) ForUpper(upperID string, body []byte) ([]byte, error) {
 	u := c.upperByID(upperID)
 	if u == nil {
-		return nil, ErrUnknownPlatform
+		return nil, directory.ErrUnknownPlatform
 	}
 	v := u.view()
 	return manscdp.Rewrite(body, -1, func(id string) (string, bool) { return v.up(id), true }, u.charset())

@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"slices"
 	"strings"
+
+	"github.com/gbproxy/gbproxy/directory"
 )
 
 // Paged listings for the admin API. The registry keeps its devices and
@@ -198,7 +200,7 @@ func walk[K any](keys []K, lo, start, hi, limit int, filtered bool, match func(K
 }
 
 // viewsFor returns every upper's share view and the one of platform ("" for
-// none, ErrUnknownPlatform when there is no such upper).
+// none, directory.ErrUnknownPlatform when there is no such upper).
 func (c *Cascade) viewsFor(platform string) (map[string]*shareView, *shareView, error) {
 	views := make(map[string]*shareView, len(c.uppers))
 	for _, u := range c.uppers {
@@ -209,7 +211,7 @@ func (c *Cascade) viewsFor(platform string) (map[string]*shareView, *shareView, 
 	}
 	v := views[platform]
 	if v == nil {
-		return nil, nil, ErrUnknownPlatform
+		return nil, nil, directory.ErrUnknownPlatform
 	}
 	return views, v, nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gbproxy/gbproxy/cascade/manscdp"
 	"github.com/gbproxy/gbproxy/configs"
+	"github.com/gbproxy/gbproxy/directory"
 )
 
 // pagingCascade is testRegistry with upperA seeing the camera only, one of
@@ -91,8 +92,8 @@ func TestChannelPageFilters(t *testing.T) {
 			}
 		}
 	}
-	if _, _, _, err := c.ChannelPage(ChannelFilter{Platform: "nope"}, Page[ChannelKey]{}); !errors.Is(err, ErrUnknownPlatform) {
-		t.Errorf("unknown platform: err %v, want ErrUnknownPlatform", err)
+	if _, _, _, err := c.ChannelPage(ChannelFilter{Platform: "nope"}, Page[ChannelKey]{}); !errors.Is(err, directory.ErrUnknownPlatform) {
+		t.Errorf("unknown platform: err %v, want directory.ErrUnknownPlatform", err)
 	}
 }
 

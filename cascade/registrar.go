@@ -10,8 +10,8 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/gbproxy/gbproxy/cascade/endpoint"
 	"github.com/gbproxy/gbproxy/cascade/manscdp"
+	"github.com/gbproxy/gbproxy/endpoint"
 	"github.com/gbproxy/gbproxy/security"
 )
 

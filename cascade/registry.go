@@ -11,9 +11,9 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/gbproxy/gbproxy/cascade/endpoint"
 	"github.com/gbproxy/gbproxy/cascade/manscdp"
-	"github.com/gbproxy/gbproxy/cascade/store"
+	"github.com/gbproxy/gbproxy/endpoint"
+	"github.com/gbproxy/gbproxy/store"
 )
 
 // Store buckets.

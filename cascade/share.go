@@ -7,6 +7,7 @@ import (
 
 	"github.com/gbproxy/gbproxy/cascade/manscdp"
 	"github.com/gbproxy/gbproxy/configs"
+	"github.com/gbproxy/gbproxy/directory"
 )
 
 // shareView is what one upper platform sees: which channels, under which IDs
@@ -271,16 +272,13 @@ func (c *Cascade) savedShare(platformID string) (configs.ShareConfig, bool) {
 	return s, ok
 }
 
-// ErrUnknownPlatform: no such upper platform in the config.
-var ErrUnknownPlatform = errors.New("no such upper platform")
-
 // SetShare replaces what one upper platform is shared, persisted across
 // restarts; nil goes back to the config file's. Its Catalog subscribers are
 // told what appeared (ADD) and what went (DEL).
 func (c *Cascade) SetShare(platformID string, share *configs.ShareConfig) error {
 	u := c.upperByID(platformID)
 	if u == nil {
-		return ErrUnknownPlatform
+		return directory.ErrUnknownPlatform
 	}
 	next := u.cfg.Share
 	if share != nil {

@@ -8,8 +8,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/gbproxy/gbproxy/cascade/manscdp"
-	"github.com/gbproxy/gbproxy/cascade/store"
 	"github.com/gbproxy/gbproxy/configs"
+	"github.com/gbproxy/gbproxy/store"
 )
 
 const (

@@ -5,8 +5,8 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/gbproxy/gbproxy/cascade/endpoint"
 	"github.com/gbproxy/gbproxy/configs"
+	"github.com/gbproxy/gbproxy/endpoint"
 	"github.com/gbproxy/gbproxy/security"
 )
 

@@ -13,8 +13,8 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/gbproxy/gbproxy/cascade/endpoint"
 	"github.com/gbproxy/gbproxy/cascade/manscdp"
+	"github.com/gbproxy/gbproxy/endpoint"
 )
 
 // Subscription kinds (the CmdType of the SUBSCRIBE body).

@@ -9,8 +9,8 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/gbproxy/gbproxy/cascade/endpoint"
 	"github.com/gbproxy/gbproxy/cascade/manscdp"
+	"github.com/gbproxy/gbproxy/endpoint"
 )
 
 // udpDatagramLimit keeps a MESSAGE to an upper platform within one unfragmented

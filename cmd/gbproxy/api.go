@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/gbproxy/gbproxy/b2bua"
-	"github.com/gbproxy/gbproxy/cascade"
 	"github.com/gbproxy/gbproxy/configs"
+	"github.com/gbproxy/gbproxy/directory"
 )
 
 // deviceJSON and friends are the admin API contract: keep the field names.
@@ -113,7 +113,7 @@ func requireToken(token string, next http.Handler) http.Handler {
 // and answers with the platform's new state.
 func (a *app) setShare(w http.ResponseWriter, id string, share *configs.ShareConfig) {
 	switch err := a.cascade.SetShare(id, share); {
-	case errors.Is(err, cascade.ErrUnknownPlatform):
+	case errors.Is(err, directory.ErrUnknownPlatform):
 		http.Error(w, "no upper platform "+id+" in upper.platforms", http.StatusNotFound)
 		return
 	case err != nil:

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gbproxy/gbproxy/b2bua"
 	"github.com/gbproxy/gbproxy/cascade"
+	"github.com/gbproxy/gbproxy/directory"
 )
 
 // Lists page with ?limit=&cursor= and filters; the body stays the JSON array
@@ -77,7 +78,7 @@ func writePage(w http.ResponseWriter, r *http.Request, items any, total int, nex
 
 // badRequest answers 400 for a paramError or an unknown platform filter.
 func badRequest(w http.ResponseWriter, err error, platform string) {
-	if errors.Is(err, cascade.ErrUnknownPlatform) {
+	if errors.Is(err, directory.ErrUnknownPlatform) {
 		err = &paramError{"platform", "no upper platform " + strconv.Quote(platform) + " in upper.platforms"}
 	}
 	http.Error(w, err.Error(), http.StatusBadRequest)
@@ -220,7 +221,7 @@ func (a *app) listSessions(w http.ResponseWriter, r *http.Request) {
 	}
 	dev, platform, q := p.get("device_id"), p.get("platform"), strings.ToLower(p.get("q"))
 	if platform != "" && !a.cascade.HasPlatform(platform) {
-		badRequest(w, cascade.ErrUnknownPlatform, platform)
+		badRequest(w, directory.ErrUnknownPlatform, platform)
 		return
 	}
 	all := a.b2bua.Sessions()

@@ -13,11 +13,10 @@ import (
 
 	"github.com/gbproxy/gbproxy/b2bua"
 	"github.com/gbproxy/gbproxy/cascade"
-	"github.com/gbproxy/gbproxy/cascade/endpoint"
-	"github.com/gbproxy/gbproxy/cascade/metrics"
-	"github.com/gbproxy/gbproxy/cascade/store"
 	"github.com/gbproxy/gbproxy/configs"
+	"github.com/gbproxy/gbproxy/metrics"
 	"github.com/gbproxy/gbproxy/relay"
+	"github.com/gbproxy/gbproxy/store"
 )
 
 // app is a running gbproxy.
@@ -112,7 +111,7 @@ func start(cfg *configs.Config, log zerolog.Logger) (*app, error) {
 	}
 	a.b2bua = b2bua.New(b2bua.Options{
 		Config: cfg, Lower: a.cascade.LowerEndpoint(), Upper: a.cascade.UpperEndpoint(),
-		Directory: directory{a.cascade}, Broadcasts: directory{a.cascade}, Relay: a.relay, Logger: log, Metrics: a.metrics,
+		Directory: a.cascade, Relay: a.relay, Logger: log, Metrics: a.metrics,
 	})
 	a.cascade.OnDeviceOffline(a.b2bua.DeviceOffline)
 	a.cascade.OnDeviceDialogMessage(a.b2bua.DeviceDialogMessage)
@@ -154,36 +153,4 @@ func (a *app) stop(ctx context.Context) error {
 		a.log.Info().Msg("gbproxy stopped; store closed cleanly")
 	}
 	return err
-}
-
-// directory answers the B2BUA's "who is this INVITE for" from the cascade's
-// registry and sharing.
-type directory struct{ c *cascade.Cascade }
-
-func (d directory) ForUpper(upperID string, body []byte) ([]byte, error) {
-	return d.c.ForUpper(upperID, body)
-}
-
-func (d directory) Callee(upperID, id string) (b2bua.Callee, error) {
-	ce, err := d.c.Callee(upperID, id)
-	switch {
-	case errors.Is(err, cascade.ErrUnknownPlatform):
-		return b2bua.Callee{}, b2bua.ErrUnknownUpper
-	case errors.Is(err, cascade.ErrNotShared):
-		return b2bua.Callee{}, b2bua.ErrNotShared
-	case errors.Is(err, cascade.ErrDeviceOffline):
-		return b2bua.Callee{}, b2bua.ErrOffline
-	case err != nil:
-		return b2bua.Callee{}, err
-	}
-	return b2bua.Callee{ChannelID: ce.ChannelID, DeviceID: ce.Device.ID,
-		Peer: endpoint.Peer{Transport: ce.Device.Transport, Addr: ce.Device.Remote}}, nil
-}
-
-func (d directory) TakeBroadcast(ctx context.Context, deviceID, sourceID string) (b2bua.Broadcast, error) {
-	bc, err := d.c.TakeBroadcast(ctx, deviceID, sourceID)
-	if errors.Is(err, cascade.ErrNoBroadcast) {
-		return b2bua.Broadcast{}, b2bua.ErrNoBroadcast
-	}
-	return b2bua.Broadcast(bc), err
 }

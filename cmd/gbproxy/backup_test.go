@@ -11,7 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/gbproxy/gbproxy/cascade/store"
+	"github.com/gbproxy/gbproxy/store"
 )
 
 // GET /api/v1/store/backup, behind the API token, streams a copy of the

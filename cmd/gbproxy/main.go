@@ -11,8 +11,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gbproxy/gbproxy/cascade/endpoint"
 	"github.com/gbproxy/gbproxy/configs"
+	"github.com/gbproxy/gbproxy/endpoint"
 )
 
 func main() {

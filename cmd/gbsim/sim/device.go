@@ -16,6 +16,7 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+
 	"github.com/gbproxy/gbproxy/cmd/gbsim/sim/media"
 )
 

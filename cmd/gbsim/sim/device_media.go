@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
 	"github.com/gbproxy/gbproxy/cmd/gbsim/sim/media"
 )
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+
 	"github.com/gbproxy/gbproxy/cmd/gbsim/gbnote"
 )
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
 	"github.com/gbproxy/gbproxy/cmd/gbsim/gbnote"
 )
 

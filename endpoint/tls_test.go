@@ -18,7 +18,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/rs/zerolog"
 
-	"github.com/gbproxy/gbproxy/cascade/metrics"
+	"github.com/gbproxy/gbproxy/metrics"
 	"github.com/gbproxy/gbproxy/security/testpki"
 )
 

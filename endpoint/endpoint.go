@@ -33,7 +33,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/rs/zerolog"
 
-	"github.com/gbproxy/gbproxy/cascade/metrics"
+	"github.com/gbproxy/gbproxy/metrics"
 )
 
 // Product is the User-Agent gbproxy announces.

@@ -17,7 +17,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/rs/zerolog"
 
-	"github.com/gbproxy/gbproxy/cascade/metrics"
+	"github.com/gbproxy/gbproxy/metrics"
 )
 
 // libLogs receives what sipgo logs through its default logger.

@@ -1,0 +1,59 @@
+// Package directory is what the call side (b2bua) asks the signalling side
+// (cascade) and what it gets back: who an upper platform's INVITE is for,
+// which voice broadcast a device's INVITE takes up, and the errors that map
+// to SIP answers. Both sides import it as a peer, so neither imports the other.
+package directory
+
+import (
+	"context"
+	"errors"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/gbproxy/gbproxy/endpoint"
+)
+
+// Errors a Directory returns; the B2BUA maps them to SIP answers.
+var (
+	// ErrUnknownPlatform: no such upper platform is configured.
+	ErrUnknownPlatform = errors.New("no such upper platform")
+	// ErrNotShared: the upper platform does not see the ID it asked for.
+	ErrNotShared = errors.New("not shared with this upper platform")
+	// ErrDeviceOffline: the channel's device is not registered now.
+	ErrDeviceOffline = errors.New("device offline")
+	// ErrNoBroadcast: no broadcast from that source to any target of the
+	// device is pending.
+	ErrNoBroadcast = errors.New("no voice broadcast pending from this source to this device")
+)
+
+// Callee is the device side of an upper platform's call.
+type Callee struct {
+	ChannelID string        // local channel ID (after the platform's mapping)
+	DeviceID  string        // device or lower platform that owns it
+	Peer      endpoint.Peer // where its requests go (its own TCP connection when it has one)
+}
+
+// Broadcast is a routed Notify Broadcast a device may now take up with its
+// INVITE to SourceID.
+type Broadcast struct {
+	UpperID   string
+	SourceID  string        // the upper's voice source, as it named it
+	TargetID  string        // the target as the upper named it
+	ChannelID string        // the target, local
+	Peer      endpoint.Peer // where requests to the upper go
+	URI       sip.Uri       // Request-URI of our INVITE to SourceID
+	To        sip.Uri
+}
+
+// Directory answers the B2BUA's questions.
+type Directory interface {
+	// Callee resolves id, as upper platform upperID sees it, to the channel
+	// and the device that must be called.
+	Callee(upperID, id string) (Callee, error)
+	// ForUpper rewrites a MANSCDP body from a device for upper platform
+	// upperID: IDs as it sees them, in its charset.
+	ForUpper(upperID string, body []byte) ([]byte, error)
+	// TakeBroadcast returns, once, the broadcast from sourceID pending for
+	// device deviceID, or ErrNoBroadcast.
+	TakeBroadcast(ctx context.Context, deviceID, sourceID string) (Broadcast, error)
+}
