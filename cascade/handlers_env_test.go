@@ -254,6 +254,16 @@ func (e *handlerEnv) online(id, password string) {
 	})
 }
 
+// withCamera puts the sample camera online with its catalog (one channel:
+// its own ID), shared with the upper (share all by default).
+func (e *handlerEnv) withCamera(t *testing.T) {
+	t.Helper()
+	e.online(envCamera, envCameraPW)
+	if res := e.lowerMessage(e.request(sip.MESSAGE, envCamera, e.device, testdata(t, "catalog_response.xml"))); res.StatusCode != sip.StatusOK {
+		t.Fatalf("catalog answered %d", res.StatusCode)
+	}
+}
+
 // testdata is a MANSCDP sample from manscdp/testdata.
 func testdata(t *testing.T, name string) []byte {
 	t.Helper()

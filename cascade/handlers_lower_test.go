@@ -343,3 +343,22 @@ func TestRegisterCredentialsMustNameTheDevice(t *testing.T) {
 		t.Fatalf("credentials of another ID answered %d, want 403", res.StatusCode)
 	}
 }
+
+// An alarm MESSAGE is answered 200, then acknowledged (GB/T 28181 §9.4) with
+// a Response of the same SN and Result OK.
+func TestAlarmFromDeviceAcknowledged(t *testing.T) {
+	e := newHandlerEnv(t, nil)
+	e.withCamera(t)
+	alarm := testdata(t, "alarm_notify.xml") // SN 2, an alarm input's ID
+	if res := e.lowerMessage(e.request(sip.MESSAGE, envCamera, e.device, alarm)); res.StatusCode != sip.StatusOK {
+		t.Fatalf("answered %d %s", res.StatusCode, res.Reason)
+	}
+	ack := e.device.await(t, "alarm acknowledgement", func(r *sip.Request) bool { return isMANSCDP(r, manscdp.RootResponse, "Alarm") })
+	var m manscdp.Message
+	if err := manscdp.Decode(ack.Body(), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Text("SN") != "2" || m.Text("DeviceID") != "34020000001340000001" || m.Text("Result") != "OK" || toUser(ack) != envCamera {
+		t.Errorf("acknowledgement to %s: SN %q DeviceID %q Result %q", toUser(ack), m.Text("SN"), m.Text("DeviceID"), m.Text("Result"))
+	}
+}

@@ -9,18 +9,10 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/gbproxy/gbproxy/cascade/manscdp"
+	"github.com/gbproxy/gbproxy/configs"
 	"github.com/gbproxy/gbproxy/endpoint"
 	"github.com/gbproxy/gbproxy/security"
 )
-
-// withCamera puts the sample camera online with its catalog (one channel:
-// its own ID), shared with the upper (share all by default).
-func (e *handlerEnv) withCamera(t *testing.T) {
-	e.online(envCamera, envCameraPW)
-	if res := e.lowerMessage(e.request(sip.MESSAGE, envCamera, e.device, testdata(t, "catalog_response.xml"))); res.StatusCode != sip.StatusOK {
-		t.Fatalf("catalog answered %d", res.StatusCode)
-	}
-}
 
 // fromUpper is a MESSAGE from the configured upper platform.
 func (e *handlerEnv) fromUpper(body []byte, headers ...sip.Header) *sip.Request {
@@ -291,4 +283,60 @@ func TestUpperSubscribeUnsharedTarget(t *testing.T) {
 func (e *handlerEnv) upperSubscriptions() []SubscriptionState {
 	upper, _ := e.c.Subscriptions()
 	return upper
+}
+
+// A routed query its device accepts but never answers gets the upper a
+// Result ERROR after lower.query_timeout, with its SN and the ID it asked.
+func TestUpperRoutedQueryTimesOut(t *testing.T) {
+	e := newHandlerEnv(t, func(c *configs.Config) { c.Lower.QueryTimeout = 100 * time.Millisecond })
+	e.withCamera(t)
+	if res := e.upperMessage(e.fromUpper(testdata(t, "deviceinfo_query.xml"))); res.StatusCode != sip.StatusOK { // SN 1708
+		t.Fatalf("answered %d %s", res.StatusCode, res.Reason)
+	}
+	var m manscdp.Message
+	if err := manscdp.Decode(e.answerTo(t, "DeviceInfo", 1708).Body(), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Text("Result") != "ERROR" || m.Text("DeviceID") != envCamera || m.Text("Reason") == "" {
+		t.Errorf("after the timeout: Result %q DeviceID %q Reason %q, want ERROR for %s with a reason", m.Text("Result"), m.Text("DeviceID"), m.Text("Reason"), envCamera)
+	}
+}
+
+// A multi-part answer (RecordInfo) keeps its route until SumNum items have
+// come: each part reaches the upper with the upper's SN.
+func TestUpperRoutedMultiPartAnswer(t *testing.T) {
+	e := newHandlerEnv(t, nil)
+	e.withCamera(t)
+	query := setDeviceID(testdata(t, "recordinfo_query.xml"), envCamera) // SN 10000
+	if res := e.upperMessage(e.fromUpper(query)); res.StatusCode != sip.StatusOK {
+		t.Fatalf("answered %d %s", res.StatusCode, res.Reason)
+	}
+	sn := peek(t, e.device.await(t, "routed RecordInfo", func(r *sip.Request) bool { return isMANSCDP(r, manscdp.RootQuery, "RecordInfo") })).SN
+	part := setDeviceID(setSN(testdata(t, "recordinfo_response.xml"), sn), envCamera)
+	part = setElement(part, "SumNum", "2")
+	for i, file := range []string{"part-1", "part-2"} {
+		body := setElement(part, "FilePath", file)
+		if res := e.lowerMessage(e.request(sip.MESSAGE, envCamera, e.device, body)); res.StatusCode != sip.StatusOK {
+			t.Fatalf("part %d answered %d", i+1, res.StatusCode)
+		}
+		e.upper.await(t, "RecordInfo "+file, func(r *sip.Request) bool {
+			hdr, err := manscdp.Peek(r.Body())
+			return err == nil && hdr.CmdType == "RecordInfo" && hdr.SN == 10000 && bytes.Contains(r.Body(), []byte(file))
+		})
+	}
+}
+
+// A Response from the upper (its side of an exchange we started, such as
+// an alarm acknowledgement) is taken with 200 and routed nowhere.
+func TestUpperResponseTaken(t *testing.T) {
+	e := newHandlerEnv(t, nil)
+	e.withCamera(t)
+	body := setDeviceID(testdata(t, "devicestatus_response.xml"), envCamera)
+	if res := e.upperMessage(e.fromUpper(body)); res.StatusCode != sip.StatusOK {
+		t.Fatalf("answered %d %s, want 200", res.StatusCode, res.Reason)
+	}
+	// Routing is synchronous: a routed request would have reached the device.
+	if got := e.device.matching(func(r *sip.Request) bool { return isMANSCDP(r, manscdp.RootResponse, "DeviceStatus") }); len(got) != 0 {
+		t.Fatalf("an upper's Response was sent to the device")
+	}
 }
