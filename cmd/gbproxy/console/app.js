@@ -350,13 +350,14 @@ function buildTree(channels) {
   return rows;
 }
 
-function seenAs(sharedTo) {
+function seenAs(localID, sharedTo) {
   const entries = Object.entries(sharedTo || {});
   if (!entries.length) return el('span', { class: 'hint' }, 'not shared');
   const span = el('span');
   entries.sort().forEach(([upper, id], i) => {
     if (i) span.append(el('br'));
-    span.append(el('span', { class: 'mono' }, upper), ': ', el('span', { class: 'mono seen' }, id));
+    span.append(el('span', { class: 'mono' }, upper), ': ',
+      id === localID ? el('span', { class: 'hint' }, 'same ID') : el('span', { class: 'mono seen' }, id));
   });
   return span;
 }
@@ -382,7 +383,7 @@ async function loadTree(deviceID) {
       el('td', { class: 'mono' }, c.id),
       el('td', {}, kindOf(c.id)),
       el('td', { class: 'status-' + String(c.status || '').toLowerCase() }, c.made ? '' : c.status),
-      el('td', {}, c.made ? '' : seenAs(c.shared_to)),
+      el('td', {}, c.made ? '' : seenAs(c.id, c.shared_to)),
     );
   }));
 }
@@ -611,7 +612,7 @@ async function loadManage() {
     )));
   } catch (e) {
     if (!(e instanceof APIError)) throw e;
-    $('#allowed-note').textContent = `This proxy does not list allowed devices (${e.message}).`;
+    $('#allowed-note').textContent = `This proxy does not list allowed devices (GET /api/v1/devices/allowed: HTTP ${e.status}).`;
   }
 }
 
