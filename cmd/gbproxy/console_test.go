@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -291,7 +293,7 @@ upper:
 		ui(t, ctx, "add the platform", chromedp.Click(chromedp.ID("platform-submit")))
 		waitFor(t, ctx, "the form's answer", `document.querySelector("#platform-ok").textContent !== "" || document.querySelector("#platform-error").textContent !== ""`)
 		if e := pageText(ctx, "#platform-error"); e != "" {
-			t.Fatalf("the form shows the API's error: %s", e)
+			t.Fatalf("the form shows the API's error (POST /api/v1/platforms is the management API, issue 11 item 1): %s", e)
 		}
 		if _, err := second.WaitRegistered(ctxTimeout(t, uiWait), proxyID); err != nil {
 			t.Fatalf("the proxy did not register to the platform added in the form: %v", err)
@@ -311,6 +313,33 @@ func platformStates(p *testProxy) []platformState {
 	var out []platformState
 	p.api("/api/v1/platforms", &out)
 	return out
+}
+
+// TestConsoleAssets: the page loads without the token (it holds no data),
+// under a CSP that keeps injected markup from running; data still needs it.
+func TestConsoleAssets(t *testing.T) {
+	p := startProxy(t, "", `
+http: {listen: "127.0.0.1:0", token: "`+consoleToken+`"}
+`)
+	for path, ctype := range map[string]string{"/": "text/html", "/console/app.js": "javascript", "/console/app.css": "text/css"} {
+		res, err := http.Get("http://" + p.httpLn.Addr().String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK || !strings.Contains(res.Header.Get("Content-Type"), ctype) || len(body) == 0 {
+			t.Errorf("GET %s without token: %s, %q, %d bytes; want 200 %s", path, res.Status, res.Header.Get("Content-Type"), len(body), ctype)
+		}
+		if csp := res.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") {
+			t.Errorf("GET %s: Content-Security-Policy %q lets other scripts run", path, csp)
+		}
+	}
+	for _, path := range []string{"/api/v1/devices", "/console/", "/index.html"} {
+		if code, _ := p.do("GET", path, ""); code != http.StatusUnauthorized {
+			t.Errorf("GET %s without token: %d, want 401 (only the console's files are open)", path, code)
+		}
+	}
 }
 
 // TestConsoleToken: with http.token the page asks for it, refuses a wrong

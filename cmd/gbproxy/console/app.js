@@ -460,9 +460,11 @@ function editPlatform(p) {
   // config (the entry without secrets) when the proxy gives it, else the state's own fields.
   const cfg = p.config || { id: p.id, address: p.address, transport: p.transport, charset: p.charset };
   for (const k of PLATFORM_FIELDS) if (cfg[k] !== undefined && cfg[k] !== null) form.elements[k].value = cfg[k];
+  // Every other key goes back unchanged (share included: a PUT without it
+  // would reset it to the default).
   const extra = {};
   for (const [k, v] of Object.entries(cfg)) {
-    if (!PLATFORM_FIELDS.includes(k) && k !== 'password_set' && k !== 'share' && v !== null && v !== '' &&
+    if (!PLATFORM_FIELDS.includes(k) && k !== 'password_set' && v !== null && v !== '' &&
       !(Array.isArray(v) && !v.length)) extra[k] = v;
   }
   form.elements.extra.value = Object.keys(extra).length ? JSON.stringify(extra) : '';
