@@ -32,6 +32,10 @@ type channelJSON struct {
 	Name     string `json:"name"`
 	Status   string `json:"status"`
 	ParentID string `json:"parent_id,omitempty"`
+	// CivilCode and BusinessGroupID place the channel in the catalog tree
+	// (the console groups by them).
+	CivilCode       string `json:"civil_code,omitempty"`
+	BusinessGroupID string `json:"business_group_id,omitempty"`
 	// LocalID is the channel's own ID when the list is seen through an
 	// upper platform (?platform=) that knows it under another.
 	LocalID string `json:"local_id,omitempty"`
@@ -86,7 +90,7 @@ func (a *app) routes() http.Handler {
 		writeJSON(w, map[string]any{"upper": upper, "lower": lower})
 	})
 	mux.HandleFunc("GET /api/v1/store/backup", a.storeBackup)
-	return requireToken(a.cfg.HTTP.Token, mux)
+	return withConsole(requireToken(a.cfg.HTTP.Token, mux))
 }
 
 // requireToken answers 401 to requests without `Authorization: Bearer

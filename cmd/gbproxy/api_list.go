@@ -208,7 +208,8 @@ func (a *app) getChannel(w http.ResponseWriter, r *http.Request) {
 
 func toChannelJSON(c cascade.ChannelView) channelJSON {
 	return channelJSON{ID: c.ID, DeviceID: c.DeviceID, Name: c.Item.Name, Status: c.Status,
-		ParentID: c.Item.ParentID, SharedTo: c.SharedTo, LocalID: c.LocalID}
+		ParentID: c.Item.ParentID, CivilCode: c.Item.CivilCode, BusinessGroupID: c.Item.BusinessGroupID,
+		SharedTo: c.SharedTo, LocalID: c.LocalID}
 }
 
 // listSessions pages the live sessions by Call-ID. They are few (one per
