@@ -39,7 +39,8 @@ type Cascade struct {
 	catalogs *catalogCollector
 	routes   *routeTable
 	follow   *followUps // broadcast and snapshot follow-ups of routed requests
-	subs     *subscriptions
+	subs     *upperSubs
+	devSubs  *deviceSubs
 	uppers   []*upperClient
 	// offlineHooks run when a device goes offline (the B2BUA ends its calls).
 	offlineHooks []func(deviceID, reason string)
@@ -75,7 +76,8 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 	c.catalogs = newCatalogCollector(c)
 	c.routes = newRouteTable(c)
 	c.follow = newFollowUps()
-	c.subs = newSubscriptions(c)
+	c.subs = newUpperSubs(c)
+	c.devSubs = newDeviceSubs(c)
 	c.registry.publish = c.subs.channelEvents
 	if err := c.registry.load(c.now()); err != nil {
 		cancel()
@@ -158,9 +160,10 @@ func zoneOptions(cfg *configs.Config, log zerolog.Logger, m *metrics.Registry) e
 func (c *Cascade) Start() {
 	c.lower.Serve()
 	c.upper.Serve()
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go c.monitorDevices()
-	go c.subs.run(c.ctx)
+	go c.subs.run(c.ctx, &c.wg)
+	go c.devSubs.run(c.ctx, &c.wg)
 	for _, u := range c.uppers {
 		c.wg.Add(1)
 		go u.run(c.ctx, &c.wg)
@@ -328,7 +331,7 @@ func (c *Cascade) deviceOffline(id, reason string) {
 		return
 	}
 	c.metrics.Inc("gbproxy_device_offline_total", "reason", reason)
-	c.subs.poke()
+	c.devSubs.poke()
 	c.log.Info().Str("device_id", id).Str("reason", reason).Msg("device offline; its channels are now OFF")
 	for _, f := range c.offlineHooks {
 		f(id, reason)

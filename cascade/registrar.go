@@ -137,7 +137,7 @@ func (c *Cascade) handleRegister(req *sip.Request, tx sip.ServerTransaction) {
 		if c.upperByID(id) != nil {
 			log.Warn().Msg("this device is also one of our upper platforms (a cascade loop): its channels are never shared back to it")
 		}
-		c.subs.deviceReset(id)
+		c.devSubs.deviceReset(id)
 		c.catalogs.query(dev)
 	}
 }
@@ -278,7 +278,7 @@ func (c *Cascade) fromDevice(req *sip.Request, tx sip.ServerTransaction, isMessa
 	}
 	if revived {
 		c.log.Info().Str("device_id", deviceID).Msg("device back online")
-		c.subs.poke()
+		c.devSubs.poke()
 	}
 	c.lower.Respond(tx, req, sip.StatusOK, "OK", nil)
 	if isMessage && c.dialogHook != nil && req.To().Params.Has("tag") && c.dialogHook(deviceID, req) {
