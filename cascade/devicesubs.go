@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
 	"github.com/gbproxy/gbproxy/cascade/manscdp"
 	"github.com/gbproxy/gbproxy/endpoint"
 )
@@ -36,7 +37,7 @@ type downKey struct{ deviceID, kind string }
 // deviceSubs keeps one subscription per (device, kind) that serves every
 // upper subscription needing it.
 type deviceSubs struct {
-	c        *Cascade
+	l        *lowerSide
 	mu       sync.Mutex
 	downs    map[downKey]*deviceSub
 	inFlight map[downKey]bool
@@ -44,8 +45,8 @@ type deviceSubs struct {
 	kick     chan struct{}
 }
 
-func newDeviceSubs(c *Cascade) *deviceSubs {
-	return &deviceSubs{c: c, downs: map[downKey]*deviceSub{}, inFlight: map[downKey]bool{}, backoff: map[downKey]time.Time{},
+func newDeviceSubs(l *lowerSide) *deviceSubs {
+	return &deviceSubs{l: l, downs: map[downKey]*deviceSub{}, inFlight: map[downKey]bool{}, backoff: map[downKey]time.Time{},
 		kick: make(chan struct{}, 1)}
 }
 
@@ -90,9 +91,9 @@ func (s *deviceSubs) deviceReset(deviceID string) {
 // about to expire and ends the ones nobody needs: one subscription per
 // device and kind, however many uppers.
 func (s *deviceSubs) reconcile(ctx context.Context) {
-	want := s.c.subs.wanted()
-	now := s.c.now()
-	refreshBefore := secondsDuration(s.c.cfg.Lower.SubscribeExpires) / 4
+	want := s.l.feed.wanted()
+	now := s.l.now()
+	refreshBefore := secondsDuration(s.l.cfg.Lower.SubscribeExpires) / 4
 	type job struct {
 		key  downKey
 		sub  *deviceSub // nil: new subscription
@@ -103,7 +104,7 @@ func (s *deviceSubs) reconcile(ctx context.Context) {
 	for key, sub := range s.downs {
 		n := want[key]
 		sub.refs = n
-		dev, known := s.c.registry.Device(key.deviceID)
+		dev, known := s.l.registry.Device(key.deviceID)
 		switch {
 		case !known || !dev.Online:
 			delete(s.downs, key) // it went with the device
@@ -135,17 +136,17 @@ func (s *deviceSubs) reconcile(ctx context.Context) {
 			defer func() { <-sem; wg.Done() }()
 			if j.stop {
 				if _, err := s.subscribeDevice(ctx, j.key, j.sub, 0); err != nil {
-					s.c.log.Debug().Err(err).Str("device_id", j.key.deviceID).Str("kind", j.key.kind).
+					s.l.log.Debug().Err(err).Str("device_id", j.key.deviceID).Str("kind", j.key.kind).
 						Msg("ending our subscription at the device failed; it lapses at its expiry")
 				}
 				return
 			}
-			sub, err := s.subscribeDevice(ctx, j.key, j.sub, s.c.cfg.Lower.SubscribeExpires)
+			sub, err := s.subscribeDevice(ctx, j.key, j.sub, s.l.cfg.Lower.SubscribeExpires)
 			s.mu.Lock()
 			delete(s.inFlight, j.key)
 			if err != nil {
 				delete(s.downs, j.key)
-				s.backoff[j.key] = s.c.now().Add(subscribeBackoff)
+				s.backoff[j.key] = s.l.now().Add(subscribeBackoff)
 			} else {
 				sub.refs = want[j.key]
 				s.downs[j.key] = sub
@@ -160,9 +161,9 @@ func (s *deviceSubs) reconcile(ctx context.Context) {
 // subscribeDevice sends SUBSCRIBE to a device: new when sub is nil, else a
 // refresh (or, with expires 0, the end) of that dialog.
 func (s *deviceSubs) subscribeDevice(ctx context.Context, key downKey, sub *deviceSub, expires int) (*deviceSub, error) {
-	c := s.c
-	log := c.log.With().Str("device_id", key.deviceID).Str("kind", key.kind).Int("expires", expires).Logger()
-	dev, ok := c.registry.Device(key.deviceID)
+	l := s.l
+	log := l.log.With().Str("device_id", key.deviceID).Str("kind", key.kind).Int("expires", expires).Logger()
+	dev, ok := l.registry.Device(key.deviceID)
 	if !ok {
 		return nil, fmt.Errorf("device %s unknown", key.deviceID)
 	}
@@ -171,15 +172,15 @@ func (s *deviceSubs) subscribeDevice(ctx context.Context, key downKey, sub *devi
 	var req *sip.Request
 	if sub == nil {
 		sub = &deviceSub{deviceID: key.deviceID, kind: key.kind}
-		req = c.lower.NewRequest(sip.SUBSCRIBE, sip.Uri{Scheme: "sip", User: dev.ID, Host: host, Port: port}, peer,
-			sip.Uri{Scheme: "sip", User: c.cfg.ID, Host: c.cfg.Domain}, sip.Uri{Scheme: "sip", User: dev.ID, Host: c.cfg.Domain})
+		req = l.ep.NewRequest(sip.SUBSCRIBE, sip.Uri{Scheme: "sip", User: dev.ID, Host: host, Port: port}, peer,
+			sip.Uri{Scheme: "sip", User: l.cfg.ID, Host: l.cfg.Domain}, sip.Uri{Scheme: "sip", User: dev.ID, Host: l.cfg.Domain})
 		sub.callID = callIDOf(req)
 		sub.cseq = 1
 		sub.dialog = dialogIDs{local: req.From().Address, remote: req.To().Address, localTag: req.From().Params.GetOr("tag", "")}
 	} else {
 		sub.cseq++
 		sub.dialog.target = sip.Uri{Scheme: "sip", User: dev.ID, Host: host, Port: port}
-		req = newInDialog(c.lower, sip.SUBSCRIBE, sub.dialog, sub.callID, sub.cseq, peer)
+		req = newInDialog(l.ep, sip.SUBSCRIBE, sub.dialog, sub.callID, sub.cseq, peer)
 	}
 	q := &manscdp.CatalogQuery{Base: manscdp.Base{CmdType: key.kind, SN: nextSN(), DeviceID: dev.ID}}
 	body, err := manscdp.Encode(manscdp.RootQuery, q, manscdp.CharsetGB2312)
@@ -192,23 +193,23 @@ func (s *deviceSubs) subscribeDevice(ctx context.Context, key downKey, sub *devi
 	req.SetBody(body)
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	res, err := c.lower.Do(ctx, req)
+	res, err := l.ep.Do(ctx, req)
 	if err == nil && !res.IsSuccess() {
 		err = fmt.Errorf("device answered %d %s", res.StatusCode, res.Reason)
 	}
 	if err != nil {
-		c.metrics.Inc("gbproxy_device_subscriptions_total", "kind", key.kind, "result", "failed")
+		l.metrics.Inc("gbproxy_device_subscriptions_total", "kind", key.kind, "result", "failed")
 		if expires > 0 {
 			log.Warn().Err(err).Stringer("retry_in", subscribeBackoff).Msg("device refused or ignored our SUBSCRIBE; changes reach uppers only on catalog refresh")
 		}
 		return nil, err
 	}
-	c.metrics.Inc("gbproxy_device_subscriptions_total", "kind", key.kind, "result", "ok")
+	l.metrics.Inc("gbproxy_device_subscriptions_total", "kind", key.kind, "result", "ok")
 	if tag, ok := res.To().Params.Get("tag"); ok {
 		sub.dialog.remoteTag = tag
 	}
 	granted := grantedExpires(res, expires)
-	sub.expiresAt = c.now().Add(secondsDuration(granted))
+	sub.expiresAt = l.now().Add(secondsDuration(granted))
 	if expires > 0 {
 		log.Debug().Int("granted", granted).Msg("subscribed to device")
 	}

@@ -56,5 +56,5 @@ func eventHeader(kind string) string {
 // Subscriptions lists both sides for the API: uppers subscribed to us, and
 // our subscriptions to devices with how many upper subscriptions each serves.
 func (c *Cascade) Subscriptions() (upper, lower []SubscriptionState) {
-	return c.subs.states(), c.devSubs.states()
+	return c.upper.subs.states(), c.lower.subs.states()
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
 	"github.com/gbproxy/gbproxy/cascade/manscdp"
 	"github.com/gbproxy/gbproxy/endpoint"
 )
@@ -43,15 +44,15 @@ type targetKey struct{ platform, kind, target string }
 // upperSubs are the upper platforms' subscriptions to us, each with its
 // notifier.
 type upperSubs struct {
-	c        *Cascade
+	up       *upperSide
 	mu       sync.Mutex
 	uppers   map[string]*upperSub // call ID + remote tag
 	byTarget map[targetKey]string // -> key in uppers
 	wg       sync.WaitGroup
 }
 
-func newUpperSubs(c *Cascade) *upperSubs {
-	return &upperSubs{c: c, uppers: map[string]*upperSub{}, byTarget: map[targetKey]string{}}
+func newUpperSubs(up *upperSide) *upperSubs {
+	return &upperSubs{up: up, uppers: map[string]*upperSub{}, byTarget: map[targetKey]string{}}
 }
 
 // run expires upper subscriptions until ctx ends, then ends them all.
@@ -76,7 +77,7 @@ func (s *upperSubs) run(ctx context.Context, wg *sync.WaitGroup) {
 }
 
 func (s *upperSubs) expireUppers() {
-	now := s.c.now()
+	now := s.up.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for key, sub := range s.uppers {
@@ -108,20 +109,20 @@ func (sub *upperSub) targetKey() targetKey {
 
 // handleUpperSubscribe serves SUBSCRIBE from an upper platform (GB/T 28181
 // §9.11): new, refresh, or Expires: 0.
-func (c *Cascade) handleUpperSubscribe(req *sip.Request, tx sip.ServerTransaction) {
-	u := c.upperOf(req)
+func (up *upperSide) handleUpperSubscribe(req *sip.Request, tx sip.ServerTransaction) {
+	u := up.upperOf(req)
 	if u == nil {
-		c.upper.Respond(tx, req, sip.StatusForbidden, "Forbidden (unknown platform)", nil)
+		up.ep.Respond(tx, req, sip.StatusForbidden, "Forbidden (unknown platform)", nil)
 		return
 	}
 	hdr, err := manscdp.Peek(req.Body())
 	if err != nil || !subscriptionKinds[hdr.CmdType] {
 		u.log.Warn().Err(err).Str("cmd_type", hdr.CmdType).Msg("SUBSCRIBE without a Catalog, Alarm, MobilePosition or PTZPosition query answered 489")
-		c.upper.Respond(tx, req, 489, "Bad Event", nil)
+		up.ep.Respond(tx, req, 489, "Bad Event", nil)
 		return
 	}
-	expires := min(requestedExpires(req), c.cfg.Upper.SubscribeExpiresMax)
-	s := c.subs
+	expires := min(requestedExpires(req), up.cfg.Upper.SubscribeExpiresMax)
+	s := up.subs
 	key := callIDOf(req) + "/" + req.From().Params.GetOr("tag", "")
 	log := u.log.With().Str("kind", hdr.CmdType).Str("target_id", hdr.DeviceID).Str("call_id", callIDOf(req)).Logger()
 
@@ -131,30 +132,30 @@ func (c *Cascade) handleUpperSubscribe(req *sip.Request, tx sip.ServerTransactio
 	switch {
 	case sub == nil && inDialog && toTag != "":
 		s.mu.Unlock()
-		c.upper.Respond(tx, req, sip.StatusCallTransactionDoesNotExists, "Subscription Does Not Exist", nil)
+		up.ep.Respond(tx, req, sip.StatusCallTransactionDoesNotExists, "Subscription Does Not Exist", nil)
 		return
 	case sub != nil && expires == 0:
 		s.dropLocked(key)
 		s.mu.Unlock()
 		log.Info().Msg("upper platform unsubscribed")
-		c.answerSubscribe(tx, req, sub, hdr, 0)
-		c.devSubs.poke()
+		up.answerSubscribe(tx, req, sub, hdr, 0)
+		up.devices.pokeSubscriptions()
 		return
 	case sub != nil:
-		sub.expiresAt = c.now().Add(secondsDuration(expires))
+		sub.expiresAt = up.now().Add(secondsDuration(expires))
 		s.mu.Unlock()
-		c.answerSubscribe(tx, req, sub, hdr, expires)
+		up.answerSubscribe(tx, req, sub, hdr, expires)
 		return
 	}
 	s.mu.Unlock()
 
 	sub = &upperSub{upper: u, kind: hdr.CmdType, targetID: hdr.DeviceID, callID: callIDOf(req),
 		event: endpoint.HeaderValue(req, "Event"), queue: make(chan notifyBody, notifyQueue), done: make(chan struct{})}
-	if hdr.DeviceID != c.cfg.ID {
-		local, dev, ok := c.registry.resolve(u.view(), hdr.DeviceID)
+	if hdr.DeviceID != up.cfg.ID {
+		local, dev, ok := up.registry.resolve(u.view(), hdr.DeviceID)
 		if !ok {
 			log.Info().Msg("SUBSCRIBE for an ID not shared with this platform answered 404")
-			c.upper.Respond(tx, req, sip.StatusNotFound, "Not Found (not shared with this platform)", nil)
+			up.ep.Respond(tx, req, sip.StatusNotFound, "Not Found (not shared with this platform)", nil)
 			return
 		}
 		sub.localID, sub.ownerID = local, dev.ID
@@ -171,10 +172,10 @@ func (c *Cascade) handleUpperSubscribe(req *sip.Request, tx sip.ServerTransactio
 	}
 	sub.peer = endpoint.Peer{Transport: strings.ToUpper(req.Transport()), Addr: req.Source()}
 	if expires == 0 { // a fetch: answer, nothing to keep
-		c.answerSubscribe(tx, req, sub, hdr, 0)
+		up.answerSubscribe(tx, req, sub, hdr, 0)
 		return
 	}
-	sub.expiresAt = c.now().Add(secondsDuration(expires))
+	sub.expiresAt = up.now().Add(secondsDuration(expires))
 	s.mu.Lock()
 	replaced, had := s.byTarget[sub.targetKey()]
 	if had {
@@ -182,25 +183,25 @@ func (c *Cascade) handleUpperSubscribe(req *sip.Request, tx sip.ServerTransactio
 		// new dialog: the old one ends quietly, nobody reads it any more.
 		s.dropLocked(replaced)
 	}
-	if len(s.uppers) >= c.cfg.Upper.MaxSubscriptions {
+	if len(s.uppers) >= up.cfg.Upper.MaxSubscriptions {
 		s.mu.Unlock()
-		log.Warn().Int("max_subscriptions", c.cfg.Upper.MaxSubscriptions).Msg("SUBSCRIBE refused: upper.max_subscriptions reached across all upper platforms")
-		c.upper.Respond(tx, req, sip.StatusServiceUnavailable, "Service Unavailable (subscription limit upper.max_subscriptions reached)", nil)
+		log.Warn().Int("max_subscriptions", up.cfg.Upper.MaxSubscriptions).Msg("SUBSCRIBE refused: upper.max_subscriptions reached across all upper platforms")
+		up.ep.Respond(tx, req, sip.StatusServiceUnavailable, "Service Unavailable (subscription limit upper.max_subscriptions reached)", nil)
 		return
 	}
 	s.uppers[key] = sub
 	s.byTarget[sub.targetKey()] = key
 	s.mu.Unlock()
-	c.answerSubscribe(tx, req, sub, hdr, expires)
+	up.answerSubscribe(tx, req, sub, hdr, expires)
 	log.Info().Int("expires", expires).Bool("replaced", had).Msg("upper platform subscribed")
 	s.wg.Add(1)
 	go s.notifier(sub)
-	c.devSubs.poke()
+	up.devices.pokeSubscriptions()
 }
 
 // answerSubscribe sends 200 with our dialog tag, the granted Expires and, as
 // GB/T 28181 devices do, a Response body with Result OK.
-func (c *Cascade) answerSubscribe(tx sip.ServerTransaction, req *sip.Request, sub *upperSub, hdr manscdp.Header, expires int) {
+func (up *upperSide) answerSubscribe(tx sip.ServerTransaction, req *sip.Request, sub *upperSub, hdr manscdp.Header, expires int) {
 	to := &sip.ToHeader{Address: req.To().Address, Params: req.To().Params.Clone()}
 	if _, ok := to.Params.Get("tag"); !ok {
 		to.Params.Add("tag", sub.dialog.localTag)
@@ -212,7 +213,7 @@ func (c *Cascade) answerSubscribe(tx sip.ServerTransaction, req *sip.Request, su
 	}
 	headers := []sip.Header{to,
 		sip.NewHeader("Expires", strconv.Itoa(expires)),
-		&sip.ContactHeader{Address: c.upper.Contact(c.cfg.ID, endpoint.PeerOf(req))},
+		&sip.ContactHeader{Address: up.ep.Contact(up.cfg.ID, endpoint.PeerOf(req))},
 	}
 	if sub.event != "" {
 		headers = append(headers, sip.NewHeader("Event", sub.event))
@@ -220,7 +221,7 @@ func (c *Cascade) answerSubscribe(tx sip.ServerTransaction, req *sip.Request, su
 	if body != nil {
 		headers = append(headers, sip.NewHeader("Content-Type", contentTypeMANSCDP))
 	}
-	c.upper.Respond(tx, req, sip.StatusOK, "OK", body, headers...)
+	up.ep.Respond(tx, req, sip.StatusOK, "OK", body, headers...)
 }
 
 // notifier sends one subscription's NOTIFYs in order.
@@ -245,9 +246,9 @@ type notifyBody struct {
 }
 
 func (s *upperSubs) sendNotify(sub *upperSub, n notifyBody) {
-	c := s.c
+	up := s.up
 	u := sub.upper
-	ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
+	ctx, cancel := context.WithTimeout(up.ctx, requestTimeout)
 	defer cancel()
 	peer := sub.peer
 	if u.cfg.Transport != "udp" { // our own connection, as the SUBSCRIBE may have come on another
@@ -261,7 +262,7 @@ func (s *upperSubs) sendNotify(sub *upperSub, n notifyBody) {
 	s.mu.Lock()
 	remaining := max(int(time.Until(sub.expiresAt).Seconds()), 0)
 	s.mu.Unlock()
-	req := newInDialog(c.upper, sip.NOTIFY, sub.dialog, sub.callID, sub.cseq.Add(1), peer)
+	req := newInDialog(up.ep, sip.NOTIFY, sub.dialog, sub.callID, sub.cseq.Add(1), peer)
 	req.AppendHeader(sip.NewHeader("Event", cmp.Or(sub.event, eventHeader(sub.kind))))
 	req.AppendHeader(sip.NewHeader("Subscription-State", "active;expires="+strconv.Itoa(remaining)))
 	req.AppendHeader(sip.NewHeader("Content-Type", contentTypeMANSCDP))
@@ -269,13 +270,13 @@ func (s *upperSubs) sendNotify(sub *upperSub, n notifyBody) {
 	if n.identity != nil {
 		req.AppendHeader(n.identity)
 	}
-	res, err := c.upper.Do(ctx, req)
+	res, err := up.ep.Do(ctx, req)
 	if err != nil || !res.IsSuccess() {
-		c.metrics.Inc("gbproxy_notify_total", "platform", u.cfg.ID, "kind", sub.kind, "result", "failed")
+		up.metrics.Inc("gbproxy_notify_total", "platform", u.cfg.ID, "kind", sub.kind, "result", "failed")
 		u.log.Warn().Err(err).Int("status", statusOf(res)).Str("kind", sub.kind).Str("call_id", sub.callID).Msg("upper platform did not take our NOTIFY")
 		return
 	}
-	c.metrics.Inc("gbproxy_notify_total", "platform", u.cfg.ID, "kind", sub.kind, "result", "ok")
+	up.metrics.Inc("gbproxy_notify_total", "platform", u.cfg.ID, "kind", sub.kind, "result", "ok")
 }
 
 // channelEvents fans catalog changes out to every Catalog subscription that
@@ -285,7 +286,7 @@ func (s *upperSubs) channelEvents(evs []ChannelEvent) {
 		return
 	}
 	for _, sub := range s.active("Catalog") {
-		items := s.c.registry.eventsFor(sub.upper.view(), evs)
+		items := s.up.registry.eventsFor(sub.upper.view(), evs)
 		if sub.localID != "" {
 			items = s.onlyTarget(sub, evs, items)
 		}
@@ -305,12 +306,12 @@ func (s *upperSubs) shareChanged(u *upperClient, items []manscdp.CatalogItem) {
 			}
 		}
 	}
-	s.c.devSubs.poke()
+	s.up.devices.pokeSubscriptions()
 }
 
 func (s *upperSubs) enqueueCatalog(sub *upperSub, items []manscdp.CatalogItem) {
 	u := sub.upper
-	bodies, err := s.c.catalogBodies(manscdp.RootNotify, nextSN(), items, u.catalogPerMessage(sub.peer.Transport), s.c.datagramBudget(u, u.target()), u.charset())
+	bodies, err := s.up.catalogBodies(manscdp.RootNotify, nextSN(), items, u.catalogPerMessage(sub.peer.Transport), s.up.datagramBudget(u, u.target()), u.charset())
 	if err != nil {
 		u.log.Error().Err(err).Msg("catalog NOTIFY could not be encoded")
 		return
@@ -346,7 +347,7 @@ func (s *upperSubs) forward(kind, deviceID, id string, body []byte, identity sip
 			continue
 		}
 		v := sub.upper.view()
-		if !s.c.registry.sharesID(v, id) {
+		if !s.up.registry.sharesID(v, id) {
 			continue
 		}
 		out, err := manscdp.Rewrite(body, nextSN(), func(x string) (string, bool) { return v.up(x), true }, sub.upper.charset())
@@ -363,7 +364,7 @@ func (s *upperSubs) enqueue(sub *upperSub, n notifyBody) {
 	case sub.queue <- n:
 	case <-sub.done:
 	default:
-		s.c.metrics.Inc("gbproxy_notify_total", "platform", sub.upper.cfg.ID, "kind", sub.kind, "result", "dropped")
+		s.up.metrics.Inc("gbproxy_notify_total", "platform", sub.upper.cfg.ID, "kind", sub.kind, "result", "dropped")
 		sub.upper.log.Warn().Str("kind", sub.kind).Msg("NOTIFY dropped: the upper platform is not keeping up")
 	}
 }
@@ -393,7 +394,7 @@ func (s *upperSubs) wanted() map[downKey]int {
 	if len(subs) == 0 {
 		return want
 	}
-	r := s.c.registry
+	r := s.up.registry
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	for _, sub := range subs {
