@@ -71,8 +71,8 @@ func broadcastKey(deviceID, sourceID string) string { return deviceID + "/" + so
 // its TargetID: our SN, the local target, SourceID unchanged (the device
 // calls it back here). The device's Response returns through the route
 // table with the upper's SN and IDs.
-func (c *Cascade) routeBroadcast(u *upperClient, req *sip.Request, tx sip.ServerTransaction, hdr manscdp.Header) {
-	r := &routed{c: c, u: u, req: req, tx: tx, cmdType: hdr.CmdType, sn: hdr.SN}
+func (up *upperSide) routeBroadcast(u *upperClient, req *sip.Request, tx sip.ServerTransaction, hdr manscdp.Header) {
+	r := &routed{up: up, u: u, req: req, tx: tx, cmdType: hdr.CmdType, sn: hdr.SN}
 	var n manscdp.BroadcastNotify
 	if err := manscdp.Decode(req.Body(), &n); err != nil || n.SourceID == "" || n.TargetID == "" {
 		r.with(u.log.Warn()).Err(err).Msg("Broadcast without readable SourceID and TargetID answered 400")
@@ -92,18 +92,18 @@ func (c *Cascade) routeBroadcast(u *upperClient, req *sip.Request, tx sip.Server
 		r.answer("bad_request", sip.StatusBadRequest, "Bad Request (MANSCDP body)")
 		return
 	}
-	c.routes.add(&routedQuery{sn: sn, origSN: hdr.SN, upper: u, view: v, deviceID: r.dev.ID,
+	up.routes.add(&routedQuery{sn: sn, origSN: hdr.SN, upper: u, view: v, deviceID: r.dev.ID,
 		targetID: r.targetID, cmdType: manscdp.CmdBroadcast})
 	key := broadcastKey(r.dev.ID, n.SourceID)
-	c.follow.mu.Lock()
-	c.follow.purgeLocked(c.now())
-	c.follow.broadcasts[key] = pendingBroadcast{upper: u, targetID: r.targetID, channelID: r.local, until: c.now().Add(broadcastWait)}
-	c.follow.mu.Unlock()
+	up.follow.mu.Lock()
+	up.follow.purgeLocked(up.now())
+	up.follow.broadcasts[key] = pendingBroadcast{upper: u, targetID: r.targetID, channelID: r.local, until: up.now().Add(broadcastWait)}
+	up.follow.mu.Unlock()
 	r.send(body, func() {
-		c.routes.remove(sn)
-		c.follow.mu.Lock()
-		delete(c.follow.broadcasts, key)
-		c.follow.mu.Unlock()
+		up.routes.remove(sn)
+		up.follow.mu.Lock()
+		delete(up.follow.broadcasts, key)
+		up.follow.mu.Unlock()
 	})
 }
 
@@ -111,12 +111,16 @@ func (c *Cascade) routeBroadcast(u *upperClient, req *sip.Request, tx sip.Server
 // device deviceID, with where the INVITE to sourceID goes (our connection
 // to the upper platform, opened when needed).
 func (c *Cascade) TakeBroadcast(ctx context.Context, deviceID, sourceID string) (directory.Broadcast, error) {
+	return c.upper.takeBroadcast(ctx, deviceID, sourceID)
+}
+
+func (up *upperSide) takeBroadcast(ctx context.Context, deviceID, sourceID string) (directory.Broadcast, error) {
 	key := broadcastKey(deviceID, sourceID)
-	c.follow.mu.Lock()
-	c.follow.purgeLocked(c.now())
-	p, ok := c.follow.broadcasts[key]
-	delete(c.follow.broadcasts, key)
-	c.follow.mu.Unlock()
+	up.follow.mu.Lock()
+	up.follow.purgeLocked(up.now())
+	p, ok := up.follow.broadcasts[key]
+	delete(up.follow.broadcasts, key)
+	up.follow.mu.Unlock()
 	if !ok {
 		return directory.Broadcast{}, directory.ErrNoBroadcast
 	}
@@ -139,34 +143,34 @@ func (c *Cascade) TakeBroadcast(ctx context.Context, deviceID, sourceID string) 
 
 // noteSnapshot remembers which upper ordered the snapshots of a routed
 // DeviceConfig SnapShotConfig, by its SessionID.
-func (c *Cascade) noteSnapshot(u *upperClient, m *manscdp.Message) {
+func (up *upperSide) noteSnapshot(u *upperClient, m *manscdp.Message) {
 	id := m.Text("SnapShotConfig/SessionID")
 	if id == "" {
 		return
 	}
-	c.follow.mu.Lock()
-	defer c.follow.mu.Unlock()
-	c.follow.purgeLocked(c.now())
-	c.follow.snapshots[id] = pendingSnapshot{upper: u, until: c.now().Add(snapshotWait)}
+	up.follow.mu.Lock()
+	defer up.follow.mu.Unlock()
+	up.follow.purgeLocked(up.now())
+	up.follow.snapshots[id] = pendingSnapshot{upper: u, until: up.now().Add(snapshotWait)}
 }
 
 // snapshotFinished relays a device's UploadSnapShotFinished up, SessionID
 // kept and IDs mapped: to the upper that ordered it, or (order unknown, e.g.
 // after a restart) to every upper that sees the channel.
-func (c *Cascade) snapshotFinished(deviceID string, hdr manscdp.Header, body []byte, identity sip.Header) {
+func (up *upperSide) snapshotFinished(deviceID string, hdr manscdp.Header, body []byte, identity sip.Header) {
 	var n manscdp.UploadSnapShotFinished
 	if err := manscdp.Decode(body, &n); err != nil {
-		c.log.Warn().Err(err).Str("device_id", deviceID).Msg("unreadable UploadSnapShotFinished dropped")
+		up.log.Warn().Err(err).Str("device_id", deviceID).Msg("unreadable UploadSnapShotFinished dropped")
 		return
 	}
-	log := c.log.With().Str("device_id", deviceID).Str("channel_id", hdr.DeviceID).Str("session_id", n.SessionID).Logger()
-	c.follow.mu.Lock()
-	p, ordered := c.follow.snapshots[n.SessionID]
-	c.follow.mu.Unlock()
+	log := up.log.With().Str("device_id", deviceID).Str("channel_id", hdr.DeviceID).Str("session_id", n.SessionID).Logger()
+	up.follow.mu.Lock()
+	p, ordered := up.follow.snapshots[n.SessionID]
+	up.follow.mu.Unlock()
 	sent := 0
-	for _, u := range c.uppers {
+	for _, u := range up.uppers {
 		v := u.view()
-		if (ordered && u != p.upper) || !c.registry.sharesID(v, hdr.DeviceID) {
+		if (ordered && u != p.upper) || !up.registry.sharesID(v, hdr.DeviceID) {
 			continue
 		}
 		out, err := manscdp.Rewrite(body, nextSN(), func(id string) (string, bool) { return v.up(id), true }, u.charset())
@@ -182,16 +186,4 @@ func (c *Cascade) snapshotFinished(deviceID string, hdr manscdp.Header, body []b
 		}()
 	}
 	log.Info().Bool("ordered_here", ordered).Int("uppers", sent).Msg("snapshot upload finished; relayed up")
-}
-
-// upperAt is the configured upper platform that a request over transport
-// from source comes from. In-dialog requests of a call we made to one of
-// its IDs (its voice source) are From that ID, not the platform's.
-func (c *Cascade) upperAt(transport, source string) *upperClient {
-	for _, u := range c.uppers {
-		if u.sentFrom(transport, source) {
-			return u
-		}
-	}
-	return nil
 }

@@ -22,36 +22,24 @@ import (
 	"github.com/gbproxy/gbproxy/store"
 )
 
-// Cascade ties both SIP zones, the registry and the upward clients together.
-type Cascade struct {
+// env is what both sides share: configuration, logging, metrics, the store,
+// the signalling checks (one Note replay cache), the clock and the lifetime.
+type env struct {
 	cfg     *configs.Config
 	log     zerolog.Logger
 	metrics *metrics.Registry
 	store   *store.Store
+	sig     *signalling
+	now     func() time.Time
+	ctx     context.Context
+}
 
-	lower *endpoint.Endpoint
-	upper *endpoint.Endpoint
-
-	registry *Registry
-	digest   *security.DigestServer
-	secrets  map[string]security.Secret // configured devices -> secret (empty: lower's)
-	sig      *signalling
-	catalogs *catalogCollector
-	routes   *routeTable
-	follow   *followUps // broadcast and snapshot follow-ups of routed requests
-	subs     *subscriptions
-	uppers   []*upperClient
-	// offlineHooks run when a device goes offline (the B2BUA ends its calls).
-	offlineHooks []func(deviceID, reason string)
-	// dialogHook takes a device's MESSAGE inside a call's dialog (the
-	// B2BUA forwards MediaStatus); nil when nothing does.
-	dialogHook func(deviceID string, req *sip.Request) bool
-	// upperLostHooks run when an upper's registration is lost (the B2BUA
-	// ends its calls).
-	upperLostHooks []func(platformID, reason string)
-
-	now    func() time.Time
-	ctx    context.Context
+// Cascade joins the lower side (devices below us) and the upper side (the
+// platforms above) and runs them.
+type Cascade struct {
+	*env
+	lower  *lowerSide
+	upper  *upperSide
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -59,25 +47,13 @@ type Cascade struct {
 // New opens both SIP zones and restores the registry from st.
 func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Registry) (*Cascade, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &Cascade{
-		cfg: cfg, log: log, metrics: m, store: st,
-		registry: newRegistry(st, log, cfg.ID),
-		digest:   security.NewDigestServer(security.DigestConfig{Realm: cfg.Domain, Lockout: lockoutConfig(cfg.Security.Lockout)}),
-		secrets:  map[string]security.Secret{},
-		now:      time.Now,
-		ctx:      ctx,
-		cancel:   cancel,
-	}
-	for _, d := range cfg.Lower.Devices {
-		c.secrets[d.ID] = security.Secret{Password: d.Password, HA1: d.PasswordHA1}
-	}
-	c.sig = newSignalling(cfg)
-	c.catalogs = newCatalogCollector(c)
-	c.routes = newRouteTable(c)
-	c.follow = newFollowUps()
-	c.subs = newSubscriptions(c)
-	c.registry.publish = c.subs.channelEvents
-	if err := c.registry.load(c.now()); err != nil {
+	e := &env{cfg: cfg, log: log, metrics: m, store: st, sig: newSignalling(cfg), now: time.Now, ctx: ctx}
+	c := &Cascade{env: e, cancel: cancel}
+	c.lower = newLowerSide(e)
+	c.upper = newUpperSide(e, c.lower.registry, c.lower)
+	c.lower.feed = c.upper
+	c.lower.registry.publish = c.upper.subs.channelEvents
+	if err := c.lower.registry.load(c.now()); err != nil {
 		cancel()
 		return nil, fmt.Errorf("restore registry from store: %w", err)
 	}
@@ -107,34 +83,34 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 	var err error
 	opts := zoneOptions(cfg, log, m)
 	opts.Name, opts.Listen, opts.TLSListen, opts.TLSConfig = "lower", cfg.Lower.Listen, lowerTLS, lowerTLSConfig
-	opts.OnConnClosed, opts.Guard, opts.Outgoing = c.lowerConnClosed, &lowerGuard{c: c, mode: cfg.Lower.BindSource}, c.toDevice
-	if c.lower, err = endpoint.Listen(opts); err != nil {
+	opts.OnConnClosed, opts.Guard, opts.Outgoing = c.lower.lowerConnClosed, &lowerGuard{l: c.lower, mode: cfg.Lower.BindSource}, c.lower.toDevice
+	if c.lower.ep, err = endpoint.Listen(opts); err != nil {
 		cancel()
 		return nil, err
 	}
 	opts.Name, opts.Listen, opts.TLSListen, opts.TLSConfig = "upper", cfg.Upper.Listen, "", nil
-	opts.OnConnClosed, opts.Guard, opts.Outgoing = c.upperConnClosed, &upperGuard{c: c}, c.toUpper
-	if c.upper, err = endpoint.Listen(opts); err != nil {
-		c.lower.Close()
+	opts.OnConnClosed, opts.Guard, opts.Outgoing = c.upper.upperConnClosed, &upperGuard{up: c.upper}, c.upper.toUpper
+	if c.upper.ep, err = endpoint.Listen(opts); err != nil {
+		c.lower.ep.Close()
 		cancel()
 		return nil, err
 	}
 	c.describeMetrics()
-	c.lower.Handle(sip.REGISTER, c.handleRegister)
-	c.lower.Handle(sip.MESSAGE, c.handleLowerMessage)
-	c.lower.Handle(sip.NOTIFY, c.handleLowerNotify)
-	c.lower.Handle(sip.OPTIONS, optionsHandler(c.lower, "REGISTER, MESSAGE, NOTIFY, BYE, OPTIONS"))
-	c.upper.Handle(sip.MESSAGE, c.handleUpperMessage)
-	c.upper.Handle(sip.SUBSCRIBE, c.handleUpperSubscribe)
-	c.upper.Handle(sip.OPTIONS, optionsHandler(c.upper, "INVITE, ACK, BYE, CANCEL, MESSAGE, SUBSCRIBE, OPTIONS"))
+	c.lower.ep.Handle(sip.REGISTER, c.lower.handleRegister)
+	c.lower.ep.Handle(sip.MESSAGE, c.lower.handleLowerMessage)
+	c.lower.ep.Handle(sip.NOTIFY, c.lower.handleLowerNotify)
+	c.lower.ep.Handle(sip.OPTIONS, optionsHandler(c.lower.ep, "REGISTER, MESSAGE, NOTIFY, BYE, OPTIONS"))
+	c.upper.ep.Handle(sip.MESSAGE, c.upper.handleUpperMessage)
+	c.upper.ep.Handle(sip.SUBSCRIBE, c.upper.handleUpperSubscribe)
+	c.upper.ep.Handle(sip.OPTIONS, optionsHandler(c.upper.ep, "INVITE, ACK, BYE, CANCEL, MESSAGE, SUBSCRIBE, OPTIONS"))
 	for _, p := range cfg.Upper.Platforms {
 		share := p.Share
-		if saved, ok := c.savedShare(p.ID); ok {
+		if saved, ok := c.upper.savedShare(p.ID); ok {
 			share = saved
 		}
-		u := newUpperClient(c, p, share)
+		u := newUpperClient(c.upper, p, share)
 		u.tls = upperTLS[p.ID]
-		c.uppers = append(c.uppers, u)
+		c.upper.uppers = append(c.upper.uppers, u)
 	}
 	return c, nil
 }
@@ -156,12 +132,13 @@ func zoneOptions(cfg *configs.Config, log zerolog.Logger, m *metrics.Registry) e
 // Start serves both SIP zones (register other handlers on them before) and
 // runs the keepalive monitor and the upward registrations.
 func (c *Cascade) Start() {
-	c.lower.Serve()
-	c.upper.Serve()
-	c.wg.Add(2)
-	go c.monitorDevices()
-	go c.subs.run(c.ctx)
-	for _, u := range c.uppers {
+	c.lower.ep.Serve()
+	c.upper.ep.Serve()
+	c.wg.Add(3)
+	go c.lower.monitorDevices(&c.wg)
+	go c.lower.subs.run(c.ctx, &c.wg)
+	go c.upper.subs.run(c.ctx, &c.wg)
+	for _, u := range c.upper.uppers {
 		c.wg.Add(1)
 		go u.run(c.ctx, &c.wg)
 	}
@@ -171,7 +148,7 @@ func (c *Cascade) Start() {
 // loops and closes both zones. The store is the caller's to close.
 func (c *Cascade) Close(ctx context.Context) {
 	var wg sync.WaitGroup
-	for _, u := range c.uppers {
+	for _, u := range c.upper.uppers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -181,90 +158,29 @@ func (c *Cascade) Close(ctx context.Context) {
 	wg.Wait()
 	c.cancel()
 	c.wg.Wait()
-	c.catalogs.stop()
-	c.lower.Close()
-	c.upper.Close()
+	c.lower.catalogs.stop()
+	c.lower.ep.Close()
+	c.upper.ep.Close()
 }
 
 // Registry exposes devices and channels (API, later the B2BUA).
-func (c *Cascade) Registry() *Registry { return c.registry }
+func (c *Cascade) Registry() *Registry { return c.lower.registry }
 
 // LowerAddr and UpperAddr are the listen addresses actually bound.
-func (c *Cascade) LowerAddr() string { return c.lower.Addr() }
-func (c *Cascade) UpperAddr() string { return c.upper.Addr() }
+func (c *Cascade) LowerAddr() string { return c.lower.ep.Addr() }
+func (c *Cascade) UpperAddr() string { return c.upper.ep.Addr() }
 
 // LowerTLSAddr is the bound lower.tls_listen address, "" without one.
-func (c *Cascade) LowerTLSAddr() string { return c.lower.TLSAddr() }
-
-// PlatformState is one upper platform as the API shows it.
-type PlatformState struct {
-	ID         string    `json:"id"`
-	Address    string    `json:"address"`
-	Transport  string    `json:"transport"`
-	Charset    string    `json:"charset"`
-	Registered bool      `json:"registered"`
-	LastError  string    `json:"last_error"`
-	Server     string    `json:"server,omitempty"` // where we are registered, after a 302
-	ExpiresAt  time.Time `json:"expires_at,omitzero"`
-	Keepalive  time.Time `json:"last_keepalive,omitzero"`
-	// GBVersion is the platform's X-GB-Ver; Negotiated the edition both
-	// sides speak (2.0 = GB/T 28181-2016 when the platform sends none).
-	GBVersion  string `json:"gb_version,omitempty"`
-	Negotiated string `json:"negotiated_version"`
-
-	Share          configs.ShareConfig `json:"share"`
-	SharedChannels int                 `json:"shared_channels"`
-	Subscriptions  []SubscriptionState `json:"subscriptions"`
-	LastCatalog    *CatalogTransfer    `json:"last_catalog,omitempty"`
-}
-
-// CatalogTransfer is the outcome of our last catalog answer to a platform.
-type CatalogTransfer struct {
-	SN       int64     `json:"sn"`
-	SumNum   int       `json:"sum_num"`
-	Sent     int       `json:"sent"`
-	Messages int       `json:"messages"`
-	Failed   int       `json:"failed_messages"`
-	Started  time.Time `json:"started_at"`
-	Finished time.Time `json:"finished_at,omitzero"`
-}
-
-// negotiatedVersion: the older of the two editions; a peer that sends no
-// X-GB-Ver is taken for GB/T 28181-2016.
-func negotiatedVersion(peer string) string {
-	if peer == "" {
-		return "2.0"
-	}
-	if peer < endpoint.GBVersion {
-		return peer
-	}
-	return endpoint.GBVersion
-}
+func (c *Cascade) LowerTLSAddr() string { return c.lower.ep.TLSAddr() }
 
 // Channels lists every channel with its effective status and the IDs the
 // upper platforms that see it know it by.
 func (c *Cascade) Channels() []ChannelView {
-	views := make(map[string]*shareView, len(c.uppers))
-	for _, u := range c.uppers {
-		views[u.cfg.ID] = u.view()
-	}
-	return c.registry.channelViews(views)
+	return c.lower.registry.channelViews(c.upper.views())
 }
 
 // Platforms reports every configured upper platform.
-func (c *Cascade) Platforms() []PlatformState {
-	out := make([]PlatformState, len(c.uppers))
-	for i, u := range c.uppers {
-		st := u.state()
-		v := u.view()
-		st.Negotiated = negotiatedVersion(st.GBVersion)
-		st.Share = v.cfg
-		st.SharedChannels = len(c.registry.catalogFor(v))
-		st.Subscriptions = c.subs.statesOf(u.cfg.ID)
-		out[i] = st
-	}
-	return out
-}
+func (c *Cascade) Platforms() []PlatformState { return c.upper.platforms() }
 
 func (c *Cascade) describeMetrics() {
 	m := c.metrics
@@ -280,13 +196,13 @@ func (c *Cascade) describeMetrics() {
 	m.Describe("gbproxy_notify_total", "NOTIFYs to subscribed upper platforms by platform, kind and result.")
 	m.Describe("gbproxy_device_subscriptions_total", "Our SUBSCRIBEs to devices by kind and result.")
 	m.Describe("gbproxy_channels_refused_total", "Catalog items refused because another device owns the ID or it is our own (loop guard).")
-	m.Gauge("gbproxy_routes_pending", "Routed requests waiting for their device's answer.", func() float64 { return float64(c.routes.size()) })
+	m.Gauge("gbproxy_routes_pending", "Routed requests waiting for their device's answer.", func() float64 { return float64(c.upper.routes.size()) })
 	m.Gauge("gbproxy_devices_online", "Devices currently online.", func() float64 {
-		_, online := c.registry.Counts()
+		_, online := c.lower.registry.Counts()
 		return float64(online)
 	})
 	m.Gauge("gbproxy_devices_known", "Devices known (online or not).", func() float64 {
-		known, _ := c.registry.Counts()
+		known, _ := c.lower.registry.Counts()
 		return float64(known)
 	})
 }
@@ -295,56 +211,6 @@ func (c *Cascade) describeMetrics() {
 func optionsHandler(ep *endpoint.Endpoint, allow string) endpoint.Handler {
 	return func(req *sip.Request, tx sip.ServerTransaction) {
 		ep.Respond(tx, req, sip.StatusOK, "OK", nil, sip.NewHeader("Allow", allow))
-	}
-}
-
-// monitorDevices turns devices offline when their keepalives or their
-// registration run out.
-func (c *Cascade) monitorDevices() {
-	defer c.wg.Done()
-	timeout := c.cfg.Lower.KeepaliveInterval * time.Duration(c.cfg.Lower.KeepaliveTimeoutCount)
-	tick := time.NewTicker(min(time.Second, c.cfg.Lower.KeepaliveInterval/2))
-	defer tick.Stop()
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-tick.C:
-			ids, reasons := c.registry.expired(c.now(), timeout)
-			for i, id := range ids {
-				c.deviceOffline(id, reasons[i])
-			}
-			if every := c.cfg.Lower.CatalogRefreshInterval; every > 0 {
-				for _, dev := range c.registry.catalogRefreshDue(c.now(), every) {
-					c.catalogs.query(dev)
-				}
-			}
-		}
-	}
-}
-
-func (c *Cascade) deviceOffline(id, reason string) {
-	if !c.registry.offline(id) {
-		return
-	}
-	c.metrics.Inc("gbproxy_device_offline_total", "reason", reason)
-	c.subs.poke()
-	c.log.Info().Str("device_id", id).Str("reason", reason).Msg("device offline; its channels are now OFF")
-	for _, f := range c.offlineHooks {
-		f(id, reason)
-	}
-}
-
-// lowerConnClosed: a device's TCP or TLS connection ending takes it offline.
-func (c *Cascade) lowerConnClosed(remote string) {
-	if id, ok := c.registry.deviceOnConn(remote); ok {
-		c.deviceOffline(id, "connection closed")
-	}
-}
-
-func (c *Cascade) upperConnClosed(remote string) {
-	for _, u := range c.uppers {
-		u.connClosed(remote)
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/gbproxy/gbproxy/cascade/manscdp"
-	"github.com/gbproxy/gbproxy/endpoint"
 )
 
 const contentTypeMANSCDP = "Application/MANSCDP+xml"
@@ -25,7 +24,7 @@ func nextSN() int64 { return snCounter.Add(1) }
 // catalogCollector asks devices for their catalog and gathers the answer,
 // which may span many MESSAGEs (SumNum in total, DeviceList Num in each).
 type catalogCollector struct {
-	c       *Cascade
+	l       *lowerSide
 	mu      sync.Mutex
 	pending map[string]*catalogAnswer // device ID -> answer being gathered
 	stopped bool
@@ -39,14 +38,14 @@ type catalogAnswer struct {
 	timer  *time.Timer
 }
 
-func newCatalogCollector(c *Cascade) *catalogCollector {
-	return &catalogCollector{c: c, pending: map[string]*catalogAnswer{}}
+func newCatalogCollector(l *lowerSide) *catalogCollector {
+	return &catalogCollector{l: l, pending: map[string]*catalogAnswer{}}
 }
 
 // query sends a Catalog query to a device in the background.
 func (cc *catalogCollector) query(dev Device) {
-	c := cc.c
-	c.registry.catalogAsked(dev.ID, c.now())
+	l := cc.l
+	l.registry.catalogAsked(dev.ID, l.now())
 	sn := nextSN()
 	cc.mu.Lock()
 	if cc.stopped {
@@ -57,15 +56,15 @@ func (cc *catalogCollector) query(dev Device) {
 	cc.mu.Unlock()
 	body, err := manscdp.Encode("Query", &manscdp.CatalogQuery{Base: manscdp.Base{CmdType: "Catalog", SN: sn, DeviceID: dev.ID}}, manscdp.CharsetGB2312)
 	if err != nil {
-		c.log.Error().Err(err).Str("device_id", dev.ID).Msg("encode Catalog query")
+		l.log.Error().Err(err).Str("device_id", dev.ID).Msg("encode Catalog query")
 		return
 	}
 	go func() {
-		ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
+		ctx, cancel := context.WithTimeout(l.ctx, requestTimeout)
 		defer cancel()
-		res, err := c.sendToDevice(ctx, dev, sip.MESSAGE, body)
+		res, err := l.sendToDevice(ctx, dev, sip.MESSAGE, body)
 		if err != nil || !res.IsSuccess() {
-			c.log.Warn().Err(err).Str("device_id", dev.ID).Int("status", statusOf(res)).Msg("device did not accept the Catalog query; its channels stay as last known")
+			l.log.Warn().Err(err).Str("device_id", dev.ID).Int("status", statusOf(res)).Msg("device did not accept the Catalog query; its channels stay as last known")
 			cc.drop(dev.ID, sn)
 		}
 	}()
@@ -76,7 +75,7 @@ func (cc *catalogCollector) startLocked(deviceID string, sn int64) *catalogAnswe
 		old.timer.Stop()
 	}
 	a := &catalogAnswer{sn: sn, sumNum: -1, items: map[string]manscdp.CatalogItem{}}
-	a.timer = time.AfterFunc(cc.c.cfg.Lower.CatalogTimeout, func() { cc.finish(deviceID, a, false) })
+	a.timer = time.AfterFunc(cc.l.cfg.Lower.CatalogTimeout, func() { cc.finish(deviceID, a, false) })
 	cc.pending[deviceID] = a
 	return a
 }
@@ -95,7 +94,7 @@ func (cc *catalogCollector) drop(deviceID string, sn int64) {
 func (cc *catalogCollector) receive(deviceID string, body []byte) {
 	var resp manscdp.CatalogResponse
 	if err := manscdp.Decode(body, &resp); err != nil {
-		cc.c.log.Warn().Err(err).Str("device_id", deviceID).Msg("unreadable Catalog response ignored")
+		cc.l.log.Warn().Err(err).Str("device_id", deviceID).Msg("unreadable Catalog response ignored")
 		return
 	}
 	cc.mu.Lock()
@@ -114,7 +113,7 @@ func (cc *catalogCollector) receive(deviceID string, body []byte) {
 		}
 		a.items[it.DeviceID] = it
 	}
-	a.timer.Reset(cc.c.cfg.Lower.CatalogTimeout)
+	a.timer.Reset(cc.l.cfg.Lower.CatalogTimeout)
 	done := len(a.items) >= a.sumNum
 	cc.mu.Unlock()
 	if done {
@@ -136,14 +135,14 @@ func (cc *catalogCollector) finish(deviceID string, a *catalogAnswer, complete b
 	}
 	cc.mu.Unlock()
 
-	c := cc.c
-	log := c.log.With().Str("device_id", deviceID).Int64("sn", a.sn).Int("received", len(items)).Int("sum_num", a.sumNum).Logger()
+	l := cc.l
+	log := l.log.With().Str("device_id", deviceID).Int64("sn", a.sn).Int("received", len(items)).Int("sum_num", a.sumNum).Logger()
 	if !complete && len(items) == 0 {
 		log.Warn().Msg("device sent no Catalog answer in time; its channels stay as last known")
 		return
 	}
-	added, removed, refused := c.registry.setChannels(deviceID, items, complete, c.now())
-	c.logRefused(deviceID, refused)
+	added, removed, refused := l.registry.setChannels(deviceID, items, complete, l.now())
+	l.logRefused(deviceID, refused)
 	if complete {
 		log.Info().Int("added", added).Int("removed", removed).Msg("device catalog stored")
 	} else {
@@ -159,25 +158,6 @@ func (cc *catalogCollector) stop() {
 		a.timer.Stop()
 		delete(cc.pending, id)
 	}
-}
-
-// sendToDevice sends a MANSCDP MESSAGE (or another request) to a registered
-// device, over its own TCP connection when it registered over TCP. headers
-// replace the request's own of the same name.
-func (c *Cascade) sendToDevice(ctx context.Context, dev Device, method sip.RequestMethod, body []byte, headers ...sip.Header) (*sip.Response, error) {
-	peer := endpoint.Peer{Transport: dev.Transport, Addr: dev.Remote}
-	host, port := endpoint.SplitHostPort(dev.Remote)
-	req := c.lower.NewRequest(method,
-		sip.Uri{Scheme: "sip", User: dev.ID, Host: host, Port: port},
-		peer,
-		sip.Uri{Scheme: "sip", User: c.cfg.ID, Host: c.cfg.Domain},
-		sip.Uri{Scheme: "sip", User: dev.ID, Host: c.cfg.Domain})
-	if body != nil {
-		req.AppendHeader(sip.NewHeader("Content-Type", contentTypeMANSCDP))
-		req.SetBody(body)
-	}
-	setHeaders(req, headers)
-	return c.lower.Do(ctx, req)
 }
 
 func statusOf(res *sip.Response) int {

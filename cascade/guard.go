@@ -28,7 +28,7 @@ const (
 // lowerGuard binds requests from below to the device that registered: a
 // request passes only from where its From user's REGISTER authenticated.
 type lowerGuard struct {
-	c    *Cascade
+	l    *lowerSide
 	mode string // lower.bind_source
 }
 
@@ -43,9 +43,9 @@ func (g *lowerGuard) Admit(req *sip.Request) endpoint.Verdict {
 	if mode == "off" {
 		mode = "ip"
 	}
-	deviceID, registered, bound, remote := g.c.registry.admit(id, req.Transport(), source, mode, g.c.now())
+	deviceID, registered, bound, remote := g.l.registry.admit(id, req.Transport(), source, mode, g.l.now())
 	if req.Method == sip.REGISTER {
-		v := g.c.screenRegister(req)
+		v := g.l.screenRegister(req)
 		v.Known = bound
 		return v
 	}
@@ -60,7 +60,7 @@ func (g *lowerGuard) Admit(req *sip.Request) endpoint.Verdict {
 		return refusal(sip.StatusForbidden, "Forbidden (not from the registered address)", refusedWrongSource,
 			"request with a registered device's ID from another address than "+remote+" refused (spoofed, or the device moved without registering again)")
 	}
-	v := g.c.sig.check(req, g.c.sig.device(deviceID))
+	v := g.l.sig.check(req, g.l.sig.device(deviceID))
 	v.Hint = "request from a device failed the signalling checks; check the device's note_seed, note_algorithm and clock, or look for a cascade loop"
 	v.Known = true
 	return v
@@ -68,23 +68,23 @@ func (g *lowerGuard) Admit(req *sip.Request) endpoint.Verdict {
 
 // KnownSource implements endpoint.SourceGuard: an IP no device record
 // names is limited before its datagrams are parsed.
-func (g *lowerGuard) KnownSource(ip netip.Addr) bool { return g.c.registry.hasDeviceAt(ip) }
+func (g *lowerGuard) KnownSource(ip netip.Addr) bool { return g.l.registry.hasDeviceAt(ip) }
 
 // upperGuard binds requests from above to the configured upper platform
 // their From names.
 type upperGuard struct {
-	c *Cascade
+	up *upperSide
 }
 
 // Admit implements endpoint.Guard. OPTIONS always passes (a heartbeat).
 func (g *upperGuard) Admit(req *sip.Request) endpoint.Verdict {
 	source := req.Source()
-	u := g.c.upperOf(req)
+	u := g.up.upperOf(req)
 	if u == nil && req.To() != nil && req.To().Params.Has("tag") {
-		u = g.c.upperAt(req.Transport(), source) // in a dialog we opened to one of its IDs (voice source)
+		u = g.up.upperAt(req.Transport(), source) // in a dialog we opened to one of its IDs (voice source)
 	}
 	if u != nil && u.sentFrom(req.Transport(), source) {
-		v := g.c.sig.check(req, u.cfg.SignallingConfig)
+		v := g.up.sig.check(req, u.cfg.SignallingConfig)
 		v.Hint = "request from the upper platform failed the signalling checks; check its note_seed, note_algorithm and clock, or look for a cascade loop"
 		v.Known = true
 		return v
@@ -103,7 +103,7 @@ func (g *upperGuard) Admit(req *sip.Request) endpoint.Verdict {
 // KnownSource implements endpoint.SourceGuard: the configured platforms'
 // addresses, allow_from networks and our connections to them.
 func (g *upperGuard) KnownSource(ip netip.Addr) bool {
-	for _, u := range g.c.uppers {
+	for _, u := range g.up.uppers {
 		if u.sources.admits(ip) || u.onConnFrom(ip) {
 			return true
 		}

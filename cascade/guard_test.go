@@ -43,25 +43,21 @@ func guardCascade(t testing.TB, bindSource string) *Cascade {
 	t.Cleanup(cancel)
 	now := time.Now()
 	cfg := &configs.Config{ID: selfID, Lower: configs.LowerConfig{BindSource: bindSource, AllowUnknown: true, Password: "secret"}}
-	c := &Cascade{
-		cfg:      cfg,
-		sig:      newSignalling(cfg),
-		digest:   security.NewDigestServer(security.DigestConfig{Realm: "3402000000"}),
-		log:      zerolog.Nop(),
-		store:    st,
-		registry: newRegistry(st, zerolog.Nop(), selfID),
-		now:      func() time.Time { return now },
-		ctx:      ctx,
-	}
-	r := c.registry
+	e := &env{cfg: cfg, sig: newSignalling(cfg), log: zerolog.Nop(), store: st, now: func() time.Time { return now }, ctx: ctx}
+	l := &lowerSide{env: e, registry: newRegistry(st, zerolog.Nop(), selfID),
+		digest: security.NewDigestServer(security.DigestConfig{Realm: "3402000000"})}
+	up := &upperSide{env: e, registry: l.registry, devices: l}
+	l.feed = up
+	c := &Cascade{env: e, lower: l, upper: up}
+	r := c.lower.registry
 	r.register(Device{ID: udpDev, Transport: "UDP", Remote: udpDevAt, ExpiresAt: now.Add(time.Hour)})
 	r.register(Device{ID: tcpDev, Transport: "TCP", Remote: tcpDevAt, ExpiresAt: now.Add(time.Hour)})
 	r.register(Device{ID: expiredDev, Transport: "UDP", Remote: "127.0.0.1:5001", ExpiresAt: now.Add(-time.Second)})
 	r.setChannels(udpDev, []manscdp.CatalogItem{{DeviceID: udpDevChan, ParentID: udpDev}}, true, now)
-	c.uppers = []*upperClient{newUpperClient(c, configs.PlatformConfig{
+	up.uppers = []*upperClient{newUpperClient(up, configs.PlatformConfig{
 		ID: upperA, Address: "127.0.0.1:5060", Transport: "tcp", AllowFrom: []string{"10.0.0.0/8"},
 	}, configs.ShareConfig{})}
-	c.uppers[0].remote = "127.0.0.3:7000" // the TCP connection we registered on
+	c.upper.uppers[0].remote = "127.0.0.3:7000" // the TCP connection we registered on
 	return c
 }
 
@@ -129,17 +125,17 @@ func TestLowerGuardBindsToRegisteredSource(t *testing.T) {
 	}
 	t.Run("ip", func(t *testing.T) {
 		c := guardCascade(t, "ip")
-		checkGuard(t, &lowerGuard{c: c, mode: "ip"}, append(common,
+		checkGuard(t, &lowerGuard{l: c.lower, mode: "ip"}, append(common,
 			guardCase{"same IP, new port", sip.MESSAGE, udpDev, "UDP", "127.0.0.1:5999", 0, "", true}))
 	})
 	t.Run("ip-port", func(t *testing.T) {
 		c := guardCascade(t, "ip-port")
-		checkGuard(t, &lowerGuard{c: c, mode: "ip-port"}, append(common,
+		checkGuard(t, &lowerGuard{l: c.lower, mode: "ip-port"}, append(common,
 			guardCase{"same IP, new port", sip.MESSAGE, udpDev, "UDP", "127.0.0.1:5999", 403, refusedWrongSource, false}))
 	})
 	t.Run("off", func(t *testing.T) {
 		c := guardCascade(t, "off")
-		checkGuard(t, &lowerGuard{c: c, mode: "off"}, []guardCase{
+		checkGuard(t, &lowerGuard{l: c.lower, mode: "off"}, []guardCase{
 			{"keepalive from its address", sip.MESSAGE, udpDev, "UDP", udpDevAt, 0, "", true},
 			{"from another IP passes, not known", sip.MESSAGE, udpDev, "UDP", "127.0.0.2:5000", 0, "", false},
 			{"TCP ID on another connection passes, not known", sip.MESSAGE, tcpDev, "TCP", "127.0.0.1:6001", 0, "", false},
@@ -150,7 +146,7 @@ func TestLowerGuardBindsToRegisteredSource(t *testing.T) {
 
 func TestUpperGuardBindsToPlatformAddress(t *testing.T) {
 	c := guardCascade(t, "ip")
-	checkGuard(t, &upperGuard{c: c}, []guardCase{
+	checkGuard(t, &upperGuard{up: c.upper}, []guardCase{
 		{"from its address host, any port", sip.MESSAGE, upperA, "UDP", "127.0.0.1:40000", 0, "", true},
 		{"INVITE from its address host", sip.INVITE, upperA, "UDP", "127.0.0.1:5060", 0, "", true},
 		{"on our registered connection", sip.SUBSCRIBE, upperA, "TCP", "127.0.0.3:7000", 0, "", true},
@@ -168,7 +164,7 @@ func TestUpperGuardBindsToPlatformAddress(t *testing.T) {
 
 func TestUpperGuardResolvesHostName(t *testing.T) {
 	c := guardCascade(t, "ip")
-	u := newUpperClient(c, configs.PlatformConfig{ID: "44010000002000000002", Address: "localhost:5060"}, configs.ShareConfig{})
+	u := newUpperClient(c.upper, configs.PlatformConfig{ID: "44010000002000000002", Address: "localhost:5060"}, configs.ShareConfig{})
 	if !u.sentFrom("UDP", "127.0.0.1:5060") {
 		t.Fatal("request from localhost's address refused for a platform at localhost:5060")
 	}
@@ -179,7 +175,7 @@ func TestUpperGuardResolvesHostName(t *testing.T) {
 
 func TestKeepaliveNeverMovesDevice(t *testing.T) {
 	c := guardCascade(t, "ip")
-	r := c.registry
+	r := c.lower.registry
 	now := c.now()
 	for _, src := range []struct{ transport, remote string }{{"UDP", "127.0.0.2:5000"}, {"TCP", "127.0.0.1:7777"}} {
 		if known, _ := r.keepalive(udpDev, src.transport, src.remote, now); !known {
@@ -200,7 +196,7 @@ func TestKeepaliveNeverMovesDevice(t *testing.T) {
 // (refused: the endpoint logs and counts it).
 func BenchmarkAdmit(b *testing.B) {
 	c := guardCascade(b, "ip")
-	g := &lowerGuard{c: c, mode: "ip"}
+	g := &lowerGuard{l: c.lower, mode: "ip"}
 	// The plain path: parsing the keepalive, which every request costs.
 	raw := []byte(guardRequest(sip.MESSAGE, udpDev, "UDP", udpDevAt).String())
 	b.Run("plain", func(b *testing.B) {
@@ -230,7 +226,7 @@ func TestRegainedUpperRegistrationLogLevel(t *testing.T) {
 		level string
 	}{{200 * time.Millisecond, `"level":"info"`}, {3 * time.Second, `"level":"warn"`}} {
 		c := guardCascade(t, "ip")
-		u := c.uppers[0]
+		u := c.upper.uppers[0]
 		u.remote = "" // no endpoint here to close a connection on
 		var buf bytes.Buffer
 		u.log = zerolog.New(&buf)
@@ -255,7 +251,7 @@ func TestRegainedUpperRegistrationLogLevel(t *testing.T) {
 // a device record's, a platform's address, allow_from and our connection.
 func TestGuardsKnowSourcesByIP(t *testing.T) {
 	c := guardCascade(t, "ip")
-	lower, upper := &lowerGuard{c: c, mode: "ip"}, &upperGuard{c: c}
+	lower, upper := &lowerGuard{l: c.lower, mode: "ip"}, &upperGuard{up: c.upper}
 	for _, tc := range []struct {
 		g     interface{ KnownSource(netip.Addr) bool }
 		ip    string

@@ -13,11 +13,11 @@ import (
 
 // Callee resolves the ID upper platform upperID asked for, as it sees it.
 func (c *Cascade) Callee(upperID, id string) (directory.Callee, error) {
-	u := c.upperByID(upperID)
+	u := c.upper.upperByID(upperID)
 	if u == nil {
 		return directory.Callee{}, directory.ErrUnknownPlatform
 	}
-	local, dev, ok := c.registry.resolve(u.view(), id)
+	local, dev, ok := c.upper.registry.resolve(u.view(), id)
 	switch {
 	case !ok:
 		return directory.Callee{}, directory.ErrNotShared
@@ -30,7 +30,7 @@ func (c *Cascade) Callee(upperID, id string) (directory.Callee, error) {
 
 // UpperID maps a local channel ID to the one upper platform upperID sees.
 func (c *Cascade) UpperID(upperID, local string) string {
-	if u := c.upperByID(upperID); u != nil {
+	if u := c.upper.upperByID(upperID); u != nil {
 		return u.view().up(local)
 	}
 	return local
@@ -38,27 +38,27 @@ func (c *Cascade) UpperID(upperID, local string) string {
 
 // LowerEndpoint and UpperEndpoint are the SIP zones; handlers added to them
 // must be added before Start.
-func (c *Cascade) LowerEndpoint() *endpoint.Endpoint { return c.lower }
-func (c *Cascade) UpperEndpoint() *endpoint.Endpoint { return c.upper }
+func (c *Cascade) LowerEndpoint() *endpoint.Endpoint { return c.lower.ep }
+func (c *Cascade) UpperEndpoint() *endpoint.Endpoint { return c.upper.ep }
 
 // OnDeviceOffline adds f to what runs when a device goes offline (keepalive
 // or registration timeout, unregistration, its TCP connection closing).
 // Call it before Start.
 func (c *Cascade) OnDeviceOffline(f func(deviceID, reason string)) {
-	c.offlineHooks = append(c.offlineHooks, f)
+	c.lower.offlineHooks = append(c.lower.offlineHooks, f)
 }
 
 // OnDeviceDialogMessage sets what takes a device's MESSAGE sent inside a
 // dialog (its To has a tag), after the cascade has answered it 200: f
 // reports whether it was for one of its calls. Call it before Start.
 func (c *Cascade) OnDeviceDialogMessage(f func(deviceID string, req *sip.Request) bool) {
-	c.dialogHook = f
+	c.lower.dialogHook = f
 }
 
 // ForUpper rewrites a MANSCDP body from a device for upper platform
 // upperID: IDs as the platform sees them, in its charset, SN kept.
 func (c *Cascade) ForUpper(upperID string, body []byte) ([]byte, error) {
-	u := c.upperByID(upperID)
+	u := c.upper.upperByID(upperID)
 	if u == nil {
 		return nil, directory.ErrUnknownPlatform
 	}
@@ -71,5 +71,5 @@ func (c *Cascade) ForUpper(upperID string, body []byte) ([]byte, error) {
 // unanswered or rejected, or a refresh failed. Its dialogs with us are gone
 // with it. f must not block. Call it before Start.
 func (c *Cascade) OnUpperLost(f func(platformID, reason string)) {
-	c.upperLostHooks = append(c.upperLostHooks, f)
+	c.upper.upperLostHooks = append(c.upper.upperLostHooks, f)
 }

@@ -47,11 +47,11 @@ type Page[K any] struct {
 // ChannelPage lists one page of channels. total counts every match; next is
 // the key to continue after, nil on the last page.
 func (c *Cascade) ChannelPage(f ChannelFilter, p Page[ChannelKey]) (items []ChannelView, total int, next *ChannelKey, err error) {
-	views, v, err := c.viewsFor(f.Platform)
+	views, v, err := c.upper.viewsFor(f.Platform)
 	if err != nil {
 		return nil, 0, nil, err
 	}
-	r := c.registry
+	r := c.lower.registry
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	keys := r.channelIndexLocked()
@@ -108,11 +108,11 @@ func (c *Cascade) ChannelPage(f ChannelFilter, p Page[ChannelKey]) (items []Chan
 // Channel is one channel by its ID, or by the ID platform sees it under
 // when platform is set.
 func (c *Cascade) Channel(id, platform string) (ChannelView, bool, error) {
-	views, v, err := c.viewsFor(platform)
+	views, v, err := c.upper.viewsFor(platform)
 	if err != nil {
 		return ChannelView{}, false, err
 	}
-	r := c.registry
+	r := c.lower.registry
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if v != nil {
@@ -131,11 +131,11 @@ func (c *Cascade) Channel(id, platform string) (ChannelView, bool, error) {
 
 // DevicePage lists one page of devices, sorted by ID; as ChannelPage.
 func (c *Cascade) DevicePage(f DeviceFilter, p Page[string]) (items []Device, total int, next *string, err error) {
-	_, v, err := c.viewsFor(f.Platform)
+	_, v, err := c.upper.viewsFor(f.Platform)
 	if err != nil {
 		return nil, 0, nil, err
 	}
-	r := c.registry
+	r := c.lower.registry
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	keys := r.deviceIndexLocked()
@@ -201,11 +201,8 @@ func walk[K any](keys []K, lo, start, hi, limit int, filtered bool, match func(K
 
 // viewsFor returns every upper's share view and the one of platform ("" for
 // none, directory.ErrUnknownPlatform when there is no such upper).
-func (c *Cascade) viewsFor(platform string) (map[string]*shareView, *shareView, error) {
-	views := make(map[string]*shareView, len(c.uppers))
-	for _, u := range c.uppers {
-		views[u.cfg.ID] = u.view()
-	}
+func (up *upperSide) viewsFor(platform string) (map[string]*shareView, *shareView, error) {
+	views := up.views()
 	if platform == "" {
 		return views, nil, nil
 	}
@@ -283,4 +280,4 @@ func containsFold(s, lowerSub string) bool {
 }
 
 // HasPlatform reports whether id is a configured upper platform.
-func (c *Cascade) HasPlatform(id string) bool { return c.upperByID(id) != nil }
+func (c *Cascade) HasPlatform(id string) bool { return c.upper.upperByID(id) != nil }

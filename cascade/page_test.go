@@ -20,7 +20,7 @@ func pagingCascade(t *testing.T) *Cascade {
 	u.share.Store(newShareView(configs.ShareConfig{Devices: []string{camera},
 		Map:   map[string]string{"34020000001320000007": "44010000001310000007"},
 		Names: map[string]string{"34020000001320000007": "Gate (A)"}}, upperA))
-	return &Cascade{registry: r, uppers: []*upperClient{u}}
+	return &Cascade{lower: &lowerSide{registry: r}, upper: &upperSide{registry: r, uppers: []*upperClient{u}}}
 }
 
 // allPages follows next until the last page and checks every page's total.
@@ -52,7 +52,7 @@ func allPages(t *testing.T, c *Cascade, f ChannelFilter, limit int) (ids []strin
 func TestChannelPagesCoverTheListOnce(t *testing.T) {
 	c := pagingCascade(t)
 	var want []string
-	for _, cv := range c.registry.Channels() {
+	for _, cv := range c.lower.registry.Channels() {
 		want = append(want, cv.ID)
 	}
 	for _, limit := range []int{1, 2, 3, 7, 1000} {
@@ -69,7 +69,7 @@ func TestChannelPagesCoverTheListOnce(t *testing.T) {
 
 func TestChannelPageFilters(t *testing.T) {
 	c := pagingCascade(t)
-	c.registry.offline(platform)
+	c.lower.registry.offline(platform)
 	for _, tc := range []struct {
 		f    ChannelFilter
 		want []string
@@ -119,7 +119,7 @@ func TestChannelLookup(t *testing.T) {
 
 func TestDevicePages(t *testing.T) {
 	c := pagingCascade(t)
-	c.registry.offline(camera)
+	c.lower.registry.offline(camera)
 	online := true
 	for _, tc := range []struct {
 		f    DeviceFilter
@@ -159,7 +159,7 @@ func TestChannelPageAfterChanges(t *testing.T) {
 		t.Fatalf("first page %v next %v", first, next)
 	}
 	now := time.Now()
-	c.registry.setChannels(camera, []manscdp.CatalogItem{
+	c.lower.registry.setChannels(camera, []manscdp.CatalogItem{
 		{DeviceID: "34020000001320000008", Name: "yard"},
 		{DeviceID: "34020000001320000009", Name: "dock"},
 	}, true, now) // drops ...07, the cursor's channel

@@ -17,7 +17,7 @@ import (
 // a device, by the SN we gave them, until their answer is complete. SNs are
 // unique across the whole proxy, so answers for many uppers can't collide.
 type routeTable struct {
-	c       *Cascade
+	up      *upperSide
 	mu      sync.Mutex
 	pending map[int64]*routedQuery
 }
@@ -37,15 +37,15 @@ type routedQuery struct {
 	started  time.Time // the upper's request arrived (set by add)
 }
 
-func newRouteTable(c *Cascade) *routeTable {
-	return &routeTable{c: c, pending: map[int64]*routedQuery{}}
+func newRouteTable(up *upperSide) *routeTable {
+	return &routeTable{up: up, pending: map[int64]*routedQuery{}}
 }
 
 func (t *routeTable) add(q *routedQuery) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	q.started = time.Now()
-	q.timer = time.AfterFunc(t.c.cfg.Lower.QueryTimeout, func() { t.expire(q) })
+	q.timer = time.AfterFunc(t.up.cfg.Lower.QueryTimeout, func() { t.expire(q) })
 	t.pending[q.sn] = q
 }
 
@@ -77,21 +77,21 @@ func (t *routeTable) expire(q *routedQuery) {
 	delete(t.pending, q.sn)
 	answers, items := q.answers, q.items
 	t.mu.Unlock()
-	c := t.c
+	up := t.up
 	log := q.upper.log.With().Str("device_id", q.deviceID).Str("target_id", q.targetID).Str("cmd_type", q.cmdType).
 		Int64("sn", q.origSN).Int64("routed_sn", q.sn).Logger()
-	c.metrics.Inc("gbproxy_routed_total", "platform", q.upper.cfg.ID, "result", "timeout")
+	up.metrics.Inc("gbproxy_routed_total", "platform", q.upper.cfg.ID, "result", "timeout")
 	if answers > 0 {
 		log.Warn().Int("items", items).Msg("device stopped answering part-way; the upper platform got what arrived")
 		return
 	}
-	log.Warn().Stringer("query_timeout", c.cfg.Lower.QueryTimeout).Msg("device did not answer a routed request in time; the upper platform gets Result ERROR")
+	log.Warn().Stringer("query_timeout", up.cfg.Lower.QueryTimeout).Msg("device did not answer a routed request in time; the upper platform gets Result ERROR")
 	resp := &manscdp.ResultResponse{
 		Base:   manscdp.Base{CmdType: q.cmdType, SN: q.origSN, DeviceID: q.targetID},
 		Result: "ERROR",
 		Extra:  []manscdp.AnyElement{{XMLName: xml.Name{Local: "Reason"}, Text: "device did not answer in time"}},
 	}
-	c.answerUpper(q.upper, resp)
+	up.answerUpper(q.upper, resp)
 }
 
 // routed is one request from an upper on its way to a device: who asked,
@@ -99,7 +99,7 @@ func (t *routeTable) expire(q *routedQuery) {
 // to lines actually logged: the answered-OK path, which is every routed
 // request in normal operation, logs nothing.
 type routed struct {
-	c        *Cascade
+	up       *upperSide
 	u        *upperClient
 	req      *sip.Request
 	tx       sip.ServerTransaction
@@ -121,19 +121,19 @@ func (r *routed) with(e *zerolog.Event) *zerolog.Event {
 }
 
 func (r *routed) answer(result string, code int, reason string) {
-	r.c.metrics.Inc("gbproxy_routed_total", "platform", r.u.cfg.ID, "result", result)
-	r.c.upper.Respond(r.tx, r.req, code, reason, nil)
+	r.up.metrics.Inc("gbproxy_routed_total", "platform", r.u.cfg.ID, "result", result)
+	r.up.ep.Respond(r.tx, r.req, code, reason, nil)
 }
 
 func (r *routed) badRequest(reason string) {
-	r.c.upper.Respond(r.tx, r.req, sip.StatusBadRequest, "Bad Request ("+reason+")", nil)
+	r.up.ep.Respond(r.tx, r.req, sip.StatusBadRequest, "Bad Request ("+reason+")", nil)
 }
 
 // target finds the device behind targetID as the upper sees it and checks
 // what every routed request must pass: shared (404), online (480) and
 // Max-Forwards left (483), answering those itself.
 func (r *routed) target(v *shareView) bool {
-	local, dev, ok := r.c.registry.resolve(v, r.targetID)
+	local, dev, ok := r.up.registry.resolve(v, r.targetID)
 	if !ok {
 		r.with(r.u.log.Info()).Msg("request for an ID not shared with this upper platform answered 404")
 		r.answer("not_found", sip.StatusNotFound, "Not Found (not shared with this platform)")
@@ -161,10 +161,10 @@ func (r *routed) target(v *shareView) bool {
 // Monitor-User-Identity) and answers the upper with the device leg's SIP
 // outcome; undo runs when the device did not take it.
 func (r *routed) send(body []byte, undo func()) {
-	ctx, cancel := context.WithTimeout(r.c.ctx, requestTimeout)
+	ctx, cancel := context.WithTimeout(r.up.ctx, requestTimeout)
 	defer cancel()
 	mf := sip.MaxForwardsHeader(r.hops - 1)
-	res, err := r.c.sendToDevice(ctx, r.dev, sip.MESSAGE, body, &mf, r.c.sig.forwardIdentity(r.req, r.u.cfg.ID))
+	res, err := r.up.devices.sendToDevice(ctx, r.dev, sip.MESSAGE, body, &mf, r.up.sig.forwardIdentity(r.req, r.u.cfg.ID))
 	switch {
 	case err != nil:
 		undo()
@@ -182,8 +182,8 @@ func (r *routed) send(body []byte, undo func()) {
 // route carries a query or control from an upper platform to the device that
 // owns the target, with our SN and local IDs; the SIP outcome of the device
 // leg becomes the upper's final response.
-func (c *Cascade) route(u *upperClient, req *sip.Request, tx sip.ServerTransaction, hdr manscdp.Header) {
-	r := &routed{c: c, u: u, req: req, tx: tx, cmdType: hdr.CmdType, sn: hdr.SN, targetID: hdr.DeviceID}
+func (up *upperSide) route(u *upperClient, req *sip.Request, tx sip.ServerTransaction, hdr manscdp.Header) {
+	r := &routed{up: up, u: u, req: req, tx: tx, cmdType: hdr.CmdType, sn: hdr.SN, targetID: hdr.DeviceID}
 	v := u.view()
 	if !r.target(v) {
 		return
@@ -207,7 +207,7 @@ func (c *Cascade) route(u *upperClient, req *sip.Request, tx sip.ServerTransacti
 			}
 		}
 		expects = manscdp.ExpectsResponse(hdr.Root, hdr.CmdType, &m)
-		c.noteSnapshot(u, &m)
+		up.noteSnapshot(u, &m)
 	}
 	sn := nextSN()
 	body, err := manscdp.Rewrite(req.Body(), sn, func(id string) (string, bool) { return v.down(id) }, "")
@@ -217,10 +217,10 @@ func (c *Cascade) route(u *upperClient, req *sip.Request, tx sip.ServerTransacti
 		return
 	}
 	if expects {
-		c.routes.add(&routedQuery{sn: sn, origSN: hdr.SN, upper: u, view: v, deviceID: r.dev.ID,
+		up.routes.add(&routedQuery{sn: sn, origSN: hdr.SN, upper: u, view: v, deviceID: r.dev.ID,
 			targetID: hdr.DeviceID, cmdType: hdr.CmdType, multi: manscdp.MultiPart(hdr.CmdType)})
 	}
-	r.send(body, func() { c.routes.remove(sn) })
+	r.send(body, func() { up.routes.remove(sn) })
 }
 
 // deliver forwards a device's Response to the upper that asked, with the
@@ -248,7 +248,7 @@ func (t *routeTable) deliver(deviceID string, hdr manscdp.Header, body []byte, i
 		q.timer.Stop()
 		delete(t.pending, q.sn)
 	} else {
-		q.timer.Reset(t.c.cfg.Lower.QueryTimeout)
+		q.timer.Reset(t.up.cfg.Lower.QueryTimeout)
 	}
 	t.mu.Unlock()
 
@@ -263,7 +263,7 @@ func (t *routeTable) deliver(deviceID string, hdr manscdp.Header, body []byte, i
 		return true
 	}
 	if done {
-		t.c.metrics.Observe("gbproxy_routed_query_seconds", time.Since(q.started), "platform", q.upper.cfg.ID)
+		t.up.metrics.Observe("gbproxy_routed_query_seconds", time.Since(q.started), "platform", q.upper.cfg.ID)
 	}
 	return true
 }

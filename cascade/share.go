@@ -262,11 +262,11 @@ func (r *Registry) sharedToLocked(views map[string]*shareView, c *Channel) map[s
 // file until removed.
 const bucketShares = "shares"
 
-func (c *Cascade) savedShare(platformID string) (configs.ShareConfig, bool) {
+func (up *upperSide) savedShare(platformID string) (configs.ShareConfig, bool) {
 	var s configs.ShareConfig
-	ok, err := c.store.Get(bucketShares, platformID, &s)
+	ok, err := up.store.Get(bucketShares, platformID, &s)
 	if err != nil {
-		c.log.Warn().Err(err).Str("platform_id", platformID).Msg("unreadable saved sharing ignored; using the config file's")
+		up.log.Warn().Err(err).Str("platform_id", platformID).Msg("unreadable saved sharing ignored; using the config file's")
 		return s, false
 	}
 	return s, ok
@@ -276,27 +276,31 @@ func (c *Cascade) savedShare(platformID string) (configs.ShareConfig, bool) {
 // restarts; nil goes back to the config file's. Its Catalog subscribers are
 // told what appeared (ADD) and what went (DEL).
 func (c *Cascade) SetShare(platformID string, share *configs.ShareConfig) error {
-	u := c.upperByID(platformID)
+	return c.upper.setShare(platformID, share)
+}
+
+func (up *upperSide) setShare(platformID string, share *configs.ShareConfig) error {
+	u := up.upperByID(platformID)
 	if u == nil {
 		return directory.ErrUnknownPlatform
 	}
 	next := u.cfg.Share
 	if share != nil {
-		if errs := share.Validate("share", c.cfg.ID); len(errs) > 0 {
+		if errs := share.Validate("share", up.cfg.ID); len(errs) > 0 {
 			return errors.New(strings.Join(errs, "; "))
 		}
 		next = *share
-		c.store.Put(bucketShares, platformID, share)
+		up.store.Put(bucketShares, platformID, share)
 	} else {
-		c.store.Delete(bucketShares, platformID)
+		up.store.Delete(bucketShares, platformID)
 	}
 	old := u.view()
 	nv := newShareView(next, platformID)
-	before := c.registry.catalogFor(old)
+	before := up.registry.catalogFor(old)
 	u.share.Store(nv)
-	after := c.registry.catalogFor(nv)
+	after := up.registry.catalogFor(nv)
 	u.log.Info().Int("channels_before", len(before)).Int("channels_after", len(after)).Msg("sharing changed")
-	c.subs.shareChanged(u, diffCatalog(before, after))
+	up.subs.shareChanged(u, diffCatalog(before, after))
 	return nil
 }
 

@@ -111,29 +111,29 @@ func (s *signalling) forwardIdentity(in *sip.Request, originator string) sip.Hea
 
 // toDevice is the lower endpoint's Outgoing hook: To names the device, or
 // one of its channels (calls and their in-dialog requests).
-func (c *Cascade) toDevice(req *sip.Request) {
+func (l *lowerSide) toDevice(req *sip.Request) {
 	id := toUser(req)
-	if owner, ok := c.registry.ChannelOwner(id); ok {
+	if owner, ok := l.registry.ChannelOwner(id); ok {
 		id = owner
 	}
-	if err := c.sig.outgoing(req, c.sig.device(id)); err != nil {
-		c.log.Error().Err(err).Str("device_id", id).Str("method", string(req.Method)).Msg("could not sign a request to a device; check its note_algorithm")
+	if err := l.sig.outgoing(req, l.sig.device(id)); err != nil {
+		l.log.Error().Err(err).Str("device_id", id).Str("method", string(req.Method)).Msg("could not sign a request to a device; check its note_algorithm")
 	}
 }
 
 // toUpper is the upper endpoint's Outgoing hook: To names the platform, or
 // another of its IDs (a voice source): then where the request goes does.
-func (c *Cascade) toUpper(req *sip.Request) {
+func (up *upperSide) toUpper(req *sip.Request) {
 	var peer configs.SignallingConfig
-	u := c.upperByID(toUser(req))
+	u := up.upperByID(toUser(req))
 	if u == nil {
-		u = c.upperAt(req.Transport(), req.Destination())
+		u = up.upperAt(req.Transport(), req.Destination())
 	}
 	if u != nil {
 		peer = u.cfg.SignallingConfig
 	}
-	if err := c.sig.outgoing(req, peer); err != nil {
-		c.log.Error().Err(err).Str("platform", toUser(req)).Str("method", string(req.Method)).Msg("could not sign a request to an upper platform; check its note_algorithm")
+	if err := up.sig.outgoing(req, peer); err != nil {
+		up.log.Error().Err(err).Str("platform", toUser(req)).Str("method", string(req.Method)).Msg("could not sign a request to an upper platform; check its note_algorithm")
 	}
 }
 

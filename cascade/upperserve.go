@@ -28,89 +28,73 @@ const catalogSendAttempts = 3
 // platform is gone, and it will ask again when it is back.
 const catalogGiveUpAfter = 5
 
-func (c *Cascade) upperByID(id string) *upperClient {
-	for _, u := range c.uppers {
-		if u.cfg.ID == id {
-			return u
-		}
-	}
-	return nil
-}
-
 // handleUpperMessage serves MESSAGEs from upper platforms: queries to our
 // own ID are answered here, everything else is routed to the owning device.
-func (c *Cascade) handleUpperMessage(req *sip.Request, tx sip.ServerTransaction) {
-	u := c.upperOf(req)
+func (up *upperSide) handleUpperMessage(req *sip.Request, tx sip.ServerTransaction) {
+	u := up.upperOf(req)
 	if u == nil {
-		c.log.Warn().Str("remote", req.Source()).Str("from", fromUser(req)).Msg("MESSAGE from an unconfigured upper platform refused; add it to upper.platforms")
-		c.upper.Respond(tx, req, sip.StatusForbidden, "Forbidden (unknown platform)", nil)
+		up.log.Warn().Str("remote", req.Source()).Str("from", fromUser(req)).Msg("MESSAGE from an unconfigured upper platform refused; add it to upper.platforms")
+		up.ep.Respond(tx, req, sip.StatusForbidden, "Forbidden (unknown platform)", nil)
 		return
 	}
 	hdr, err := manscdp.Peek(req.Body())
 	if err != nil {
 		u.log.Warn().Err(err).Str("call_id", callIDOf(req)).Msg("MESSAGE with unreadable MANSCDP body answered 400")
-		c.upper.Respond(tx, req, sip.StatusBadRequest, "Bad Request (MANSCDP body)", nil)
+		up.ep.Respond(tx, req, sip.StatusBadRequest, "Bad Request (MANSCDP body)", nil)
 		return
 	}
 	switch {
 	case hdr.Root == manscdp.RootResponse:
 		// The upper's side of an exchange we started (alarm acknowledgement).
-		c.upper.Respond(tx, req, sip.StatusOK, "OK", nil)
+		up.ep.Respond(tx, req, sip.StatusOK, "OK", nil)
 		u.log.Debug().Str("cmd_type", hdr.CmdType).Int64("sn", hdr.SN).Str("device_id", hdr.DeviceID).Msg("response from upper platform taken")
 	case hdr.Root == manscdp.RootNotify && hdr.CmdType == manscdp.CmdBroadcast:
-		c.routeBroadcast(u, req, tx, hdr)
-	case hdr.DeviceID == c.cfg.ID:
-		c.answerForSelf(u, req, tx, hdr)
+		up.routeBroadcast(u, req, tx, hdr)
+	case hdr.DeviceID == up.cfg.ID:
+		up.answerForSelf(u, req, tx, hdr)
 	default:
-		c.route(u, req, tx, hdr)
+		up.route(u, req, tx, hdr)
 	}
-}
-
-func (c *Cascade) upperOf(req *sip.Request) *upperClient {
-	if from := req.From(); from != nil {
-		return c.upperByID(from.Address.User)
-	}
-	return nil
 }
 
 // answerForSelf answers what an upper asks of the proxy itself.
-func (c *Cascade) answerForSelf(u *upperClient, req *sip.Request, tx sip.ServerTransaction, hdr manscdp.Header) {
+func (up *upperSide) answerForSelf(u *upperClient, req *sip.Request, tx sip.ServerTransaction, hdr manscdp.Header) {
 	switch {
 	case hdr.Root == manscdp.RootQuery && hdr.CmdType == "Catalog":
-		c.upper.Respond(tx, req, sip.StatusOK, "OK", nil)
-		go c.sendCatalog(u, hdr.SN, strings.ToUpper(req.Transport()))
+		up.ep.Respond(tx, req, sip.StatusOK, "OK", nil)
+		go up.sendCatalog(u, hdr.SN, strings.ToUpper(req.Transport()))
 	case hdr.Root == manscdp.RootQuery && hdr.CmdType == "DeviceInfo":
-		c.upper.Respond(tx, req, sip.StatusOK, "OK", nil)
-		go c.answerUpper(u, &manscdp.DeviceInfoResponse{
-			Base:         manscdp.Base{CmdType: "DeviceInfo", SN: hdr.SN, DeviceID: c.cfg.ID},
+		up.ep.Respond(tx, req, sip.StatusOK, "OK", nil)
+		go up.answerUpper(u, &manscdp.DeviceInfoResponse{
+			Base:         manscdp.Base{CmdType: "DeviceInfo", SN: hdr.SN, DeviceID: up.cfg.ID},
 			Result:       "OK",
 			DeviceName:   "gbproxy",
 			DeviceType:   "SIP Server",
 			Manufacturer: "gbproxy",
 			Model:        "gbproxy",
 			Firmware:     endpoint.Product,
-			Channel:      strconv.Itoa(len(c.registry.catalogFor(u.view()))),
+			Channel:      strconv.Itoa(len(up.registry.catalogFor(u.view()))),
 		})
 	case hdr.Root == manscdp.RootQuery && hdr.CmdType == "DeviceStatus":
-		c.upper.Respond(tx, req, sip.StatusOK, "OK", nil)
-		go c.answerUpper(u, &manscdp.DeviceStatusResponse{
-			Base:       manscdp.Base{CmdType: "DeviceStatus", SN: hdr.SN, DeviceID: c.cfg.ID},
+		up.ep.Respond(tx, req, sip.StatusOK, "OK", nil)
+		go up.answerUpper(u, &manscdp.DeviceStatusResponse{
+			Base:       manscdp.Base{CmdType: "DeviceStatus", SN: hdr.SN, DeviceID: up.cfg.ID},
 			Result:     "OK",
 			Online:     "ONLINE",
 			Status:     "OK",
-			DeviceTime: c.now().Format("2006-01-02T15:04:05"),
+			DeviceTime: up.now().Format("2006-01-02T15:04:05"),
 		})
 	case hdr.Root == manscdp.RootQuery:
-		c.upper.Respond(tx, req, sip.StatusOK, "OK", nil)
+		up.ep.Respond(tx, req, sip.StatusOK, "OK", nil)
 		u.log.Info().Str("cmd_type", hdr.CmdType).Msg("query to the proxy itself that it has no answer for; Result ERROR sent")
-		go c.answerUpper(u, &manscdp.ResultResponse{Base: manscdp.Base{CmdType: hdr.CmdType, SN: hdr.SN, DeviceID: c.cfg.ID}, Result: "ERROR"})
+		go up.answerUpper(u, &manscdp.ResultResponse{Base: manscdp.Base{CmdType: hdr.CmdType, SN: hdr.SN, DeviceID: up.cfg.ID}, Result: "ERROR"})
 	default:
-		c.upper.Respond(tx, req, sip.StatusOK, "OK", nil)
+		up.ep.Respond(tx, req, sip.StatusOK, "OK", nil)
 		u.log.Debug().Str("root", hdr.Root).Str("cmd_type", hdr.CmdType).Msg("MESSAGE to the proxy itself accepted")
 	}
 }
 
-func (c *Cascade) answerUpper(u *upperClient, v any) {
+func (up *upperSide) answerUpper(u *upperClient, v any) {
 	body, err := manscdp.Encode(manscdp.RootResponse, v, u.charset())
 	if err != nil {
 		u.log.Error().Err(err).Msg("encode response to upper platform")
@@ -126,16 +110,16 @@ func (c *Cascade) answerUpper(u *upperClient, v any) {
 // message, paced by catalog_rate. A MESSAGE that fails after retries is
 // counted and skipped; only a platform that stops answering ends the
 // transfer.
-func (c *Cascade) sendCatalog(u *upperClient, sn int64, transport string) {
-	items := c.registry.catalogFor(u.view())
+func (up *upperSide) sendCatalog(u *upperClient, sn int64, transport string) {
+	items := up.registry.catalogFor(u.view())
 	log := u.log.With().Int64("sn", sn).Int("sum_num", len(items)).Logger()
 	t := u.target()
-	bodies, err := c.catalogBodies(manscdp.RootResponse, sn, items, u.catalogPerMessage(transport), c.datagramBudget(u, t), u.charset())
+	bodies, err := up.catalogBodies(manscdp.RootResponse, sn, items, u.catalogPerMessage(transport), up.datagramBudget(u, t), u.charset())
 	if err != nil {
 		log.Error().Err(err).Msg("catalog could not be encoded for the upper platform")
 		return
 	}
-	xfer := CatalogTransfer{SN: sn, SumNum: len(items), Started: c.now()}
+	xfer := CatalogTransfer{SN: sn, SumNum: len(items), Started: up.now()}
 	publish := func() { // a copy: the API reads it while we go on
 		snap := xfer
 		u.update(func(st *PlatformState) { st.LastCatalog = &snap })
@@ -152,11 +136,11 @@ func (c *Cascade) sendCatalog(u *upperClient, sn int64, transport string) {
 		if pace != nil && i > 0 {
 			select {
 			case <-pace:
-			case <-c.ctx.Done():
+			case <-up.ctx.Done():
 				return
 			}
 		}
-		ok := c.deliverCatalog(u, t, b.body)
+		ok := up.deliverCatalog(u, t, b.body)
 		xfer.Messages++
 		if ok {
 			xfer.Sent += b.items
@@ -170,12 +154,12 @@ func (c *Cascade) sendCatalog(u *upperClient, sn int64, transport string) {
 		}
 		failedInRow++
 		log.Error().Int("message", i+1).Int("messages", len(bodies)).Msg("catalog MESSAGE to upper platform failed after retries; continuing with the next")
-		if failedInRow >= catalogGiveUpAfter || c.ctx.Err() != nil {
+		if failedInRow >= catalogGiveUpAfter || up.ctx.Err() != nil {
 			log.Error().Msg("catalog transfer to upper platform abandoned: it stopped answering; it will get the catalog when it asks again")
 			return
 		}
 	}
-	xfer.Finished = c.now()
+	xfer.Finished = up.now()
 	publish()
 	log.Info().Int("messages", len(bodies)).Msg("catalog sent to upper platform")
 }
@@ -194,11 +178,11 @@ func (u *upperClient) catalogPerMessage(transport string) int {
 
 // datagramBudget is how much body fits in one udpDatagramLimit datagram
 // beside the headers of our MESSAGE to this platform.
-func (c *Cascade) datagramBudget(u *upperClient, t upperTarget) int {
+func (up *upperSide) datagramBudget(u *upperClient, t upperTarget) int {
 	req := u.newRequest(sip.MESSAGE, t, endpoint.Peer{Transport: "UDP", Addr: t.addr})
 	req.AppendHeader(sip.NewHeader("Content-Type", contentTypeMANSCDP))
 	// What leaves carries Monitor-User-Identity, and Date and Note when signed.
-	c.toUpper(req)
+	up.toUpper(req)
 	headers := len(req.String()) + 8 // Content-Length digits
 	return udpDatagramLimit - headers
 }
@@ -210,8 +194,8 @@ type catalogBody struct {
 
 // catalogBodies splits one catalog answer or notification into MESSAGE
 // bodies: per items each, or (per = 0) as many as fit budget bytes.
-func (c *Cascade) catalogBodies(root string, sn int64, items []manscdp.CatalogItem, per, budget int, cs manscdp.Charset) ([]catalogBody, error) {
-	resp := &manscdp.CatalogResponse{Base: manscdp.Base{CmdType: "Catalog", SN: sn, DeviceID: c.cfg.ID}, SumNum: len(items)}
+func (up *upperSide) catalogBodies(root string, sn int64, items []manscdp.CatalogItem, per, budget int, cs manscdp.Charset) ([]catalogBody, error) {
+	resp := &manscdp.CatalogResponse{Base: manscdp.Base{CmdType: "Catalog", SN: sn, DeviceID: up.cfg.ID}, SumNum: len(items)}
 	encode := func(chunk []manscdp.CatalogItem) ([]byte, error) {
 		resp.DeviceList = manscdp.ItemList{Items: chunk}
 		return manscdp.Encode(root, resp, cs)
@@ -273,15 +257,15 @@ func itemSize(it *manscdp.CatalogItem) int {
 	return len(b)
 }
 
-func (c *Cascade) deliverCatalog(u *upperClient, t upperTarget, body []byte) bool {
+func (up *upperSide) deliverCatalog(u *upperClient, t upperTarget, body []byte) bool {
 	for attempt := 1; attempt <= catalogSendAttempts; attempt++ {
-		ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
+		ctx, cancel := context.WithTimeout(up.ctx, requestTimeout)
 		res, err := u.send(ctx, t, sip.MESSAGE, body)
 		cancel()
 		if err == nil && res.IsSuccess() {
 			return true
 		}
-		if c.ctx.Err() != nil {
+		if up.ctx.Err() != nil {
 			return false
 		}
 		u.log.Warn().Err(err).Int("status", statusOf(res)).Int("attempt", attempt).Msg("catalog MESSAGE to upper platform failed; retrying")

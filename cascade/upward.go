@@ -33,7 +33,7 @@ type upperTarget struct {
 // §9.1.2): digest REGISTER, refresh before expiry, keepalive MESSAGEs, retry
 // after retry_interval, 302 redirects, one persistent TCP or TLS connection.
 type upperClient struct {
-	c   *Cascade
+	up  *upperSide
 	cfg configs.PlatformConfig
 	log zerolog.Logger
 
@@ -68,10 +68,10 @@ func (u *upperClient) charset() manscdp.Charset {
 	return manscdp.CharsetGB2312
 }
 
-func newUpperClient(c *Cascade, p configs.PlatformConfig, share configs.ShareConfig) *upperClient {
+func newUpperClient(up *upperSide, p configs.PlatformConfig, share configs.ShareConfig) *upperClient {
 	u := &upperClient{
-		c: c, cfg: p,
-		log:      c.log.With().Str("platform_id", p.ID).Str("platform", p.Address).Logger(),
+		up: up, cfg: p,
+		log:      up.log.With().Str("platform_id", p.ID).Str("platform", p.Address).Logger(),
 		callID:   sip.GenerateTagN(24),
 		fromTag:  sip.GenerateTagN(16),
 		connLost: make(chan struct{}, 1),
@@ -83,7 +83,7 @@ func newUpperClient(c *Cascade, p configs.PlatformConfig, share configs.ShareCon
 			u.sources.prefixes = append(u.sources.prefixes, pfx.Masked())
 		}
 	}
-	u.resolveSources(c.ctx)
+	u.resolveSources(up.ctx)
 	return u
 }
 
@@ -171,7 +171,7 @@ func (u *upperClient) session(ctx context.Context) bool {
 				return true
 			default:
 				misses++
-				u.c.metrics.Inc("gbproxy_keepalives_total", "side", "upper", "result", "timeout")
+				u.up.metrics.Inc("gbproxy_keepalives_total", "side", "upper", "result", "timeout")
 				u.log.Warn().Err(err).Int("missed", misses).Msg("keepalive to upper platform unanswered")
 				if misses >= u.cfg.KeepaliveTimeoutCount {
 					u.failed(target, fmt.Errorf("%d keepalives unanswered", misses))
@@ -203,7 +203,7 @@ func (u *upperClient) target() upperTarget {
 const quickRecovery = time.Second
 
 func (u *upperClient) registered(t upperTarget, expires int) {
-	now := u.c.now()
+	now := u.up.now()
 	u.mu.Lock()
 	was := u.st.Registered
 	u.st.Registered, u.st.LastError = true, ""
@@ -213,9 +213,9 @@ func (u *upperClient) registered(t upperTarget, expires int) {
 	lostAt, lostErr := u.lostAt, u.lostErr
 	u.lostAt, u.lostErr = time.Time{}, nil
 	u.mu.Unlock()
-	u.c.metrics.Inc("gbproxy_upper_registrations_total", "platform", u.cfg.ID, "result", "ok")
+	u.up.metrics.Inc("gbproxy_upper_registrations_total", "platform", u.cfg.ID, "result", "ok")
 	if !was {
-		u.resolveSources(u.c.ctx)
+		u.resolveSources(u.up.ctx)
 		log := u.log.With().Str("server", t.id+"@"+t.addr).Int("expires", expires).Str("transport", u.cfg.Transport).Logger()
 		switch gap := now.Sub(lostAt); {
 		case lostErr == nil:
@@ -226,7 +226,7 @@ func (u *upperClient) registered(t upperTarget, expires int) {
 			log.Warn().AnErr("cause", lostErr).Stringer("after", gap).Msg("registration to upper platform regained")
 		}
 	}
-	u.c.store.Put(bucketPlatforms, u.cfg.ID, u.state())
+	u.up.store.Put(bucketPlatforms, u.cfg.ID, u.state())
 }
 
 // failed records a lost or refused registration. A redirected target that
@@ -236,14 +236,14 @@ func (u *upperClient) failed(t upperTarget, err error) {
 	u.mu.Lock()
 	u.lostAt, u.lostErr = time.Time{}, nil // reported here
 	u.mu.Unlock()
-	u.c.metrics.Inc("gbproxy_upper_registrations_total", "platform", u.cfg.ID, "result", "failed")
+	u.up.metrics.Inc("gbproxy_upper_registrations_total", "platform", u.cfg.ID, "result", "failed")
 	ev := u.log.Warn()
 	if was {
 		ev = u.log.Error()
 	}
 	ev.Err(err).Str("server", t.id+"@"+t.addr).Bool("was_registered", was).
 		Stringer("retry_in", u.cfg.RetryInterval).Msg("upper platform registration lost or refused; check address, ID and password of this platform")
-	u.c.store.Put(bucketPlatforms, u.cfg.ID, u.state())
+	u.up.store.Put(bucketPlatforms, u.cfg.ID, u.state())
 }
 
 // lost records a working registration that ended (connection closed,
@@ -252,12 +252,12 @@ func (u *upperClient) failed(t upperTarget, err error) {
 func (u *upperClient) lost(t upperTarget, err error) {
 	if u.drop(err) {
 		u.mu.Lock()
-		u.lostAt, u.lostErr = u.c.now(), err
+		u.lostAt, u.lostErr = u.up.now(), err
 		u.mu.Unlock()
 	}
-	u.c.metrics.Inc("gbproxy_upper_registrations_total", "platform", u.cfg.ID, "result", "failed")
+	u.up.metrics.Inc("gbproxy_upper_registrations_total", "platform", u.cfg.ID, "result", "failed")
 	u.log.Debug().Err(err).Str("server", t.id+"@"+t.addr).Msg("upper platform registration lost; registering again")
-	u.c.store.Put(bucketPlatforms, u.cfg.ID, u.state())
+	u.up.store.Put(bucketPlatforms, u.cfg.ID, u.state())
 }
 
 // drop marks the registration gone, closes our connection and runs the
@@ -273,14 +273,14 @@ func (u *upperClient) drop(err error) (was bool) {
 	u.remote = ""
 	u.mu.Unlock()
 	if remote != "" {
-		u.c.upper.CloseConn(remote)
+		u.up.ep.CloseConn(remote)
 	}
 	select { // a close we caused ourselves must not end the next session
 	case <-u.connLost:
 	default:
 	}
 	if registered {
-		for _, f := range u.c.upperLostHooks {
+		for _, f := range u.up.upperLostHooks {
 			f(u.cfg.ID, err.Error())
 		}
 	}
@@ -307,9 +307,9 @@ func (u *upperClient) peer(ctx context.Context, t upperTarget) (endpoint.Peer, e
 	)
 	switch u.cfg.Transport {
 	case "tcp":
-		remote, err = u.c.upper.Dial(ctx, t.addr)
+		remote, err = u.up.ep.Dial(ctx, t.addr)
 	case "tls":
-		remote, err = u.c.upper.DialTLS(ctx, t.addr, u.tls)
+		remote, err = u.up.ep.DialTLS(ctx, t.addr, u.tls)
 	default:
 		return endpoint.Peer{Transport: "UDP", Addr: t.addr}, nil
 	}
@@ -329,10 +329,10 @@ func (u *upperClient) newRequest(method sip.RequestMethod, t upperTarget, peer e
 	if t.id != u.cfg.ID && len(t.id) >= 10 {
 		domain = t.id[:10]
 	}
-	return u.c.upper.NewRequest(method,
+	return u.up.ep.NewRequest(method,
 		sip.Uri{Scheme: "sip", User: t.id, Host: host, Port: port},
 		peer,
-		sip.Uri{Scheme: "sip", User: u.c.cfg.ID, Host: u.c.cfg.Domain},
+		sip.Uri{Scheme: "sip", User: u.up.cfg.ID, Host: u.up.cfg.Domain},
 		sip.Uri{Scheme: "sip", User: t.id, Host: domain})
 }
 
@@ -372,7 +372,7 @@ func (u *upperClient) register(ctx context.Context, t upperTarget, expires int) 
 	if err != nil {
 		return 0, err
 	}
-	u.c.metrics.Observe("gbproxy_upper_registration_seconds", time.Since(start), "platform", u.cfg.ID)
+	u.up.metrics.Observe("gbproxy_upper_registration_seconds", time.Since(start), "platform", u.cfg.ID)
 	u.mu.Lock()
 	u.cseq = req.CSeq().SeqNo
 	if h := res.GetHeader("X-GB-Ver"); h != nil {
@@ -409,7 +409,7 @@ func (u *upperClient) register(ctx context.Context, t upperTarget, expires int) 
 
 // doWithAuth sends req, answering one 401/407 challenge.
 func (u *upperClient) doWithAuth(ctx context.Context, req *sip.Request) (*sip.Response, error) {
-	res, err := u.c.upper.Do(ctx, req)
+	res, err := u.up.ep.Do(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -428,10 +428,10 @@ func (u *upperClient) doWithAuth(ctx context.Context, req *sip.Request) (*sip.Re
 	if err != nil {
 		return nil, fmt.Errorf("answer digest challenge: %w", err)
 	}
-	u.c.upper.Renew(req)
+	u.up.ep.Renew(req)
 	req.RemoveHeader(authHeader)
 	req.AppendHeader(sip.NewHeader(authHeader, auth))
-	res, err = u.c.upper.Do(ctx, req)
+	res, err = u.up.ep.Do(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -460,7 +460,7 @@ func grantedExpires(res *sip.Response, requested int) int {
 func (u *upperClient) keepalive(ctx context.Context, t upperTarget) error {
 	ctx, cancel := context.WithTimeout(ctx, min(u.cfg.KeepaliveInterval, requestTimeout))
 	defer cancel()
-	body, err := manscdp.Encode("Notify", &manscdp.Keepalive{Base: manscdp.Base{CmdType: "Keepalive", SN: nextSN(), DeviceID: u.c.cfg.ID}, Status: "OK"}, manscdp.CharsetGB2312)
+	body, err := manscdp.Encode("Notify", &manscdp.Keepalive{Base: manscdp.Base{CmdType: "Keepalive", SN: nextSN(), DeviceID: u.up.cfg.ID}, Status: "OK"}, manscdp.CharsetGB2312)
 	if err != nil {
 		return err
 	}
@@ -471,9 +471,9 @@ func (u *upperClient) keepalive(ctx context.Context, t upperTarget) error {
 	if !res.IsSuccess() {
 		return &statusError{res}
 	}
-	u.c.metrics.Inc("gbproxy_keepalives_total", "side", "upper", "result", "ok")
+	u.up.metrics.Inc("gbproxy_keepalives_total", "side", "upper", "result", "ok")
 	u.mu.Lock()
-	u.st.Keepalive = u.c.now()
+	u.st.Keepalive = u.up.now()
 	u.mu.Unlock()
 	return nil
 }
@@ -481,7 +481,7 @@ func (u *upperClient) keepalive(ctx context.Context, t upperTarget) error {
 // message sends one MANSCDP MESSAGE to the platform's current server within
 // requestTimeout; a non-2xx answer is an error.
 func (u *upperClient) message(body []byte, headers ...sip.Header) error {
-	ctx, cancel := context.WithTimeout(u.c.ctx, requestTimeout)
+	ctx, cancel := context.WithTimeout(u.up.ctx, requestTimeout)
 	defer cancel()
 	res, err := u.send(ctx, u.target(), sip.MESSAGE, body, headers...)
 	if err == nil && !res.IsSuccess() {
@@ -502,7 +502,7 @@ func (u *upperClient) send(ctx context.Context, t upperTarget, method sip.Reques
 		req.SetBody(body)
 	}
 	setHeaders(req, headers)
-	return u.c.upper.Do(ctx, req)
+	return u.up.ep.Do(ctx, req)
 }
 
 // unregister sends Expires: 0 on graceful shutdown.
