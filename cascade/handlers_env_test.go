@@ -127,31 +127,31 @@ func (e *handlerEnv) register(req *sip.Request) *sip.Response {
 	if v := e.admitLower(req); v.Code != 0 {
 		return e.c.LowerEndpoint().NewResponse(req, v.Code, v.Reason, nil, v.Headers...)
 	}
-	return e.serve(e.c.handleRegister, req)
+	return e.serve(e.c.lower.handleRegister, req)
 }
 
 func (e *handlerEnv) admitLower(req *sip.Request) endpoint.Verdict {
-	return (&lowerGuard{c: e.c, mode: e.c.cfg.Lower.BindSource}).Admit(req)
+	return (&lowerGuard{l: e.c.lower, mode: e.c.cfg.Lower.BindSource}).Admit(req)
 }
 
 func (e *handlerEnv) admitUpper(req *sip.Request) endpoint.Verdict {
-	return (&upperGuard{c: e.c}).Admit(req)
+	return (&upperGuard{up: e.c.upper}).Admit(req)
 }
 
 func (e *handlerEnv) lowerMessage(req *sip.Request) *sip.Response {
-	return e.serve(e.c.handleLowerMessage, req)
+	return e.serve(e.c.lower.handleLowerMessage, req)
 }
 
 func (e *handlerEnv) lowerNotify(req *sip.Request) *sip.Response {
-	return e.serve(e.c.handleLowerNotify, req)
+	return e.serve(e.c.lower.handleLowerNotify, req)
 }
 
 func (e *handlerEnv) upperMessage(req *sip.Request) *sip.Response {
-	return e.serve(e.c.handleUpperMessage, req)
+	return e.serve(e.c.upper.handleUpperMessage, req)
 }
 
 func (e *handlerEnv) upperSubscribe(req *sip.Request) *sip.Response {
-	return e.serve(e.c.handleUpperSubscribe, req)
+	return e.serve(e.c.upper.handleUpperSubscribe, req)
 }
 
 // serve runs h on req in a recorded server transaction and returns the one
