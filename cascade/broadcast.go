@@ -179,11 +179,11 @@ func (up *upperSide) snapshotFinished(deviceID string, hdr manscdp.Header, body 
 			continue
 		}
 		sent++
-		go func() {
+		up.tasks.spawn(func() {
 			if err := u.message(out, identity); err != nil {
 				u.log.Warn().Err(err).Str("device_id", deviceID).Str("session_id", n.SessionID).Msg("upper platform did not take UploadSnapShotFinished")
 			}
-		}()
+		})
 	}
 	log.Info().Bool("ordered_here", ordered).Int("uppers", sent).Msg("snapshot upload finished; relayed up")
 }

@@ -32,6 +32,7 @@ type env struct {
 	sig     *signalling
 	now     func() time.Time
 	ctx     context.Context
+	tasks   *tasks
 }
 
 // Cascade joins the lower side (devices below us) and the upper side (the
@@ -47,7 +48,7 @@ type Cascade struct {
 // New opens both SIP zones and restores the registry from st.
 func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Registry) (*Cascade, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	e := &env{cfg: cfg, log: log, metrics: m, store: st, sig: newSignalling(cfg), now: time.Now, ctx: ctx}
+	e := &env{cfg: cfg, log: log, metrics: m, store: st, sig: newSignalling(cfg), now: time.Now, ctx: ctx, tasks: &tasks{}}
 	c := &Cascade{env: e, cancel: cancel}
 	c.lower = newLowerSide(e)
 	c.upper = newUpperSide(e, c.lower.registry, c.lower)
@@ -157,6 +158,7 @@ func (c *Cascade) Close(ctx context.Context) {
 	}
 	wg.Wait()
 	c.cancel()
+	c.tasks.closeAndWait()
 	c.wg.Wait()
 	c.lower.catalogs.stop()
 	c.lower.ep.Close()

@@ -59,7 +59,7 @@ func (cc *catalogCollector) query(dev Device) {
 		l.log.Error().Err(err).Str("device_id", dev.ID).Msg("encode Catalog query")
 		return
 	}
-	go func() {
+	l.tasks.spawn(func() {
 		ctx, cancel := context.WithTimeout(l.ctx, requestTimeout)
 		defer cancel()
 		res, err := l.sendToDevice(ctx, dev, sip.MESSAGE, body)
@@ -67,7 +67,7 @@ func (cc *catalogCollector) query(dev Device) {
 			l.log.Warn().Err(err).Str("device_id", dev.ID).Int("status", statusOf(res)).Msg("device did not accept the Catalog query; its channels stay as last known")
 			cc.drop(dev.ID, sn)
 		}
-	}()
+	})
 }
 
 func (cc *catalogCollector) startLocked(deviceID string, sn int64) *catalogAnswer {

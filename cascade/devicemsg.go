@@ -110,7 +110,7 @@ func (l *lowerSide) alarmFromDevice(deviceID string, hdr manscdp.Header, body []
 	l.metrics.Inc("gbproxy_alarms_total", "direction", "in")
 	l.log.Info().Str("device_id", deviceID).Str("channel_id", hdr.DeviceID).Int64("sn", hdr.SN).Msg("alarm from device")
 	if isMessage {
-		go func() {
+		l.tasks.spawn(func() {
 			dev, ok := l.registry.Device(deviceID)
 			if !ok {
 				return
@@ -125,7 +125,7 @@ func (l *lowerSide) alarmFromDevice(deviceID string, hdr manscdp.Header, body []
 			if res, err := l.sendToDevice(ctx, dev, sip.MESSAGE, ack); err != nil || !res.IsSuccess() {
 				l.log.Warn().Err(err).Int("status", statusOf(res)).Str("device_id", deviceID).Msg("device did not take our alarm acknowledgement")
 			}
-		}()
+		})
 	}
 	l.feed.alarm(deviceID, hdr, body, identity)
 }

@@ -43,7 +43,7 @@ func guardCascade(t testing.TB, bindSource string) *Cascade {
 	t.Cleanup(cancel)
 	now := time.Now()
 	cfg := &configs.Config{ID: selfID, Lower: configs.LowerConfig{BindSource: bindSource, AllowUnknown: true, Password: "secret"}}
-	e := &env{cfg: cfg, sig: newSignalling(cfg), log: zerolog.Nop(), store: st, now: func() time.Time { return now }, ctx: ctx}
+	e := &env{cfg: cfg, sig: newSignalling(cfg), log: zerolog.Nop(), store: st, now: func() time.Time { return now }, ctx: ctx, tasks: &tasks{}}
 	l := &lowerSide{env: e, registry: newRegistry(st, zerolog.Nop(), selfID),
 		digest: security.NewDigestServer(security.DigestConfig{Realm: "3402000000"})}
 	up := &upperSide{env: e, registry: l.registry, devices: l}

@@ -183,16 +183,16 @@ func TestUnknownUpperRefused(t *testing.T) {
 	}
 }
 
-// A MESSAGE whose body is no MANSCDP gets 400; a SUBSCRIBE without a query
-// of a kind one can subscribe to gets 489 Bad Event.
+// A MESSAGE or SUBSCRIBE whose body is no MANSCDP gets 400; a SUBSCRIBE
+// to a kind one cannot subscribe to gets 489 Bad Event.
 func TestUpperMalformedBody(t *testing.T) {
 	e := newHandlerEnv(t, nil)
 	for name, body := range malformedBodies(t, "catalog_query.xml") {
 		if res := e.upperMessage(e.fromUpper(body)); res.StatusCode != sip.StatusBadRequest || res.Reason != "Bad Request (MANSCDP body)" {
 			t.Errorf("MESSAGE %s: answered %d %s, want 400 Bad Request (MANSCDP body)", name, res.StatusCode, res.Reason)
 		}
-		if res := e.upperSubscribe(e.request(sip.SUBSCRIBE, envUpperID, e.upper, body, sip.NewHeader("Expires", "600"))); res.StatusCode != 489 {
-			t.Errorf("SUBSCRIBE %s: answered %d %s, want 489", name, res.StatusCode, res.Reason)
+		if res := e.upperSubscribe(e.request(sip.SUBSCRIBE, envUpperID, e.upper, body, sip.NewHeader("Expires", "600"))); res.StatusCode != sip.StatusBadRequest {
+			t.Errorf("SUBSCRIBE %s: answered %d %s, want 400", name, res.StatusCode, res.Reason)
 		}
 	}
 	if res := e.upperSubscribe(e.request(sip.SUBSCRIBE, envUpperID, e.upper, setDeviceID(testdata(t, "deviceinfo_query.xml"), envProxyID))); res.StatusCode != 489 {

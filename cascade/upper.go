@@ -177,13 +177,13 @@ func (up *upperSide) alarm(deviceID string, hdr manscdp.Header, body []byte, ide
 			u.log.Warn().Err(err).Str("device_id", deviceID).Msg("alarm could not be rewritten for the upper platform; dropped")
 			continue
 		}
-		go func() {
+		up.tasks.spawn(func() {
 			if err := u.message(out, identity); err != nil {
 				u.log.Warn().Err(err).Str("device_id", deviceID).Str("channel_id", hdr.DeviceID).Msg("upper platform did not take the alarm")
 				return
 			}
 			up.metrics.Inc("gbproxy_alarms_total", "direction", "out")
-		}()
+		})
 	}
 	up.subs.forward("Alarm", deviceID, hdr.DeviceID, body, identity)
 }

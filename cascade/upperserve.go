@@ -62,10 +62,11 @@ func (up *upperSide) answerForSelf(u *upperClient, req *sip.Request, tx sip.Serv
 	switch {
 	case hdr.Root == manscdp.RootQuery && hdr.CmdType == "Catalog":
 		up.ep.Respond(tx, req, sip.StatusOK, "OK", nil)
-		go up.sendCatalog(u, hdr.SN, strings.ToUpper(req.Transport()))
+		transport := strings.ToUpper(req.Transport())
+		up.tasks.spawn(func() { up.sendCatalog(u, hdr.SN, transport) })
 	case hdr.Root == manscdp.RootQuery && hdr.CmdType == "DeviceInfo":
 		up.ep.Respond(tx, req, sip.StatusOK, "OK", nil)
-		go up.answerUpper(u, &manscdp.DeviceInfoResponse{
+		up.answerUpperLater(u, &manscdp.DeviceInfoResponse{
 			Base:         manscdp.Base{CmdType: "DeviceInfo", SN: hdr.SN, DeviceID: up.cfg.ID},
 			Result:       "OK",
 			DeviceName:   "gbproxy",
@@ -77,7 +78,7 @@ func (up *upperSide) answerForSelf(u *upperClient, req *sip.Request, tx sip.Serv
 		})
 	case hdr.Root == manscdp.RootQuery && hdr.CmdType == "DeviceStatus":
 		up.ep.Respond(tx, req, sip.StatusOK, "OK", nil)
-		go up.answerUpper(u, &manscdp.DeviceStatusResponse{
+		up.answerUpperLater(u, &manscdp.DeviceStatusResponse{
 			Base:       manscdp.Base{CmdType: "DeviceStatus", SN: hdr.SN, DeviceID: up.cfg.ID},
 			Result:     "OK",
 			Online:     "ONLINE",
@@ -87,13 +88,19 @@ func (up *upperSide) answerForSelf(u *upperClient, req *sip.Request, tx sip.Serv
 	case hdr.Root == manscdp.RootQuery:
 		up.ep.Respond(tx, req, sip.StatusOK, "OK", nil)
 		u.log.Info().Str("cmd_type", hdr.CmdType).Msg("query to the proxy itself that it has no answer for; Result ERROR sent")
-		go up.answerUpper(u, &manscdp.ResultResponse{Base: manscdp.Base{CmdType: hdr.CmdType, SN: hdr.SN, DeviceID: up.cfg.ID}, Result: "ERROR"})
+		up.answerUpperLater(u, &manscdp.ResultResponse{Base: manscdp.Base{CmdType: hdr.CmdType, SN: hdr.SN, DeviceID: up.cfg.ID}, Result: "ERROR"})
 	default:
 		up.ep.Respond(tx, req, sip.StatusOK, "OK", nil)
 		u.log.Debug().Str("root", hdr.Root).Str("cmd_type", hdr.CmdType).Msg("MESSAGE to the proxy itself accepted")
 	}
 }
 
+// answerUpperLater sends v as a task of its own, after the 200 went out.
+func (up *upperSide) answerUpperLater(u *upperClient, v any) {
+	up.tasks.spawn(func() { up.answerUpper(u, v) })
+}
+
+// answerUpper sends v to the upper platform as a Response MESSAGE.
 func (up *upperSide) answerUpper(u *upperClient, v any) {
 	body, err := manscdp.Encode(manscdp.RootResponse, v, u.charset())
 	if err != nil {

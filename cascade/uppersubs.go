@@ -116,8 +116,14 @@ func (up *upperSide) handleUpperSubscribe(req *sip.Request, tx sip.ServerTransac
 		return
 	}
 	hdr, err := manscdp.Peek(req.Body())
-	if err != nil || !subscriptionKinds[hdr.CmdType] {
-		u.log.Warn().Err(err).Str("cmd_type", hdr.CmdType).Msg("SUBSCRIBE without a Catalog, Alarm, MobilePosition or PTZPosition query answered 489")
+	if err != nil {
+		u.log.Warn().Err(err).Msg("SUBSCRIBE with an unreadable MANSCDP body answered 400")
+		up.ep.Respond(tx, req, sip.StatusBadRequest, "Bad Request (MANSCDP body)", nil)
+		return
+	}
+	if !subscriptionKinds[hdr.CmdType] {
+		// The CmdType is GB/T 28181's event package: one we don't serve.
+		u.log.Warn().Str("cmd_type", hdr.CmdType).Msg("SUBSCRIBE without a Catalog, Alarm, MobilePosition or PTZPosition query answered 489")
 		up.ep.Respond(tx, req, 489, "Bad Event", nil)
 		return
 	}

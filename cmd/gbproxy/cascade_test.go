@@ -682,7 +682,7 @@ func TestCascadeMalformedFromUpper(t *testing.T) {
 		{"MESSAGE", "<Control><CmdType>DeviceControl</CmdType><SN>2</SN><DeviceID>" + mappedA + "</DeviceID><PTZCmd>A50F01</PTZCmd></Control>", "SIP/2.0 400 "},
 		{"MESSAGE", "<Query><CmdType>DeviceInfo</CmdType><SN>3</SN><DeviceID>99999999999999999999</DeviceID></Query>", "SIP/2.0 404 "},
 		{"SUBSCRIBE", "<Query><CmdType>Keepalive</CmdType><SN>4</SN><DeviceID>" + proxyID + "</DeviceID></Query>", "SIP/2.0 489 "},
-		{"SUBSCRIBE", "not xml", "SIP/2.0 489 "},
+		{"SUBSCRIBE", "not xml", "SIP/2.0 400 "},
 	}
 	for i, c := range cases {
 		if got := send(c.method, fmt.Sprintf("bad-upper-%d", i), c.body); !strings.HasPrefix(got, c.want) {
