@@ -126,12 +126,12 @@ func (c *Cascade) TakeBroadcast(ctx context.Context, deviceID, sourceID string) 
 		return directory.Broadcast{}, err
 	}
 	host, port := endpoint.SplitHostPort(t.addr)
-	domain := p.upper.cfg.Domain
+	domain := p.upper.cfg().Domain
 	if len(sourceID) >= 10 {
 		domain = sourceID[:10]
 	}
 	return directory.Broadcast{
-		UpperID: p.upper.cfg.ID, SourceID: sourceID, TargetID: p.targetID, ChannelID: p.channelID, Peer: peer,
+		UpperID: p.upper.id, SourceID: sourceID, TargetID: p.targetID, ChannelID: p.channelID, Peer: peer,
 		URI: sip.Uri{Scheme: "sip", User: sourceID, Host: host, Port: port},
 		To:  sip.Uri{Scheme: "sip", User: sourceID, Host: domain},
 	}, nil
@@ -164,7 +164,7 @@ func (c *Cascade) snapshotFinished(deviceID string, hdr manscdp.Header, body []b
 	p, ordered := c.follow.snapshots[n.SessionID]
 	c.follow.mu.Unlock()
 	sent := 0
-	for _, u := range c.uppers {
+	for _, u := range c.upperList() {
 		v := u.view()
 		if (ordered && u != p.upper) || !c.registry.sharesID(v, hdr.DeviceID) {
 			continue
@@ -188,7 +188,7 @@ func (c *Cascade) snapshotFinished(deviceID string, hdr manscdp.Header, body []b
 // from source comes from. In-dialog requests of a call we made to one of
 // its IDs (its voice source) are From that ID, not the platform's.
 func (c *Cascade) upperAt(transport, source string) *upperClient {
-	for _, u := range c.uppers {
+	for _, u := range c.upperList() {
 		if u.sentFrom(transport, source) {
 			return u
 		}

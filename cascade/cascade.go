@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -34,13 +35,20 @@ type Cascade struct {
 
 	registry *Registry
 	digest   *security.DigestServer
-	secrets  map[string]security.Secret // configured devices -> secret (empty: lower's)
 	sig      *signalling
 	catalogs *catalogCollector
 	routes   *routeTable
 	follow   *followUps // broadcast and snapshot follow-ups of routed requests
 	subs     *subscriptions
-	uppers   []*upperClient
+	// uppers and allowed change at run time (manage.go): readers load them
+	// without a lock, writers hold manageMu and swap in new values.
+	uppers  atomic.Pointer[upperSet]
+	allowed atomic.Pointer[allowedTable]
+
+	manageMu sync.Mutex
+	started  bool
+	closed   bool
+	file     fileEntries // the config file's entries as last applied
 	// offlineHooks run when a device goes offline (the B2BUA ends its calls).
 	offlineHooks []func(deviceID, reason string)
 	// dialogHook takes a device's MESSAGE inside a call's dialog (the
@@ -63,14 +71,17 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 		cfg: cfg, log: log, metrics: m, store: st,
 		registry: newRegistry(st, log, cfg.ID),
 		digest:   security.NewDigestServer(security.DigestConfig{Realm: cfg.Domain, Lockout: lockoutConfig(cfg.Security.Lockout)}),
-		secrets:  map[string]security.Secret{},
 		now:      time.Now,
 		ctx:      ctx,
 		cancel:   cancel,
 	}
-	for _, d := range cfg.Lower.Devices {
-		c.secrets[d.ID] = security.Secret{Password: d.Password, HA1: d.PasswordHA1}
+	running := c.initialEntries()
+	allowed := allowedTable{}
+	for _, d := range running.Devices {
+		allowed[d.ID] = c.newAllowed(d)
 	}
+	c.allowed.Store(&allowed)
+	c.uppers.Store(newUpperSet(nil))
 	c.sig = newSignalling(cfg)
 	c.catalogs = newCatalogCollector(c)
 	c.routes = newRouteTable(c)
@@ -90,19 +101,6 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 			return nil, fmt.Errorf("lower.tls: %w", err)
 		}
 		lowerTLS, lowerTLSConfig = cfg.Lower.TLSListen, tlsCfg
-	}
-	upperTLS := make(map[string]*tls.Config)
-	for i, p := range cfg.Upper.Platforms {
-		if p.Transport != "tls" {
-			continue
-		}
-		host, _ := endpoint.SplitHostPort(p.Address)
-		tlsCfg, err := security.LoadClientTLS(p.TLS, host)
-		if err != nil {
-			cancel()
-			return nil, fmt.Errorf("upper.platforms[%d].tls: %w", i, err)
-		}
-		upperTLS[p.ID] = tlsCfg
 	}
 	var err error
 	opts := zoneOptions(cfg, log, m)
@@ -127,15 +125,22 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 	c.upper.Handle(sip.MESSAGE, c.handleUpperMessage)
 	c.upper.Handle(sip.SUBSCRIBE, c.handleUpperSubscribe)
 	c.upper.Handle(sip.OPTIONS, optionsHandler(c.upper, "INVITE, ACK, BYE, CANCEL, MESSAGE, SUBSCRIBE, OPTIONS"))
-	for _, p := range cfg.Upper.Platforms {
+	uppers := make([]*upperClient, 0, len(running.Platforms))
+	for _, p := range running.Platforms {
 		share := p.Share
 		if saved, ok := c.savedShare(p.ID); ok {
 			share = saved
 		}
-		u := newUpperClient(c, p, share)
-		u.tls = upperTLS[p.ID]
-		c.uppers = append(c.uppers, u)
+		u, err := newUpperClient(c, p, share)
+		if err != nil {
+			c.lower.Close()
+			c.upper.Close()
+			cancel()
+			return nil, fmt.Errorf("upper platform %s: %w", p.ID, err)
+		}
+		uppers = append(uppers, u)
 	}
+	c.uppers.Store(newUpperSet(uppers))
 	return c, nil
 }
 
@@ -161,17 +166,22 @@ func (c *Cascade) Start() {
 	c.wg.Add(2)
 	go c.monitorDevices()
 	go c.subs.run(c.ctx)
-	for _, u := range c.uppers {
-		c.wg.Add(1)
-		go u.run(c.ctx, &c.wg)
+	c.manageMu.Lock()
+	defer c.manageMu.Unlock()
+	c.started = true
+	for _, u := range c.upperList() {
+		u.start()
 	}
 }
 
 // Close unregisters from every upper platform (bounded by ctx), stops all
 // loops and closes both zones. The store is the caller's to close.
 func (c *Cascade) Close(ctx context.Context) {
+	c.manageMu.Lock()
+	c.closed = true
+	c.manageMu.Unlock()
 	var wg sync.WaitGroup
-	for _, u := range c.uppers {
+	for _, u := range c.upperList() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -244,23 +254,25 @@ func negotiatedVersion(peer string) string {
 // Channels lists every channel with its effective status and the IDs the
 // upper platforms that see it know it by.
 func (c *Cascade) Channels() []ChannelView {
-	views := make(map[string]*shareView, len(c.uppers))
-	for _, u := range c.uppers {
-		views[u.cfg.ID] = u.view()
+	uppers := c.upperList()
+	views := make(map[string]*shareView, len(uppers))
+	for _, u := range uppers {
+		views[u.id] = u.view()
 	}
 	return c.registry.channelViews(views)
 }
 
 // Platforms reports every configured upper platform.
 func (c *Cascade) Platforms() []PlatformState {
-	out := make([]PlatformState, len(c.uppers))
-	for i, u := range c.uppers {
+	uppers := c.upperList()
+	out := make([]PlatformState, len(uppers))
+	for i, u := range uppers {
 		st := u.state()
 		v := u.view()
 		st.Negotiated = negotiatedVersion(st.GBVersion)
 		st.Share = v.cfg
 		st.SharedChannels = len(c.registry.catalogFor(v))
-		st.Subscriptions = c.subs.statesOf(u.cfg.ID)
+		st.Subscriptions = c.subs.statesOf(u.id)
 		out[i] = st
 	}
 	return out
@@ -343,7 +355,7 @@ func (c *Cascade) lowerConnClosed(remote string) {
 }
 
 func (c *Cascade) upperConnClosed(remote string) {
-	for _, u := range c.uppers {
+	for _, u := range c.upperList() {
 		u.connClosed(remote)
 	}
 }

@@ -202,9 +202,10 @@ func walk[K any](keys []K, lo, start, hi, limit int, filtered bool, match func(K
 // viewsFor returns every upper's share view and the one of platform ("" for
 // none, directory.ErrUnknownPlatform when there is no such upper).
 func (c *Cascade) viewsFor(platform string) (map[string]*shareView, *shareView, error) {
-	views := make(map[string]*shareView, len(c.uppers))
-	for _, u := range c.uppers {
-		views[u.cfg.ID] = u.view()
+	uppers := c.upperList()
+	views := make(map[string]*shareView, len(uppers))
+	for _, u := range uppers {
+		views[u.id] = u.view()
 	}
 	if platform == "" {
 		return views, nil, nil

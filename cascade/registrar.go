@@ -190,10 +190,11 @@ func (c *Cascade) isOurTarget(u sip.Uri) bool {
 // deviceSecret returns the digest secret for id and whether id may
 // register at all.
 func (c *Cascade) deviceSecret(id string) (security.Secret, bool) {
-	s, listed := c.secrets[id]
+	d, listed := c.allowedEntry(id)
 	if !listed && !c.cfg.Lower.AllowUnknown {
 		return security.Secret{}, false
 	}
+	s := d.secret
 	if s == (security.Secret{}) {
 		s = security.Secret{Password: c.cfg.Lower.Password, HA1: c.cfg.Lower.PasswordHA1}
 	}
@@ -351,7 +352,7 @@ func (c *Cascade) alarmFromDevice(deviceID string, hdr manscdp.Header, body []by
 			}
 		}()
 	}
-	for _, u := range c.uppers {
+	for _, u := range c.upperList() {
 		v := u.view()
 		if !c.registry.sharesID(v, hdr.DeviceID) {
 			continue

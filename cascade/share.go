@@ -280,7 +280,7 @@ func (c *Cascade) SetShare(platformID string, share *configs.ShareConfig) error 
 	if u == nil {
 		return directory.ErrUnknownPlatform
 	}
-	next := u.cfg.Share
+	next := u.cfg().Share
 	if share != nil {
 		if errs := share.Validate("share", c.cfg.ID); len(errs) > 0 {
 			return errors.New(strings.Join(errs, "; "))
@@ -290,14 +290,19 @@ func (c *Cascade) SetShare(platformID string, share *configs.ShareConfig) error 
 	} else {
 		c.store.Delete(bucketShares, platformID)
 	}
-	old := u.view()
-	nv := newShareView(next, platformID)
-	before := c.registry.catalogFor(old)
+	c.applyShare(u, next)
+	return nil
+}
+
+// applyShare makes next what u sees; its Catalog subscribers are told what
+// appeared (ADD) and what went (DEL).
+func (c *Cascade) applyShare(u *upperClient, next configs.ShareConfig) {
+	nv := newShareView(next, u.id)
+	before := c.registry.catalogFor(u.view())
 	u.share.Store(nv)
 	after := c.registry.catalogFor(nv)
 	u.log.Info().Int("channels_before", len(before)).Int("channels_after", len(after)).Msg("sharing changed")
 	c.subs.shareChanged(u, diffCatalog(before, after))
-	return nil
 }
 
 // diffCatalog turns two views of a catalog into ADD and DEL items.

@@ -162,8 +162,20 @@ func (s *subscriptions) dropLocked(key string) {
 	}
 }
 
+// dropPlatform ends every subscription of an upper client that went.
+func (s *subscriptions) dropPlatform(u *upperClient) {
+	s.mu.Lock()
+	for key, sub := range s.uppers {
+		if sub.upper == u {
+			s.dropLocked(key)
+		}
+	}
+	s.mu.Unlock()
+	s.poke() // device subscriptions nobody needs now end
+}
+
 func (sub *upperSub) targetKey() targetKey {
-	return targetKey{sub.upper.cfg.ID, sub.kind, sub.targetID}
+	return targetKey{sub.upper.id, sub.kind, sub.targetID}
 }
 
 // deviceReset forgets our subscriptions to a device that registered anew:
@@ -323,7 +335,7 @@ func (s *subscriptions) sendNotify(sub *upperSub, n notifyBody) {
 	ctx, cancel := context.WithTimeout(c.ctx, requestTimeout)
 	defer cancel()
 	peer := sub.peer
-	if u.cfg.Transport != "udp" { // our own connection, as the SUBSCRIBE may have come on another
+	if u.cfg().Transport != "udp" { // our own connection, as the SUBSCRIBE may have come on another
 		p, err := u.peer(ctx, u.target())
 		if err != nil {
 			u.log.Warn().Err(err).Str("kind", sub.kind).Msg("NOTIFY not sent: no connection to the upper platform")
@@ -344,11 +356,11 @@ func (s *subscriptions) sendNotify(sub *upperSub, n notifyBody) {
 	}
 	res, err := c.upper.Do(ctx, req)
 	if err != nil || !res.IsSuccess() {
-		c.metrics.Inc("gbproxy_notify_total", "platform", u.cfg.ID, "kind", sub.kind, "result", "failed")
+		c.metrics.Inc("gbproxy_notify_total", "platform", u.id, "kind", sub.kind, "result", "failed")
 		u.log.Warn().Err(err).Int("status", statusOf(res)).Str("kind", sub.kind).Str("call_id", sub.callID).Msg("upper platform did not take our NOTIFY")
 		return
 	}
-	c.metrics.Inc("gbproxy_notify_total", "platform", u.cfg.ID, "kind", sub.kind, "result", "ok")
+	c.metrics.Inc("gbproxy_notify_total", "platform", u.id, "kind", sub.kind, "result", "ok")
 }
 
 // newInDialog builds a request inside an existing dialog.
@@ -460,7 +472,7 @@ func (s *subscriptions) enqueue(sub *upperSub, n notifyBody) {
 	case sub.queue <- n:
 	case <-sub.done:
 	default:
-		s.c.metrics.Inc("gbproxy_notify_total", "platform", sub.upper.cfg.ID, "kind", sub.kind, "result", "dropped")
+		s.c.metrics.Inc("gbproxy_notify_total", "platform", sub.upper.id, "kind", sub.kind, "result", "dropped")
 		sub.upper.log.Warn().Str("kind", sub.kind).Msg("NOTIFY dropped: the upper platform is not keeping up")
 	}
 }
@@ -654,7 +666,7 @@ func (s *subscriptions) subscribeDevice(ctx context.Context, key downKey, sub *d
 
 // state is the API view; the subscriptions' lock is held.
 func (sub *upperSub) state() SubscriptionState {
-	return SubscriptionState{Kind: sub.kind, Platform: sub.upper.cfg.ID, TargetID: sub.targetID, CallID: sub.callID, ExpiresAt: sub.expiresAt}
+	return SubscriptionState{Kind: sub.kind, Platform: sub.upper.id, TargetID: sub.targetID, CallID: sub.callID, ExpiresAt: sub.expiresAt}
 }
 
 // statesOf lists one platform's subscriptions to us.
@@ -663,7 +675,7 @@ func (s *subscriptions) statesOf(platformID string) []SubscriptionState {
 	defer s.mu.Unlock()
 	out := []SubscriptionState{}
 	for _, sub := range s.uppers {
-		if sub.upper.cfg.ID == platformID {
+		if sub.upper.id == platformID {
 			out = append(out, sub.state())
 		}
 	}

@@ -28,15 +28,6 @@ const catalogSendAttempts = 3
 // platform is gone, and it will ask again when it is back.
 const catalogGiveUpAfter = 5
 
-func (c *Cascade) upperByID(id string) *upperClient {
-	for _, u := range c.uppers {
-		if u.cfg.ID == id {
-			return u
-		}
-	}
-	return nil
-}
-
 // handleUpperMessage serves MESSAGEs from upper platforms: queries to our
 // own ID are answered here, everything else is routed to the owning device.
 func (c *Cascade) handleUpperMessage(req *sip.Request, tx sip.ServerTransaction) {
@@ -142,8 +133,8 @@ func (c *Cascade) sendCatalog(u *upperClient, sn int64, transport string) {
 	}
 	publish()
 	var pace <-chan time.Time
-	if u.cfg.CatalogRate > 0 {
-		tick := time.NewTicker(time.Duration(float64(time.Second) / u.cfg.CatalogRate))
+	if u.cfg().CatalogRate > 0 {
+		tick := time.NewTicker(time.Duration(float64(time.Second) / u.cfg().CatalogRate))
 		defer tick.Stop()
 		pace = tick.C
 	}
@@ -183,8 +174,8 @@ func (c *Cascade) sendCatalog(u *upperClient, sn int64, transport string) {
 // catalogPerMessage is catalog_items_per_message, or the transport's default
 // (0 over UDP: fill the datagram).
 func (u *upperClient) catalogPerMessage(transport string) int {
-	if u.cfg.CatalogItemsPerMessage > 0 {
-		return u.cfg.CatalogItemsPerMessage
+	if u.cfg().CatalogItemsPerMessage > 0 {
+		return u.cfg().CatalogItemsPerMessage
 	}
 	if endpoint.ConnOriented(transport) {
 		return tcpCatalogItems
