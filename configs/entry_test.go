@@ -64,8 +64,8 @@ func TestParseDevice(t *testing.T) {
 	}
 	for body, want := range map[string]string{
 		`{"id": "3402"}`: "id: ",
-		`{"id": "34020000001320000001", "stream_mode": "sideways"}`:  "stream_mode: ",
-		`{"id": "34020000001320000001", "password_ha1": "abc"}`:      "password_ha1: ",
+		`{"id": "34020000001320000001", "stream_mode": "sideways"}`:   "stream_mode: ",
+		`{"id": "34020000001320000001", "password_ha1": "abc"}`:       "password_ha1: ",
 		`{"id": "34020000001320000001", "signalling_digest": "send"}`: "note_seed: ",
 		`{"id": "34020000001320000001", "passwd": "x"}`:               "passwd: unknown key",
 	} {
