@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -70,6 +71,10 @@ type oneCallee struct{ c directory.Callee }
 func (o oneCallee) Callee(string, string) (directory.Callee, error) { return o.c, nil }
 
 func (o oneCallee) ForUpper(_ string, body []byte) ([]byte, error) { return body, nil }
+
+func (o oneCallee) StreamMode(string) string { return "udp" }
+
+func (o oneCallee) MediaAllow(id string) ([]netip.Prefix, bool) { return nil, id == testUpper }
 
 func (o oneCallee) TakeBroadcast(context.Context, string, string) (directory.Broadcast, error) {
 	return directory.Broadcast{}, directory.ErrNoBroadcast
@@ -198,7 +203,7 @@ func TestUnusableDeviceAnswerIs502(t *testing.T) {
 
 // Label values are configured IDs or fixed codes, whatever comes in.
 func TestMetricLabelsAreBounded(t *testing.T) {
-	b := &B2BUA{platforms: map[string]bool{testUpper: true}}
+	b := &B2BUA{dir: oneCallee{}}
 	if got := b.platformLabel(testUpper); got != testUpper {
 		t.Errorf("configured platform labelled %q", got)
 	}

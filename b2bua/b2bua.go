@@ -53,8 +53,6 @@ type B2BUA struct {
 	ssrc         *ssrcPool
 	lowerBind    string
 	upperBind    string
-	allow        map[string][]netip.Prefix // upper platform ID -> media_allow
-	platforms    map[string]bool           // configured upper platform IDs
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -78,17 +76,9 @@ func New(o Options) *B2BUA {
 		ssrc:      newSSRCPool(o.Config.Domain),
 		lowerBind: bindIP(o.Config.Lower.MediaIP, o.Lower.Addr()),
 		upperBind: bindIP(o.Config.Upper.MediaIP, o.Upper.Addr()),
-		allow:     map[string][]netip.Prefix{},
-		platforms: map[string]bool{},
 		ctx:       ctx, cancel: cancel,
 		calls: map[string]*call{}, streams: map[string]*stream{}, byLower: map[string]*stream{},
 		voice: newVoiceTable(o.Directory),
-	}
-	for _, p := range o.Config.Upper.Platforms {
-		b.platforms[p.ID] = true
-		for _, cidr := range p.MediaAllow {
-			b.allow[p.ID] = append(b.allow[p.ID], netip.MustParsePrefix(cidr)) // validated with the config
-		}
 	}
 	b.upper.Handle(sip.INVITE, b.handleInvite)
 	b.upper.Handle(sip.ACK, b.handleAck)
@@ -339,10 +329,16 @@ func (b *B2BUA) Counts() (sessions, streams, ssrcs int) {
 // platformLabel is a metric label for an upper's claimed ID: the ID when
 // it is configured, else "unknown" (label values never come from the wire).
 func (b *B2BUA) platformLabel(id string) string {
-	if b.platforms[id] {
+	if _, ok := b.dir.MediaAllow(id); ok {
 		return id
 	}
 	return "unknown"
+}
+
+// mediaAllow is where upper platform id lets us send its media.
+func (b *B2BUA) mediaAllow(id string) []netip.Prefix {
+	allow, _ := b.dir.MediaAllow(id)
+	return allow
 }
 
 // resultLabel is a metric label for a final status: the codes we answer

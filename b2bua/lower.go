@@ -175,7 +175,7 @@ func (b *B2BUA) callDevice(st *stream, upperOffer *sdp.Session) {
 		close(st.ready)
 		b.endStream(st, "device stream not set up", true)
 	}
-	mode := b.cfg.DeviceStreamMode(st.deviceID)
+	mode := b.dir.StreamMode(st.deviceID)
 	ssrc, err := b.ssrc.take(st.kind != kindLive)
 	if err != nil {
 		fail(failWith(sip.StatusServiceUnavailable, err.Error()))

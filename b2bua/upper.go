@@ -294,7 +294,7 @@ func (b *B2BUA) setUp(ctx context.Context, c *call, req *sip.Request, tx sip.Ser
 		if acceptFrom = b.mediaPeers(c, offer, m); len(acceptFrom) == 0 {
 			return nil, failWith(sip.StatusForbidden, "neither the SDP c= address nor the signalling address is in this platform's media_allow")
 		}
-	} else if err := relay.CheckDest(leg.dest, b.allow[c.upperID]); err != nil {
+	} else if err := relay.CheckDest(leg.dest, b.mediaAllow(c.upperID)); err != nil {
 		return nil, failWith(sip.StatusForbidden, "media destination "+leg.dest.String()+" not in this platform's media_allow")
 	}
 	c.ssrc, c.ssrcHeld, err = b.upperSSRC(offer.SSRC, kind != kindLive)
@@ -309,7 +309,7 @@ func (b *B2BUA) setUp(ctx context.Context, c *call, req *sip.Request, tx sip.Ser
 	}
 	// Two-way audio when both ends send (a=sendrecv): what the upper sends on
 	// its leg goes to the device. One viewer of a stream at a time.
-	opts := relay.SinkOptions{ID: c.callID, AllowedDest: b.allow[c.upperID], ReverseSSRC: st.ssrc,
+	opts := relay.SinkOptions{ID: c.callID, AllowedDest: b.mediaAllow(c.upperID), ReverseSSRC: st.ssrc,
 		Reverse:    kind == kindLive && m.Direction() == "sendrecv" && st.answer.FirstMedia("video").Direction() == "sendrecv",
 		AcceptFrom: acceptFrom,
 		OnRefused: func(netip.AddrPort) {
@@ -339,7 +339,7 @@ func (b *B2BUA) mediaPeers(c *call, offer *sdp.Session, m *sdp.Media) []netip.Ad
 	var out []netip.Addr
 	add := func(ip netip.Addr) {
 		ip = ip.Unmap()
-		if ip.IsValid() && !ip.IsUnspecified() && !ip.IsMulticast() && !slices.Contains(out, ip) && relay.Allowed(ip, b.allow[c.upperID]) {
+		if ip.IsValid() && !ip.IsUnspecified() && !ip.IsMulticast() && !slices.Contains(out, ip) && relay.Allowed(ip, b.mediaAllow(c.upperID)) {
 			out = append(out, ip)
 		}
 	}

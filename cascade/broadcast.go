@@ -130,12 +130,12 @@ func (up *upperSide) takeBroadcast(ctx context.Context, deviceID, sourceID strin
 		return directory.Broadcast{}, err
 	}
 	host, port := endpoint.SplitHostPort(t.addr)
-	domain := p.upper.cfg.Domain
+	domain := p.upper.cfg().Domain
 	if len(sourceID) >= 10 {
 		domain = sourceID[:10]
 	}
 	return directory.Broadcast{
-		UpperID: p.upper.cfg.ID, SourceID: sourceID, TargetID: p.targetID, ChannelID: p.channelID, Peer: peer,
+		UpperID: p.upper.id, SourceID: sourceID, TargetID: p.targetID, ChannelID: p.channelID, Peer: peer,
 		URI: sip.Uri{Scheme: "sip", User: sourceID, Host: host, Port: port},
 		To:  sip.Uri{Scheme: "sip", User: sourceID, Host: domain},
 	}, nil
@@ -168,7 +168,7 @@ func (up *upperSide) snapshotFinished(deviceID string, hdr manscdp.Header, body 
 	p, ordered := up.follow.snapshots[n.SessionID]
 	up.follow.mu.Unlock()
 	sent := 0
-	for _, u := range up.uppers {
+	for _, u := range up.upperList() {
 		v := u.view()
 		if (ordered && u != p.upper) || !up.registry.sharesID(v, hdr.DeviceID) {
 			continue

@@ -33,6 +33,8 @@ type env struct {
 	now     func() time.Time
 	ctx     context.Context
 	tasks   *tasks
+	// wg is the long-running loops (monitor, subscriptions, upper clients).
+	wg sync.WaitGroup
 }
 
 // Cascade joins the lower side (devices below us) and the upper side (the
@@ -42,7 +44,12 @@ type Cascade struct {
 	lower  *lowerSide
 	upper  *upperSide
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+
+	// manageMu serialises run-time changes of platforms and devices
+	// (manage.go); closed refuses them once Close began.
+	manageMu sync.Mutex
+	closed   bool
+	file     fileEntries // the config file's entries as last applied
 }
 
 // New opens both SIP zones and restores the registry from st.
@@ -58,6 +65,8 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 		cancel()
 		return nil, fmt.Errorf("restore registry from store: %w", err)
 	}
+	running := c.initialEntries()
+	c.lower.setAllowedList(running.Devices)
 	lowerTLS := ""
 	var lowerTLSConfig *tls.Config
 	if cfg.Lower.TLSListen != "" {
@@ -67,19 +76,6 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 			return nil, fmt.Errorf("lower.tls: %w", err)
 		}
 		lowerTLS, lowerTLSConfig = cfg.Lower.TLSListen, tlsCfg
-	}
-	upperTLS := make(map[string]*tls.Config)
-	for i, p := range cfg.Upper.Platforms {
-		if p.Transport != "tls" {
-			continue
-		}
-		host, _ := endpoint.SplitHostPort(p.Address)
-		tlsCfg, err := security.LoadClientTLS(p.TLS, host)
-		if err != nil {
-			cancel()
-			return nil, fmt.Errorf("upper.platforms[%d].tls: %w", i, err)
-		}
-		upperTLS[p.ID] = tlsCfg
 	}
 	var err error
 	opts := zoneOptions(cfg, log, m)
@@ -104,14 +100,13 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 	c.upper.ep.Handle(sip.MESSAGE, c.upper.handleUpperMessage)
 	c.upper.ep.Handle(sip.SUBSCRIBE, c.upper.handleUpperSubscribe)
 	c.upper.ep.Handle(sip.OPTIONS, optionsHandler(c.upper.ep, "INVITE, ACK, BYE, CANCEL, MESSAGE, SUBSCRIBE, OPTIONS"))
-	for _, p := range cfg.Upper.Platforms {
-		share := p.Share
-		if saved, ok := c.upper.savedShare(p.ID); ok {
-			share = saved
+	for _, p := range running.Platforms {
+		if err := c.upper.put(p); err != nil {
+			c.lower.ep.Close()
+			c.upper.ep.Close()
+			cancel()
+			return nil, fmt.Errorf("upper platform %s: %w", p.ID, err)
 		}
-		u := newUpperClient(c.upper, p, share)
-		u.tls = upperTLS[p.ID]
-		c.upper.uppers = append(c.upper.uppers, u)
 	}
 	return c, nil
 }
@@ -139,17 +134,19 @@ func (c *Cascade) Start() {
 	go c.lower.monitorDevices(&c.wg)
 	go c.lower.subs.run(c.ctx, &c.wg)
 	go c.upper.subs.run(c.ctx, &c.wg)
-	for _, u := range c.upper.uppers {
-		c.wg.Add(1)
-		go u.run(c.ctx, &c.wg)
-	}
+	c.manageMu.Lock()
+	defer c.manageMu.Unlock()
+	c.upper.start()
 }
 
 // Close unregisters from every upper platform (bounded by ctx), stops all
 // loops and closes both zones. The store is the caller's to close.
 func (c *Cascade) Close(ctx context.Context) {
+	c.manageMu.Lock()
+	c.closed = true
+	c.manageMu.Unlock()
 	var wg sync.WaitGroup
-	for _, u := range c.upper.uppers {
+	for _, u := range c.upper.upperList() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -60,7 +60,7 @@ func (g *lowerGuard) Admit(req *sip.Request) endpoint.Verdict {
 		return refusal(sip.StatusForbidden, "Forbidden (not from the registered address)", refusedWrongSource,
 			"request with a registered device's ID from another address than "+remote+" refused (spoofed, or the device moved without registering again)")
 	}
-	v := g.l.sig.check(req, g.l.sig.device(deviceID))
+	v := g.l.sig.check(req, g.l.deviceSignalling(deviceID))
 	v.Hint = "request from a device failed the signalling checks; check the device's note_seed, note_algorithm and clock, or look for a cascade loop"
 	v.Known = true
 	return v
@@ -84,7 +84,7 @@ func (g *upperGuard) Admit(req *sip.Request) endpoint.Verdict {
 		u = g.up.upperAt(req.Transport(), source) // in a dialog we opened to one of its IDs (voice source)
 	}
 	if u != nil && u.sentFrom(req.Transport(), source) {
-		v := g.up.sig.check(req, u.cfg.SignallingConfig)
+		v := g.up.sig.check(req, u.cfg().SignallingConfig)
 		v.Hint = "request from the upper platform failed the signalling checks; check its note_seed, note_algorithm and clock, or look for a cascade loop"
 		v.Known = true
 		return v
@@ -97,14 +97,14 @@ func (g *upperGuard) Admit(req *sip.Request) endpoint.Verdict {
 			"request from an unconfigured upper platform refused; add it to upper.platforms")
 	}
 	return refusal(sip.StatusForbidden, "Forbidden (not from the platform's address)", refusedWrongSource,
-		"request with upper platform "+u.cfg.ID+"'s ID from another address refused; if the platform has several signalling nodes, list them in its allow_from")
+		"request with upper platform "+u.id+"'s ID from another address refused; if the platform has several signalling nodes, list them in its allow_from")
 }
 
 // KnownSource implements endpoint.SourceGuard: the configured platforms'
 // addresses, allow_from networks and our connections to them.
 func (g *upperGuard) KnownSource(ip netip.Addr) bool {
-	for _, u := range g.up.uppers {
-		if u.sources.admits(ip) || u.onConnFrom(ip) {
+	for _, u := range g.up.upperList() {
+		if u.sources.admits(ip, u.cfg().allowFrom) || u.onConnFrom(ip) {
 			return true
 		}
 	}
@@ -141,14 +141,14 @@ func hostOf(addr string) string {
 }
 
 // platformSources are the addresses an upper platform's requests may come
-// from besides our own connection to it: its address host (resolved at
-// start and on each new registration) and its allow_from networks.
+// from besides our own connection to it and its allow_from networks: its
+// address host, resolved at start and on each new registration.
 type platformSources struct {
-	hosts    atomic.Pointer[[]netip.Addr]
-	prefixes []netip.Prefix
+	hosts atomic.Pointer[[]netip.Addr]
 }
 
-func (p *platformSources) admits(ip netip.Addr) bool {
+// admits reports whether ip is the platform's host or in allowFrom.
+func (p *platformSources) admits(ip netip.Addr, allowFrom []netip.Prefix) bool {
 	if hosts := p.hosts.Load(); hosts != nil {
 		for _, h := range *hosts {
 			if h == ip {
@@ -156,7 +156,7 @@ func (p *platformSources) admits(ip netip.Addr) bool {
 			}
 		}
 	}
-	for _, pfx := range p.prefixes {
+	for _, pfx := range allowFrom {
 		if pfx.Contains(ip) {
 			return true
 		}
@@ -177,7 +177,7 @@ func (u *upperClient) sentFrom(transport, source string) bool {
 		}
 	}
 	ap, err := netip.ParseAddrPort(source)
-	return err == nil && u.sources.admits(ap.Addr().Unmap())
+	return err == nil && u.sources.admits(ap.Addr().Unmap(), u.cfg().allowFrom)
 }
 
 // onConnFrom reports whether our TCP/TLS connection to the platform is to ip.
@@ -196,7 +196,7 @@ func (u *upperClient) resolveSources(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 	defer cancel()
 	var hosts []netip.Addr
-	for _, addr := range []string{u.cfg.Address, u.target().addr} {
+	for _, addr := range []string{u.cfg().Address, u.target().addr} {
 		host := hostOf(addr)
 		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
 		if ip, err := netip.ParseAddr(host); err == nil {

@@ -46,6 +46,7 @@ func guardCascade(t testing.TB, bindSource string) *Cascade {
 	e := &env{cfg: cfg, sig: newSignalling(cfg), log: zerolog.Nop(), store: st, now: func() time.Time { return now }, ctx: ctx, tasks: &tasks{}}
 	l := &lowerSide{env: e, registry: newRegistry(st, zerolog.Nop(), selfID),
 		digest: security.NewDigestServer(security.DigestConfig{Realm: "3402000000"})}
+	l.allowed.Store(&allowedTable{})
 	up := &upperSide{env: e, registry: l.registry, devices: l}
 	l.feed = up
 	c := &Cascade{env: e, lower: l, upper: up}
@@ -54,10 +55,14 @@ func guardCascade(t testing.TB, bindSource string) *Cascade {
 	r.register(Device{ID: tcpDev, Transport: "TCP", Remote: tcpDevAt, ExpiresAt: now.Add(time.Hour)})
 	r.register(Device{ID: expiredDev, Transport: "UDP", Remote: "127.0.0.1:5001", ExpiresAt: now.Add(-time.Second)})
 	r.setChannels(udpDev, []manscdp.CatalogItem{{DeviceID: udpDevChan, ParentID: udpDev}}, true, now)
-	up.uppers = []*upperClient{newUpperClient(up, configs.PlatformConfig{
+	u, err := newUpperClient(up, configs.PlatformConfig{
 		ID: upperA, Address: "127.0.0.1:5060", Transport: "tcp", AllowFrom: []string{"10.0.0.0/8"},
-	}, configs.ShareConfig{})}
-	c.upper.uppers[0].remote = "127.0.0.3:7000" // the TCP connection we registered on
+	}, configs.ShareConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.remote = "127.0.0.3:7000" // the TCP connection we registered on
+	up.uppers.Store(newUpperSet([]*upperClient{u}))
 	return c
 }
 
@@ -164,12 +169,42 @@ func TestUpperGuardBindsToPlatformAddress(t *testing.T) {
 
 func TestUpperGuardResolvesHostName(t *testing.T) {
 	c := guardCascade(t, "ip")
-	u := newUpperClient(c.upper, configs.PlatformConfig{ID: "44010000002000000002", Address: "localhost:5060"}, configs.ShareConfig{})
+	u, err := newUpperClient(c.upper, configs.PlatformConfig{ID: "44010000002000000002", Address: "localhost:5060"}, configs.ShareConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !u.sentFrom("UDP", "127.0.0.1:5060") {
 		t.Fatal("request from localhost's address refused for a platform at localhost:5060")
 	}
 	if u.sentFrom("UDP", "127.0.0.2:5060") {
 		t.Fatal("request from 127.0.0.2 admitted for a platform at localhost:5060")
+	}
+}
+
+// The upper guard reads the running set: a platform added at run time is
+// admitted from its address, a removed one no longer is.
+func TestUpperGuardFollowsRunningSet(t *testing.T) {
+	c := guardCascade(t, "ip")
+	g := &upperGuard{up: c.upper}
+	const added = "44010000002000000003"
+	src := netip.MustParseAddr("127.0.0.9")
+	if v := g.Admit(guardRequest(sip.MESSAGE, added, "UDP", "127.0.0.9:5060")); v.Code != sip.StatusForbidden || g.KnownSource(src) {
+		t.Fatalf("platform not yet added admitted: %+v", v)
+	}
+	u, err := newUpperClient(c.upper, configs.PlatformConfig{ID: added, Address: "127.0.0.9:5060", Transport: "udp"}, configs.ShareConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.upper.uppers.Store(c.upper.uppers.Load().replaced(u))
+	if v := g.Admit(guardRequest(sip.MESSAGE, added, "UDP", "127.0.0.9:5060")); v.Code != 0 || !g.KnownSource(src) {
+		t.Fatalf("added platform refused from its address: %+v", v)
+	}
+	c.upper.uppers.Store(c.upper.uppers.Load().without(added))
+	if v := g.Admit(guardRequest(sip.MESSAGE, added, "UDP", "127.0.0.9:5060")); v.Code != sip.StatusForbidden || v.Label != refusedUnknownPlatform || g.KnownSource(src) {
+		t.Fatalf("removed platform still admitted: %+v", v)
+	}
+	if c.upper.upperByID(upperA) == nil {
+		t.Fatal("the other platform went with it")
 	}
 }
 
@@ -226,7 +261,7 @@ func TestRegainedUpperRegistrationLogLevel(t *testing.T) {
 		level string
 	}{{200 * time.Millisecond, `"level":"info"`}, {3 * time.Second, `"level":"warn"`}} {
 		c := guardCascade(t, "ip")
-		u := c.upper.uppers[0]
+		u := c.upper.upperList()[0]
 		u.remote = "" // no endpoint here to close a connection on
 		var buf bytes.Buffer
 		u.log = zerolog.New(&buf)

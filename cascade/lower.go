@@ -3,6 +3,7 @@ package cascade
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -21,7 +22,9 @@ type lowerSide struct {
 	ep       *endpoint.Endpoint
 	registry *Registry
 	digest   *security.DigestServer
-	secrets  map[string]security.Secret // configured devices -> secret (empty: lower's)
+	// allowed is lower.devices, changed at run time (allowed.go): readers
+	// load it without a lock.
+	allowed  atomic.Pointer[allowedTable]
 	catalogs *catalogCollector
 	subs     *deviceSubs
 	feed     upperFeed
@@ -54,11 +57,8 @@ func newLowerSide(e *env) *lowerSide {
 		env:      e,
 		registry: newRegistry(e.store, e.log, e.cfg.ID),
 		digest:   security.NewDigestServer(security.DigestConfig{Realm: e.cfg.Domain, Lockout: lockoutConfig(e.cfg.Security.Lockout)}),
-		secrets:  map[string]security.Secret{},
 	}
-	for _, d := range e.cfg.Lower.Devices {
-		l.secrets[d.ID] = security.Secret{Password: d.Password, HA1: d.PasswordHA1}
-	}
+	l.allowed.Store(&allowedTable{})
 	l.catalogs = newCatalogCollector(l)
 	l.subs = newDeviceSubs(l)
 	return l

@@ -16,11 +16,14 @@ import (
 // its channels under a mapped ID and name.
 func pagingCascade(t *testing.T) *Cascade {
 	r := testRegistry(t)
-	u := &upperClient{cfg: configs.PlatformConfig{ID: upperA}}
+	u := &upperClient{id: upperA}
+	u.conf.Store(newPlatformConf(configs.PlatformConfig{ID: upperA}))
 	u.share.Store(newShareView(configs.ShareConfig{Devices: []string{camera},
 		Map:   map[string]string{"34020000001320000007": "44010000001310000007"},
 		Names: map[string]string{"34020000001320000007": "Gate (A)"}}, upperA))
-	return &Cascade{lower: &lowerSide{registry: r}, upper: &upperSide{registry: r, uppers: []*upperClient{u}}}
+	up := &upperSide{registry: r}
+	up.uppers.Store(newUpperSet([]*upperClient{u}))
+	return &Cascade{lower: &lowerSide{registry: r}, upper: up}
 }
 
 // allPages follows next until the last page and checks every page's total.

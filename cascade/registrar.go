@@ -188,10 +188,11 @@ func (l *lowerSide) isOurTarget(u sip.Uri) bool {
 // deviceSecret returns the digest secret for id and whether id may
 // register at all.
 func (l *lowerSide) deviceSecret(id string) (security.Secret, bool) {
-	s, listed := l.secrets[id]
+	d, listed := l.allowedEntry(id)
 	if !listed && !l.cfg.Lower.AllowUnknown {
 		return security.Secret{}, false
 	}
+	s := d.secret
 	if s == (security.Secret{}) {
 		s = security.Secret{Password: l.cfg.Lower.Password, HA1: l.cfg.Lower.PasswordHA1}
 	}

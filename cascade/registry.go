@@ -311,6 +311,32 @@ func (r *Registry) unregister(id string, now time.Time) {
 	}
 }
 
+// remove forgets a device and its channels (its allowed-list entry went);
+// the channels leave as DEL events. The caller took it offline first.
+func (r *Registry) remove(id string) {
+	r.mu.Lock()
+	d := r.devices[id]
+	if d == nil {
+		r.mu.Unlock()
+		return
+	}
+	var evs []ChannelEvent
+	for chID, ch := range r.channels[id] {
+		evs = append(evs, r.eventLocked(id, ch.Item, "DEL"))
+		r.deleteChannelLocked(id, chID)
+	}
+	delete(r.channels, id)
+	if endpoint.ConnOriented(d.Transport) && r.byConn[d.Remote] == id {
+		delete(r.byConn, d.Remote)
+	}
+	r.countIPLocked(d.Remote, -1)
+	delete(r.devices, id)
+	r.devIdxOK = false
+	r.store.Delete(bucketDevices, id)
+	r.mu.Unlock()
+	r.publish(evs)
+}
+
 // keepalive records a sign of life from a registered device. It reports
 // whether the device is known with an unexpired registration, and whether it
 // came back online. It never moves a device to another address: only a

@@ -60,6 +60,19 @@ func (t *routeTable) remove(sn int64) *routedQuery {
 	return q
 }
 
+// dropPlatform forgets the requests an upper client that went is waiting
+// for: late answers from devices then go nowhere.
+func (t *routeTable) dropPlatform(u *upperClient) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for sn, q := range t.pending {
+		if q.upper == u {
+			q.timer.Stop()
+			delete(t.pending, sn)
+		}
+	}
+}
+
 func (t *routeTable) size() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -80,7 +93,7 @@ func (t *routeTable) expire(q *routedQuery) {
 	up := t.up
 	log := q.upper.log.With().Str("device_id", q.deviceID).Str("target_id", q.targetID).Str("cmd_type", q.cmdType).
 		Int64("sn", q.origSN).Int64("routed_sn", q.sn).Logger()
-	up.metrics.Inc("gbproxy_routed_total", "platform", q.upper.cfg.ID, "result", "timeout")
+	up.metrics.Inc("gbproxy_routed_total", "platform", q.upper.id, "result", "timeout")
 	if answers > 0 {
 		log.Warn().Int("items", items).Msg("device stopped answering part-way; the upper platform got what arrived")
 		return
@@ -121,7 +134,7 @@ func (r *routed) with(e *zerolog.Event) *zerolog.Event {
 }
 
 func (r *routed) answer(result string, code int, reason string) {
-	r.up.metrics.Inc("gbproxy_routed_total", "platform", r.u.cfg.ID, "result", result)
+	r.up.metrics.Inc("gbproxy_routed_total", "platform", r.u.id, "result", result)
 	r.up.ep.Respond(r.tx, r.req, code, reason, nil)
 }
 
@@ -164,7 +177,7 @@ func (r *routed) send(body []byte, undo func()) {
 	ctx, cancel := context.WithTimeout(r.up.ctx, requestTimeout)
 	defer cancel()
 	mf := sip.MaxForwardsHeader(r.hops - 1)
-	res, err := r.up.devices.sendToDevice(ctx, r.dev, sip.MESSAGE, body, &mf, r.up.sig.forwardIdentity(r.req, r.u.cfg.ID))
+	res, err := r.up.devices.sendToDevice(ctx, r.dev, sip.MESSAGE, body, &mf, r.up.sig.forwardIdentity(r.req, r.u.id))
 	switch {
 	case err != nil:
 		undo()
@@ -263,7 +276,7 @@ func (t *routeTable) deliver(deviceID string, hdr manscdp.Header, body []byte, i
 		return true
 	}
 	if done {
-		t.up.metrics.Observe("gbproxy_routed_query_seconds", time.Since(q.started), "platform", q.upper.cfg.ID)
+		t.up.metrics.Observe("gbproxy_routed_query_seconds", time.Since(q.started), "platform", q.upper.id)
 	}
 	return true
 }

@@ -284,7 +284,7 @@ func (up *upperSide) setShare(platformID string, share *configs.ShareConfig) err
 	if u == nil {
 		return directory.ErrUnknownPlatform
 	}
-	next := u.cfg.Share
+	next := u.cfg().Share
 	if share != nil {
 		if errs := share.Validate("share", up.cfg.ID); len(errs) > 0 {
 			return errors.New(strings.Join(errs, "; "))
@@ -294,14 +294,19 @@ func (up *upperSide) setShare(platformID string, share *configs.ShareConfig) err
 	} else {
 		up.store.Delete(bucketShares, platformID)
 	}
-	old := u.view()
-	nv := newShareView(next, platformID)
-	before := up.registry.catalogFor(old)
+	up.applyShare(u, next)
+	return nil
+}
+
+// applyShare makes next what u sees; its Catalog subscribers are told what
+// appeared (ADD) and what went (DEL).
+func (up *upperSide) applyShare(u *upperClient, next configs.ShareConfig) {
+	nv := newShareView(next, u.id)
+	before := up.registry.catalogFor(u.view())
 	u.share.Store(nv)
 	after := up.registry.catalogFor(nv)
 	u.log.Info().Int("channels_before", len(before)).Int("channels_after", len(after)).Msg("sharing changed")
 	up.subs.shareChanged(u, diffCatalog(before, after))
-	return nil
 }
 
 // diffCatalog turns two views of a catalog into ADD and DEL items.

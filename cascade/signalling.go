@@ -28,8 +28,6 @@ type signalling struct {
 	notary  *security.Notary
 	gateway string
 	maxHops int
-	lower   configs.SignallingConfig            // devices not listed
-	devices map[string]configs.SignallingConfig // listed devices, effective
 }
 
 func newSignalling(cfg *configs.Config) *signalling {
@@ -37,20 +35,8 @@ func newSignalling(cfg *configs.Config) *signalling {
 		notary:  security.NewNotary(cfg.Security.DateWindow, nil),
 		gateway: cfg.GatewayID(),
 		maxHops: cfg.Security.MaxHops,
-		lower:   cfg.Lower.SignallingConfig,
-		devices: make(map[string]configs.SignallingConfig, len(cfg.Lower.Devices)),
-	}
-	for _, d := range cfg.Lower.Devices {
-		s.devices[d.ID] = cfg.DeviceSignalling(d.ID)
 	}
 	return s
-}
-
-func (s *signalling) device(id string) configs.SignallingConfig {
-	if d, ok := s.devices[id]; ok {
-		return d
-	}
-	return s.lower
 }
 
 func noteConfig(p configs.SignallingConfig) security.NoteConfig {
@@ -116,7 +102,7 @@ func (l *lowerSide) toDevice(req *sip.Request) {
 	if owner, ok := l.registry.ChannelOwner(id); ok {
 		id = owner
 	}
-	if err := l.sig.outgoing(req, l.sig.device(id)); err != nil {
+	if err := l.sig.outgoing(req, l.deviceSignalling(id)); err != nil {
 		l.log.Error().Err(err).Str("device_id", id).Str("method", string(req.Method)).Msg("could not sign a request to a device; check its note_algorithm")
 	}
 }
@@ -130,7 +116,7 @@ func (up *upperSide) toUpper(req *sip.Request) {
 		u = up.upperAt(req.Transport(), req.Destination())
 	}
 	if u != nil {
-		peer = u.cfg.SignallingConfig
+		peer = u.cfg().SignallingConfig
 	}
 	if err := up.sig.outgoing(req, peer); err != nil {
 		up.log.Error().Err(err).Str("platform", toUser(req)).Str("method", string(req.Method)).Msg("could not sign a request to an upper platform; check its note_algorithm")

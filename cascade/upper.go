@@ -2,6 +2,7 @@ package cascade
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -19,10 +20,14 @@ type upperSide struct {
 	ep       *endpoint.Endpoint
 	registry *Registry // the lower side's, read here
 	devices  deviceLink
-	uppers   []*upperClient
-	routes   *routeTable
-	follow   *followUps // broadcast and snapshot follow-ups of routed requests
-	subs     *upperSubs
+	// uppers change at run time (upperset.go): readers load them without a
+	// lock; the Cascade's management functions swap in new sets.
+	uppers atomic.Pointer[upperSet]
+	// started: Start ran, so a client added later starts at once.
+	started atomic.Bool
+	routes  *routeTable
+	follow  *followUps // broadcast and snapshot follow-ups of routed requests
+	subs    *upperSubs
 	// upperLostHooks run when an upper's registration is lost (the B2BUA
 	// ends its calls).
 	upperLostHooks []func(platformID, reason string)
@@ -38,6 +43,7 @@ type deviceLink interface {
 
 func newUpperSide(e *env, registry *Registry, devices deviceLink) *upperSide {
 	up := &upperSide{env: e, registry: registry, devices: devices, follow: newFollowUps()}
+	up.uppers.Store(newUpperSet(nil))
 	up.routes = newRouteTable(up)
 	up.subs = newUpperSubs(up)
 	return up
@@ -59,23 +65,25 @@ func (up *upperSide) isPlatform(id string) bool { return up.upperByID(id) != nil
 
 // views is every upper's share view by platform ID.
 func (up *upperSide) views() map[string]*shareView {
-	views := make(map[string]*shareView, len(up.uppers))
-	for _, u := range up.uppers {
-		views[u.cfg.ID] = u.view()
+	uppers := up.upperList()
+	views := make(map[string]*shareView, len(uppers))
+	for _, u := range uppers {
+		views[u.id] = u.view()
 	}
 	return views
 }
 
 // platforms reports every configured upper platform.
 func (up *upperSide) platforms() []PlatformState {
-	out := make([]PlatformState, len(up.uppers))
-	for i, u := range up.uppers {
+	uppers := up.upperList()
+	out := make([]PlatformState, len(uppers))
+	for i, u := range uppers {
 		st := u.state()
 		v := u.view()
 		st.Negotiated = negotiatedVersion(st.GBVersion)
 		st.Share = v.cfg
 		st.SharedChannels = len(up.registry.catalogFor(v))
-		st.Subscriptions = up.subs.statesOf(u.cfg.ID)
+		st.Subscriptions = up.subs.statesOf(u.id)
 		out[i] = st
 	}
 	return out
@@ -127,18 +135,9 @@ func negotiatedVersion(peer string) string {
 }
 
 func (up *upperSide) upperConnClosed(remote string) {
-	for _, u := range up.uppers {
+	for _, u := range up.upperList() {
 		u.connClosed(remote)
 	}
-}
-
-func (up *upperSide) upperByID(id string) *upperClient {
-	for _, u := range up.uppers {
-		if u.cfg.ID == id {
-			return u
-		}
-	}
-	return nil
 }
 
 func (up *upperSide) upperOf(req *sip.Request) *upperClient {
@@ -152,7 +151,7 @@ func (up *upperSide) upperOf(req *sip.Request) *upperClient {
 // from source comes from. In-dialog requests of a call we made to one of
 // its IDs (its voice source) are From that ID, not the platform's.
 func (up *upperSide) upperAt(transport, source string) *upperClient {
-	for _, u := range up.uppers {
+	for _, u := range up.upperList() {
 		if u.sentFrom(transport, source) {
 			return u
 		}
@@ -163,7 +162,7 @@ func (up *upperSide) upperAt(transport, source string) *upperClient {
 // alarm forwards a device's alarm to every upper that sees the alarming
 // channel, and to Alarm subscribers.
 func (up *upperSide) alarm(deviceID string, hdr manscdp.Header, body []byte, identity sip.Header) {
-	for _, u := range up.uppers {
+	for _, u := range up.upperList() {
 		v := u.view()
 		if !up.registry.sharesID(v, hdr.DeviceID) {
 			continue

@@ -133,8 +133,8 @@ func (up *upperSide) sendCatalog(u *upperClient, sn int64, transport string) {
 	}
 	publish()
 	var pace <-chan time.Time
-	if u.cfg.CatalogRate > 0 {
-		tick := time.NewTicker(time.Duration(float64(time.Second) / u.cfg.CatalogRate))
+	if u.cfg().CatalogRate > 0 {
+		tick := time.NewTicker(time.Duration(float64(time.Second) / u.cfg().CatalogRate))
 		defer tick.Stop()
 		pace = tick.C
 	}
@@ -174,8 +174,8 @@ func (up *upperSide) sendCatalog(u *upperClient, sn int64, transport string) {
 // catalogPerMessage is catalog_items_per_message, or the transport's default
 // (0 over UDP: fill the datagram).
 func (u *upperClient) catalogPerMessage(transport string) int {
-	if u.cfg.CatalogItemsPerMessage > 0 {
-		return u.cfg.CatalogItemsPerMessage
+	if u.cfg().CatalogItemsPerMessage > 0 {
+		return u.cfg().CatalogItemsPerMessage
 	}
 	if endpoint.ConnOriented(transport) {
 		return tcpCatalogItems

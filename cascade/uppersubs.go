@@ -103,8 +103,20 @@ func (s *upperSubs) dropLocked(key string) {
 	}
 }
 
+// dropPlatform ends every subscription of an upper client that went.
+func (s *upperSubs) dropPlatform(u *upperClient) {
+	s.mu.Lock()
+	for key, sub := range s.uppers {
+		if sub.upper == u {
+			s.dropLocked(key)
+		}
+	}
+	s.mu.Unlock()
+	s.up.devices.pokeSubscriptions() // device subscriptions nobody needs now end
+}
+
 func (sub *upperSub) targetKey() targetKey {
-	return targetKey{sub.upper.cfg.ID, sub.kind, sub.targetID}
+	return targetKey{sub.upper.id, sub.kind, sub.targetID}
 }
 
 // handleUpperSubscribe serves SUBSCRIBE from an upper platform (GB/T 28181
@@ -257,7 +269,7 @@ func (s *upperSubs) sendNotify(sub *upperSub, n notifyBody) {
 	ctx, cancel := context.WithTimeout(up.ctx, requestTimeout)
 	defer cancel()
 	peer := sub.peer
-	if u.cfg.Transport != "udp" { // our own connection, as the SUBSCRIBE may have come on another
+	if u.cfg().Transport != "udp" { // our own connection, as the SUBSCRIBE may have come on another
 		p, err := u.peer(ctx, u.target())
 		if err != nil {
 			u.log.Warn().Err(err).Str("kind", sub.kind).Msg("NOTIFY not sent: no connection to the upper platform")
@@ -278,11 +290,11 @@ func (s *upperSubs) sendNotify(sub *upperSub, n notifyBody) {
 	}
 	res, err := up.ep.Do(ctx, req)
 	if err != nil || !res.IsSuccess() {
-		up.metrics.Inc("gbproxy_notify_total", "platform", u.cfg.ID, "kind", sub.kind, "result", "failed")
+		up.metrics.Inc("gbproxy_notify_total", "platform", u.id, "kind", sub.kind, "result", "failed")
 		u.log.Warn().Err(err).Int("status", statusOf(res)).Str("kind", sub.kind).Str("call_id", sub.callID).Msg("upper platform did not take our NOTIFY")
 		return
 	}
-	up.metrics.Inc("gbproxy_notify_total", "platform", u.cfg.ID, "kind", sub.kind, "result", "ok")
+	up.metrics.Inc("gbproxy_notify_total", "platform", u.id, "kind", sub.kind, "result", "ok")
 }
 
 // channelEvents fans catalog changes out to every Catalog subscription that
@@ -370,7 +382,7 @@ func (s *upperSubs) enqueue(sub *upperSub, n notifyBody) {
 	case sub.queue <- n:
 	case <-sub.done:
 	default:
-		s.up.metrics.Inc("gbproxy_notify_total", "platform", sub.upper.cfg.ID, "kind", sub.kind, "result", "dropped")
+		s.up.metrics.Inc("gbproxy_notify_total", "platform", sub.upper.id, "kind", sub.kind, "result", "dropped")
 		sub.upper.log.Warn().Str("kind", sub.kind).Msg("NOTIFY dropped: the upper platform is not keeping up")
 	}
 }
@@ -435,7 +447,7 @@ func (r *Registry) sharesAnyChannelLocked(v *shareView, deviceID string) bool {
 
 // state is the API view; the subscriptions' lock is held.
 func (sub *upperSub) state() SubscriptionState {
-	return SubscriptionState{Kind: sub.kind, Platform: sub.upper.cfg.ID, TargetID: sub.targetID, CallID: sub.callID, ExpiresAt: sub.expiresAt}
+	return SubscriptionState{Kind: sub.kind, Platform: sub.upper.id, TargetID: sub.targetID, CallID: sub.callID, ExpiresAt: sub.expiresAt}
 }
 
 // states lists every upper's subscriptions to us.
@@ -456,7 +468,7 @@ func (s *upperSubs) statesOf(platformID string) []SubscriptionState {
 	defer s.mu.Unlock()
 	out := []SubscriptionState{}
 	for _, sub := range s.uppers {
-		if sub.upper.cfg.ID == platformID {
+		if sub.upper.id == platformID {
 			out = append(out, sub.state())
 		}
 	}

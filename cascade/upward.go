@@ -33,9 +33,18 @@ type upperTarget struct {
 // §9.1.2): digest REGISTER, refresh before expiry, keepalive MESSAGEs, retry
 // after retry_interval, 302 redirects, one persistent TCP or TLS connection.
 type upperClient struct {
-	up  *upperSide
-	cfg configs.PlatformConfig
-	log zerolog.Logger
+	up   *upperSide
+	id   string
+	conf atomic.Pointer[platformConf] // swapped by a change that keeps the address
+	log  zerolog.Logger
+
+	// ctx ends this client alone (platform removed or replaced); done
+	// closes when its loop has returned.
+	ctx      context.Context
+	cancel   context.CancelFunc
+	done     chan struct{}
+	started  atomic.Bool
+	renewNow chan struct{} // settings changed: register again at once
 
 	callID  string // one registration Call-ID for the life of the process
 	fromTag string
@@ -43,7 +52,8 @@ type upperClient struct {
 	connLost chan struct{}
 
 	share atomic.Pointer[shareView]
-	// sources: where its requests may come from (the upper guard).
+	// sources: where its requests may come from besides allow_from (the
+	// upper guard).
 	sources platformSources
 
 	mu       sync.Mutex
@@ -54,37 +64,97 @@ type upperClient struct {
 	// lostAt/lostErr: a working registration was lost and not yet regained.
 	lostAt  time.Time
 	lostErr error
-	// tls verifies the platform over transport tls (set once by New).
+	// tls verifies the platform over transport tls (set once by newUpperClient).
 	tls *tls.Config
 }
+
+// platformConf is one platform's settings with its networks parsed.
+type platformConf struct {
+	configs.PlatformConfig
+	allowFrom  []netip.Prefix
+	mediaAllow []netip.Prefix
+}
+
+func newPlatformConf(p configs.PlatformConfig) *platformConf {
+	return &platformConf{PlatformConfig: p, allowFrom: prefixes(p.AllowFrom), mediaAllow: prefixes(p.MediaAllow)}
+}
+
+// prefixes parses CIDRs validated with the config.
+func prefixes(cidrs []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, cidr := range cidrs {
+		if pfx, err := netip.ParsePrefix(cidr); err == nil {
+			out = append(out, pfx.Masked())
+		}
+	}
+	return out
+}
+
+func (u *upperClient) cfg() *platformConf { return u.conf.Load() }
 
 func (u *upperClient) view() *shareView { return u.share.Load() }
 
 // charset is what this platform wants our MANSCDP bodies in.
 func (u *upperClient) charset() manscdp.Charset {
-	if u.cfg.Charset == "utf-8" {
+	if u.cfg().Charset == "utf-8" {
 		return manscdp.CharsetUTF8
 	}
 	return manscdp.CharsetGB2312
 }
 
-func newUpperClient(up *upperSide, p configs.PlatformConfig, share configs.ShareConfig) *upperClient {
+// newUpperClient prepares the client of one platform; start runs it.
+func newUpperClient(up *upperSide, p configs.PlatformConfig, share configs.ShareConfig) (*upperClient, error) {
 	u := &upperClient{
-		up: up, cfg: p,
+		up: up, id: p.ID,
 		log:      up.log.With().Str("platform_id", p.ID).Str("platform", p.Address).Logger(),
+		done:     make(chan struct{}),
+		renewNow: make(chan struct{}, 1),
 		callID:   sip.GenerateTagN(24),
 		fromTag:  sip.GenerateTagN(16),
 		connLost: make(chan struct{}, 1),
 		st:       PlatformState{ID: p.ID, Address: p.Address, Transport: p.Transport, Charset: p.Charset},
 	}
-	u.share.Store(newShareView(share, p.ID))
-	for _, cidr := range p.AllowFrom {
-		if pfx, err := netip.ParsePrefix(cidr); err == nil { // validated with the config
-			u.sources.prefixes = append(u.sources.prefixes, pfx.Masked())
+	if p.Transport == "tls" {
+		host, _ := endpoint.SplitHostPort(p.Address)
+		tlsCfg, err := security.LoadClientTLS(p.TLS, host)
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
 		}
+		u.tls = tlsCfg
 	}
+	u.ctx, u.cancel = context.WithCancel(up.ctx)
+	u.conf.Store(newPlatformConf(p))
+	u.share.Store(newShareView(share, p.ID))
 	u.resolveSources(up.ctx)
-	return u
+	return u, nil
+}
+
+// start runs the registration loop until stop or the cascade's end.
+func (u *upperClient) start() {
+	u.started.Store(true)
+	u.up.wg.Add(1)
+	go u.run()
+}
+
+// stop ends the loop and waits for it.
+func (u *upperClient) stop() {
+	u.cancel()
+	if u.started.Load() {
+		<-u.done
+	}
+}
+
+// renew takes new settings of the same platform at the same address: the
+// loop registers again at once with them, the registration's Call-ID kept.
+func (u *upperClient) renew(p configs.PlatformConfig) {
+	u.conf.Store(newPlatformConf(p))
+	u.mu.Lock()
+	u.st.Charset = p.Charset
+	u.mu.Unlock()
+	select {
+	case u.renewNow <- struct{}{}:
+	default:
+	}
 }
 
 func (u *upperClient) state() PlatformState {
@@ -103,10 +173,12 @@ func (u *upperClient) update(f func(*PlatformState)) {
 // lost, until ctx ends. A failed attempt waits retry_interval (GB/T 28181:
 // not less than 60 s in production); losing a working registration
 // re-registers at once.
-func (u *upperClient) run(ctx context.Context, wg *sync.WaitGroup) {
-	defer wg.Done()
-	if u.cfg.RetryInterval < time.Minute {
-		u.log.Warn().Stringer("retry_interval", u.cfg.RetryInterval).Msg("retry_interval below the 60 s GB/T 28181 asks for; fine for tests, unkind to real platforms")
+func (u *upperClient) run() {
+	defer u.up.wg.Done()
+	defer close(u.done)
+	ctx := u.ctx
+	if u.cfg().RetryInterval < time.Minute {
+		u.log.Warn().Stringer("retry_interval", u.cfg().RetryInterval).Msg("retry_interval below the 60 s GB/T 28181 asks for; fine for tests, unkind to real platforms")
 	}
 	immediate := true
 	for ctx.Err() == nil {
@@ -114,7 +186,8 @@ func (u *upperClient) run(ctx context.Context, wg *sync.WaitGroup) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(u.cfg.RetryInterval):
+			case <-u.renewNow:
+			case <-time.After(u.cfg().RetryInterval):
 			}
 		}
 		immediate = u.session(ctx)
@@ -124,7 +197,7 @@ func (u *upperClient) run(ctx context.Context, wg *sync.WaitGroup) {
 // session is one registration's life. It reports whether it got registered.
 func (u *upperClient) session(ctx context.Context) bool {
 	target := u.target()
-	expires, err := u.register(ctx, target, u.cfg.Expires)
+	expires, err := u.register(ctx, target, u.cfg().Expires)
 	var redirect *redirectError
 	if errors.As(err, &redirect) {
 		u.log.Info().Str("to", redirect.target.id+"@"+redirect.target.addr).Msg("upper platform redirected our registration (302)")
@@ -132,7 +205,7 @@ func (u *upperClient) session(ctx context.Context) bool {
 		u.redirect = &redirect.target
 		u.mu.Unlock()
 		target = redirect.target
-		expires, err = u.register(ctx, target, u.cfg.Expires)
+		expires, err = u.register(ctx, target, u.cfg().Expires)
 	}
 	if err != nil {
 		u.failed(target, err)
@@ -140,7 +213,7 @@ func (u *upperClient) session(ctx context.Context) bool {
 	}
 	u.registered(target, expires)
 
-	keepalive := time.NewTicker(u.cfg.KeepaliveInterval)
+	keepalive := time.NewTicker(u.cfg().KeepaliveInterval)
 	defer keepalive.Stop()
 	refresh := time.NewTimer(refreshAfter(expires))
 	defer refresh.Stop()
@@ -149,11 +222,14 @@ func (u *upperClient) session(ctx context.Context) bool {
 		select {
 		case <-ctx.Done():
 			return true
+		case <-u.renewNow:
+			u.log.Info().Msg("settings of the upper platform changed; registering again with them")
+			return true
 		case <-u.connLost:
-			u.lost(target, fmt.Errorf("%s connection to upper platform closed", strings.ToUpper(u.cfg.Transport)))
+			u.lost(target, fmt.Errorf("%s connection to upper platform closed", strings.ToUpper(u.cfg().Transport)))
 			return true
 		case <-refresh.C:
-			if expires, err = u.register(ctx, target, u.cfg.Expires); err != nil {
+			if expires, err = u.register(ctx, target, u.cfg().Expires); err != nil {
 				u.failed(target, fmt.Errorf("refresh: %w", err))
 				return true
 			}
@@ -173,7 +249,7 @@ func (u *upperClient) session(ctx context.Context) bool {
 				misses++
 				u.up.metrics.Inc("gbproxy_keepalives_total", "side", "upper", "result", "timeout")
 				u.log.Warn().Err(err).Int("missed", misses).Msg("keepalive to upper platform unanswered")
-				if misses >= u.cfg.KeepaliveTimeoutCount {
+				if misses >= u.cfg().KeepaliveTimeoutCount {
 					u.failed(target, fmt.Errorf("%d keepalives unanswered", misses))
 					return true
 				}
@@ -195,7 +271,7 @@ func (u *upperClient) target() upperTarget {
 	if u.redirect != nil {
 		return *u.redirect
 	}
-	return upperTarget{id: u.cfg.ID, addr: u.cfg.Address}
+	return upperTarget{id: u.id, addr: u.cfg().Address}
 }
 
 // quickRecovery: a registration lost and regained within it is routine (the
@@ -213,10 +289,10 @@ func (u *upperClient) registered(t upperTarget, expires int) {
 	lostAt, lostErr := u.lostAt, u.lostErr
 	u.lostAt, u.lostErr = time.Time{}, nil
 	u.mu.Unlock()
-	u.up.metrics.Inc("gbproxy_upper_registrations_total", "platform", u.cfg.ID, "result", "ok")
+	u.up.metrics.Inc("gbproxy_upper_registrations_total", "platform", u.id, "result", "ok")
 	if !was {
 		u.resolveSources(u.up.ctx)
-		log := u.log.With().Str("server", t.id+"@"+t.addr).Int("expires", expires).Str("transport", u.cfg.Transport).Logger()
+		log := u.log.With().Str("server", t.id+"@"+t.addr).Int("expires", expires).Str("transport", u.cfg().Transport).Logger()
 		switch gap := now.Sub(lostAt); {
 		case lostErr == nil:
 			log.Info().Msg("registered to upper platform")
@@ -226,7 +302,7 @@ func (u *upperClient) registered(t upperTarget, expires int) {
 			log.Warn().AnErr("cause", lostErr).Stringer("after", gap).Msg("registration to upper platform regained")
 		}
 	}
-	u.up.store.Put(bucketPlatforms, u.cfg.ID, u.state())
+	u.up.store.Put(bucketPlatforms, u.id, u.state())
 }
 
 // failed records a lost or refused registration. A redirected target that
@@ -236,14 +312,14 @@ func (u *upperClient) failed(t upperTarget, err error) {
 	u.mu.Lock()
 	u.lostAt, u.lostErr = time.Time{}, nil // reported here
 	u.mu.Unlock()
-	u.up.metrics.Inc("gbproxy_upper_registrations_total", "platform", u.cfg.ID, "result", "failed")
+	u.up.metrics.Inc("gbproxy_upper_registrations_total", "platform", u.id, "result", "failed")
 	ev := u.log.Warn()
 	if was {
 		ev = u.log.Error()
 	}
 	ev.Err(err).Str("server", t.id+"@"+t.addr).Bool("was_registered", was).
-		Stringer("retry_in", u.cfg.RetryInterval).Msg("upper platform registration lost or refused; check address, ID and password of this platform")
-	u.up.store.Put(bucketPlatforms, u.cfg.ID, u.state())
+		Stringer("retry_in", u.cfg().RetryInterval).Msg("upper platform registration lost or refused; check address, ID and password of this platform")
+	u.up.store.Put(bucketPlatforms, u.id, u.state())
 }
 
 // lost records a working registration that ended (connection closed,
@@ -255,9 +331,9 @@ func (u *upperClient) lost(t upperTarget, err error) {
 		u.lostAt, u.lostErr = u.up.now(), err
 		u.mu.Unlock()
 	}
-	u.up.metrics.Inc("gbproxy_upper_registrations_total", "platform", u.cfg.ID, "result", "failed")
+	u.up.metrics.Inc("gbproxy_upper_registrations_total", "platform", u.id, "result", "failed")
 	u.log.Debug().Err(err).Str("server", t.id+"@"+t.addr).Msg("upper platform registration lost; registering again")
-	u.up.store.Put(bucketPlatforms, u.cfg.ID, u.state())
+	u.up.store.Put(bucketPlatforms, u.id, u.state())
 }
 
 // drop marks the registration gone, closes our connection and runs the
@@ -269,22 +345,29 @@ func (u *upperClient) drop(err error) (was bool) {
 	was = registered || u.lostErr != nil
 	u.st.Registered, u.st.LastError = false, err.Error()
 	u.redirect = nil
-	remote := u.remote
-	u.remote = ""
 	u.mu.Unlock()
-	if remote != "" {
-		u.up.ep.CloseConn(remote)
-	}
+	u.closeConn()
 	select { // a close we caused ourselves must not end the next session
 	case <-u.connLost:
 	default:
 	}
 	if registered {
 		for _, f := range u.up.upperLostHooks {
-			f(u.cfg.ID, err.Error())
+			f(u.id, err.Error())
 		}
 	}
 	return was
+}
+
+// closeConn closes our TCP or TLS connection to the platform, if any.
+func (u *upperClient) closeConn() {
+	u.mu.Lock()
+	remote := u.remote
+	u.remote = ""
+	u.mu.Unlock()
+	if remote != "" {
+		u.up.ep.CloseConn(remote)
+	}
 }
 
 func (u *upperClient) connClosed(remote string) {
@@ -305,7 +388,7 @@ func (u *upperClient) peer(ctx context.Context, t upperTarget) (endpoint.Peer, e
 		remote string
 		err    error
 	)
-	switch u.cfg.Transport {
+	switch u.cfg().Transport {
 	case "tcp":
 		remote, err = u.up.ep.Dial(ctx, t.addr)
 	case "tls":
@@ -319,14 +402,14 @@ func (u *upperClient) peer(ctx context.Context, t upperTarget) (endpoint.Peer, e
 	u.mu.Lock()
 	u.remote = remote
 	u.mu.Unlock()
-	return endpoint.Peer{Transport: strings.ToUpper(u.cfg.Transport), Addr: remote}, nil
+	return endpoint.Peer{Transport: strings.ToUpper(u.cfg().Transport), Addr: remote}, nil
 }
 
 // newRequest builds a request to the upper platform t.
 func (u *upperClient) newRequest(method sip.RequestMethod, t upperTarget, peer endpoint.Peer) *sip.Request {
 	host, port := endpoint.SplitHostPort(t.addr)
-	domain := u.cfg.Domain
-	if t.id != u.cfg.ID && len(t.id) >= 10 {
+	domain := u.cfg().Domain
+	if t.id != u.id && len(t.id) >= 10 {
 		domain = t.id[:10]
 	}
 	return u.up.ep.NewRequest(method,
@@ -372,7 +455,7 @@ func (u *upperClient) register(ctx context.Context, t upperTarget, expires int) 
 	if err != nil {
 		return 0, err
 	}
-	u.up.metrics.Observe("gbproxy_upper_registration_seconds", time.Since(start), "platform", u.cfg.ID)
+	u.up.metrics.Observe("gbproxy_upper_registration_seconds", time.Since(start), "platform", u.id)
 	u.mu.Lock()
 	u.cseq = req.CSeq().SeqNo
 	if h := res.GetHeader("X-GB-Ver"); h != nil {
@@ -424,7 +507,7 @@ func (u *upperClient) doWithAuth(ctx context.Context, req *sip.Request) (*sip.Re
 	if ch == nil {
 		return nil, fmt.Errorf("%d without %s", res.StatusCode, chHeader)
 	}
-	auth, err := security.Authorize(ch.Value(), string(req.Method), req.Recipient.String(), u.cfg.Username, security.Secret{Password: u.cfg.Password, HA1: u.cfg.PasswordHA1})
+	auth, err := security.Authorize(ch.Value(), string(req.Method), req.Recipient.String(), u.cfg().Username, security.Secret{Password: u.cfg().Password, HA1: u.cfg().PasswordHA1})
 	if err != nil {
 		return nil, fmt.Errorf("answer digest challenge: %w", err)
 	}
@@ -458,7 +541,7 @@ func grantedExpires(res *sip.Response, requested int) int {
 }
 
 func (u *upperClient) keepalive(ctx context.Context, t upperTarget) error {
-	ctx, cancel := context.WithTimeout(ctx, min(u.cfg.KeepaliveInterval, requestTimeout))
+	ctx, cancel := context.WithTimeout(ctx, min(u.cfg().KeepaliveInterval, requestTimeout))
 	defer cancel()
 	body, err := manscdp.Encode("Notify", &manscdp.Keepalive{Base: manscdp.Base{CmdType: "Keepalive", SN: nextSN(), DeviceID: u.up.cfg.ID}, Status: "OK"}, manscdp.CharsetGB2312)
 	if err != nil {
@@ -481,7 +564,7 @@ func (u *upperClient) keepalive(ctx context.Context, t upperTarget) error {
 // message sends one MANSCDP MESSAGE to the platform's current server within
 // requestTimeout; a non-2xx answer is an error.
 func (u *upperClient) message(body []byte, headers ...sip.Header) error {
-	ctx, cancel := context.WithTimeout(u.up.ctx, requestTimeout)
+	ctx, cancel := context.WithTimeout(u.ctx, requestTimeout)
 	defer cancel()
 	res, err := u.send(ctx, u.target(), sip.MESSAGE, body, headers...)
 	if err == nil && !res.IsSuccess() {
@@ -505,7 +588,8 @@ func (u *upperClient) send(ctx context.Context, t upperTarget, method sip.Reques
 	return u.up.ep.Do(ctx, req)
 }
 
-// unregister sends Expires: 0 on graceful shutdown.
+// unregister sends Expires: 0 on graceful shutdown and when the platform is
+// removed or moves.
 func (u *upperClient) unregister(ctx context.Context) {
 	if !u.state().Registered {
 		return

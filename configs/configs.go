@@ -20,7 +20,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
 )
@@ -323,14 +322,9 @@ type MediaConfig struct {
 // StreamModes are the values of lower.stream_mode.
 var StreamModes = []string{"udp", "tcp-passive", "tcp-active"}
 
-// DeviceStreamMode is how media is received from device id.
-func (c *Config) DeviceStreamMode(id string) string {
-	for _, d := range c.Lower.Devices {
-		if d.ID == id && d.StreamMode != "" {
-			return d.StreamMode
-		}
-	}
-	return c.Lower.StreamMode
+// DeviceStreamMode is how media is received from a listed device.
+func (c *Config) DeviceStreamMode(d DeviceConfig) string {
+	return cmp.Or(d.StreamMode, c.Lower.StreamMode)
 }
 
 type StoreConfig struct {
@@ -344,15 +338,10 @@ type HTTPConfig struct {
 	Token string `mapstructure:"token"`
 }
 
-// DeviceSignalling is the signalling digest toward device id: its own
-// settings over lower's.
-func (c *Config) DeviceSignalling(id string) SignallingConfig {
-	for _, d := range c.Lower.Devices {
-		if d.ID == id {
-			return d.SignallingConfig.inherit(c.Lower.SignallingConfig)
-		}
-	}
-	return c.Lower.SignallingConfig
+// DeviceSignalling is the signalling digest toward a listed device: its
+// own settings over lower's.
+func (c *Config) DeviceSignalling(d DeviceConfig) SignallingConfig {
+	return d.SignallingConfig.inherit(c.Lower.SignallingConfig)
 }
 
 // GatewayID is our Monitor-User-Identity segment.
@@ -399,10 +388,7 @@ func Parse(yaml []byte) (*Config, error) {
 	v.AutomaticEnv()
 
 	var cfg Config
-	err := v.UnmarshalExact(&cfg, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
-		mapstructure.StringToTimeDurationHookFunc(),
-		mapstructure.StringToSliceHookFunc(","),
-	)))
+	err := v.UnmarshalExact(&cfg, viper.DecodeHook(decodeHook))
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -415,44 +401,52 @@ func Parse(yaml []byte) (*Config, error) {
 
 func (c *Config) applyDefaults() {
 	for i := range c.Upper.Platforms {
-		p := &c.Upper.Platforms[i]
-		if p.Transport == "" {
-			p.Transport = "udp"
-		}
-		p.Transport = strings.ToLower(p.Transport)
-		if p.Username == "" {
-			p.Username = c.ID
-		}
-		if p.Domain == "" && len(p.ID) >= 10 {
-			p.Domain = p.ID[:10]
-		}
-		if p.Expires == 0 {
-			p.Expires = 3600
-		}
-		if p.KeepaliveInterval == 0 {
-			p.KeepaliveInterval = 60 * time.Second
-		}
-		if p.KeepaliveTimeoutCount == 0 {
-			p.KeepaliveTimeoutCount = 3
-		}
-		if p.RetryInterval == 0 {
-			p.RetryInterval = 60 * time.Second
-		}
-		p.Charset = strings.ToLower(p.Charset)
-		if p.Charset == "" {
-			p.Charset = "gb2312"
-		}
-		p.SignallingConfig = p.SignallingConfig.normalize().inherit(SignallingConfig{
-			SignallingDigest: DigestOff, NoteAlgorithm: "MD5", NoteEncoding: "base64"})
+		c.platformDefaults(&c.Upper.Platforms[i])
 	}
 	c.Lower.AuthAlgorithm = strings.ToUpper(c.Lower.AuthAlgorithm)
 	c.Lower.StreamMode = strings.ToLower(c.Lower.StreamMode)
 	c.Lower.BindSource = strings.ToLower(c.Lower.BindSource)
 	c.Lower.SignallingConfig = c.Lower.SignallingConfig.normalize()
 	for i := range c.Lower.Devices {
-		c.Lower.Devices[i].StreamMode = strings.ToLower(c.Lower.Devices[i].StreamMode)
-		c.Lower.Devices[i].SignallingConfig = c.Lower.Devices[i].SignallingConfig.normalize()
+		deviceDefaults(&c.Lower.Devices[i])
 	}
+}
+
+// platformDefaults fills what an upper.platforms[] entry leaves out.
+func (c *Config) platformDefaults(p *PlatformConfig) {
+	if p.Transport == "" {
+		p.Transport = "udp"
+	}
+	p.Transport = strings.ToLower(p.Transport)
+	if p.Username == "" {
+		p.Username = c.ID
+	}
+	if p.Domain == "" && len(p.ID) >= 10 {
+		p.Domain = p.ID[:10]
+	}
+	if p.Expires == 0 {
+		p.Expires = 3600
+	}
+	if p.KeepaliveInterval == 0 {
+		p.KeepaliveInterval = 60 * time.Second
+	}
+	if p.KeepaliveTimeoutCount == 0 {
+		p.KeepaliveTimeoutCount = 3
+	}
+	if p.RetryInterval == 0 {
+		p.RetryInterval = 60 * time.Second
+	}
+	p.Charset = strings.ToLower(p.Charset)
+	if p.Charset == "" {
+		p.Charset = "gb2312"
+	}
+	p.SignallingConfig = p.SignallingConfig.normalize().inherit(SignallingConfig{
+		SignallingDigest: DigestOff, NoteAlgorithm: "MD5", NoteEncoding: "base64"})
+}
+
+func deviceDefaults(d *DeviceConfig) {
+	d.StreamMode = strings.ToLower(d.StreamMode)
+	d.SignallingConfig = d.SignallingConfig.normalize()
 }
 
 // normalize spells modes in lower case and algorithms in upper case.
@@ -468,16 +462,16 @@ func (s SignallingConfig) validate(bad func(string, string, ...any), key string)
 	switch s.SignallingDigest {
 	case DigestOff, DigestSend, DigestRequire:
 	default:
-		bad(key+".signalling_digest", "%q is not off, send or require", s.SignallingDigest)
+		bad(field(key, "signalling_digest"), "%q is not off, send or require", s.SignallingDigest)
 	}
 	if !slices.Contains(NoteAlgorithms, s.NoteAlgorithm) {
-		bad(key+".note_algorithm", "%q is not one of %s", s.NoteAlgorithm, strings.Join(NoteAlgorithms, ", "))
+		bad(field(key, "note_algorithm"), "%q is not one of %s", s.NoteAlgorithm, strings.Join(NoteAlgorithms, ", "))
 	}
 	if s.NoteEncoding != "base64" && s.NoteEncoding != "hex" {
-		bad(key+".note_encoding", "%q is not base64 or hex", s.NoteEncoding)
+		bad(field(key, "note_encoding"), "%q is not base64 or hex", s.NoteEncoding)
 	}
 	if s.Sends() && s.NoteSeed == "" {
-		bad(key+".note_seed", "must be set when signalling_digest is %s (both sides need the same seed)", s.SignallingDigest)
+		bad(field(key, "note_seed"), "must be set when signalling_digest is %s (both sides need the same seed)", s.SignallingDigest)
 	}
 }
 
@@ -588,17 +582,12 @@ func (c *Config) Validate() error {
 	}
 	seen := map[string]bool{}
 	for i, d := range c.Lower.Devices {
-		key := fmt.Sprintf("lower.devices[%d].id", i)
-		if !ValidID(d.ID) {
-			bad(key, "%q is not a 20-digit ID", d.ID)
-		}
+		key := fmt.Sprintf("lower.devices[%d]", i)
 		if seen[d.ID] {
-			bad(key, "%q is listed twice", d.ID)
+			bad(key+".id", "%q is listed twice", d.ID)
 		}
 		seen[d.ID] = true
-		checkStreamMode(bad, fmt.Sprintf("lower.devices[%d].stream_mode", i), d.StreamMode, true)
-		checkHA1(bad, fmt.Sprintf("lower.devices[%d].password_ha1", i), d.PasswordHA1, c.Lower.AuthAlgorithm)
-		c.DeviceSignalling(d.ID).validate(bad, fmt.Sprintf("lower.devices[%d]", i))
+		c.checkDevice(bad, key, d)
 	}
 	if c.Lower.AuthAlgorithm != "MD5" && c.Lower.AuthAlgorithm != "SHA-256" {
 		bad("lower.auth_algorithm", "%q is not MD5 or SHA-256", c.Lower.AuthAlgorithm)
@@ -630,52 +619,11 @@ func (c *Config) Validate() error {
 	seen = map[string]bool{}
 	for i, p := range c.Upper.Platforms {
 		key := fmt.Sprintf("upper.platforms[%d]", i)
-		if !ValidID(p.ID) {
-			bad(key+".id", "%q is not a 20-digit ID", p.ID)
-		}
 		if seen[p.ID] {
 			bad(key+".id", "%q is listed twice", p.ID)
 		}
 		seen[p.ID] = true
-		if p.ID == c.ID {
-			bad(key+".id", "is this proxy's own id")
-		}
-		if _, _, err := net.SplitHostPort(p.Address); err != nil {
-			bad(key+".address", "%q is not host:port", p.Address)
-		}
-		if p.Transport != "udp" && p.Transport != "tcp" && p.Transport != "tls" {
-			bad(key+".transport", "%q is not udp, tcp or tls", p.Transport)
-		}
-		if (p.TLS.Cert == "") != (p.TLS.Key == "") {
-			bad(key+".tls", "cert and key go together")
-		}
-		if p.PasswordHA1 != "" {
-			if _, err := hex.DecodeString(p.PasswordHA1); err != nil || (len(p.PasswordHA1) != 32 && len(p.PasswordHA1) != 64) {
-				bad(key+".password_ha1", "must be 32 (MD5) or 64 (SHA-256) hex digits")
-			}
-		}
-		checkCIDRs(bad, key+".allow_from", p.AllowFrom)
-		p.SignallingConfig.validate(bad, key)
-		if p.Expires < 60 {
-			bad(key+".expires", "%d is below 60 seconds", p.Expires)
-		}
-		if p.KeepaliveInterval < 0 || p.RetryInterval < 0 {
-			bad(key, "keepalive_interval and retry_interval must not be negative")
-		}
-		if p.KeepaliveTimeoutCount < 1 {
-			bad(key+".keepalive_timeout_count", "must be at least 1")
-		}
-		if p.Charset != "gb2312" && p.Charset != "utf-8" {
-			bad(key+".charset", "%q is not gb2312 or utf-8", p.Charset)
-		}
-		if p.CatalogItemsPerMessage < 0 {
-			bad(key+".catalog_items_per_message", "must not be negative")
-		}
-		if p.CatalogRate < 0 {
-			bad(key+".catalog_rate", "must not be negative")
-		}
-		checkCIDRs(bad, key+".media_allow", p.MediaAllow)
-		errs = append(errs, p.Share.Validate(key+".share", c.ID)...)
+		errs = append(errs, c.checkPlatform(key, p)...)
 	}
 	if c.Media.PortMin < 1024 || c.Media.PortMax > 65535 || c.Media.PortMin > c.Media.PortMax {
 		bad("media.port_min", "range %d-%d is not within 1024-65535", c.Media.PortMin, c.Media.PortMax)
@@ -708,6 +656,77 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("invalid config: %s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// checkDevice validates one lower.devices[] entry; key prefixes the names
+// it reports ("" for none).
+func (c *Config) checkDevice(bad func(string, string, ...any), key string, d DeviceConfig) {
+	if !ValidID(d.ID) {
+		bad(field(key, "id"), "%q is not a 20-digit ID", d.ID)
+	}
+	checkStreamMode(bad, field(key, "stream_mode"), d.StreamMode, true)
+	checkHA1(bad, field(key, "password_ha1"), d.PasswordHA1, c.Lower.AuthAlgorithm)
+	c.DeviceSignalling(d).validate(bad, key)
+}
+
+// checkPlatform validates one upper.platforms[] entry; key prefixes the
+// names it reports ("" for none).
+func (c *Config) checkPlatform(key string, p PlatformConfig) []string {
+	var errs []string
+	bad := func(k, format string, a ...any) { errs = append(errs, k+": "+fmt.Sprintf(format, a...)) }
+	if !ValidID(p.ID) {
+		bad(field(key, "id"), "%q is not a 20-digit ID", p.ID)
+	}
+	if p.ID == c.ID {
+		bad(field(key, "id"), "is this proxy's own id")
+	}
+	if _, _, err := net.SplitHostPort(p.Address); err != nil {
+		bad(field(key, "address"), "%q is not host:port", p.Address)
+	}
+	if p.Transport != "udp" && p.Transport != "tcp" && p.Transport != "tls" {
+		bad(field(key, "transport"), "%q is not udp, tcp or tls", p.Transport)
+	}
+	if (p.TLS.Cert == "") != (p.TLS.Key == "") {
+		bad(field(key, "tls"), "cert and key go together")
+	}
+	if p.PasswordHA1 != "" {
+		if _, err := hex.DecodeString(p.PasswordHA1); err != nil || (len(p.PasswordHA1) != 32 && len(p.PasswordHA1) != 64) {
+			bad(field(key, "password_ha1"), "must be 32 (MD5) or 64 (SHA-256) hex digits")
+		}
+	}
+	checkCIDRs(bad, field(key, "allow_from"), p.AllowFrom)
+	p.SignallingConfig.validate(bad, key)
+	if p.Expires < 60 {
+		bad(field(key, "expires"), "%d is below 60 seconds", p.Expires)
+	}
+	if p.KeepaliveInterval < 0 {
+		bad(field(key, "keepalive_interval"), "must not be negative")
+	}
+	if p.RetryInterval < 0 {
+		bad(field(key, "retry_interval"), "must not be negative")
+	}
+	if p.KeepaliveTimeoutCount < 1 {
+		bad(field(key, "keepalive_timeout_count"), "must be at least 1")
+	}
+	if p.Charset != "gb2312" && p.Charset != "utf-8" {
+		bad(field(key, "charset"), "%q is not gb2312 or utf-8", p.Charset)
+	}
+	if p.CatalogItemsPerMessage < 0 {
+		bad(field(key, "catalog_items_per_message"), "must not be negative")
+	}
+	if p.CatalogRate < 0 {
+		bad(field(key, "catalog_rate"), "must not be negative")
+	}
+	checkCIDRs(bad, field(key, "media_allow"), p.MediaAllow)
+	return append(errs, p.Share.Validate(field(key, "share"), c.ID)...)
+}
+
+// field is key.name, or name alone when key is "" (an API body is one entry).
+func field(key, name string) string {
+	if key == "" {
+		return name
+	}
+	return key + "." + name
 }
 
 func (s SecurityConfig) validate(bad func(string, string, ...any)) {

@@ -141,10 +141,10 @@ security:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := cfg.DeviceSignalling("34020000001320000001"); !d.Requires() || d.NoteSeed != "lower-seed" || d.NoteAlgorithm != "SM3" || d.NoteEncoding != "base64" {
+	if d := cfg.DeviceSignalling(cfg.Lower.Devices[0]); !d.Requires() || d.NoteSeed != "lower-seed" || d.NoteAlgorithm != "SM3" || d.NoteEncoding != "base64" {
 		t.Fatalf("device inherits lower's signalling: %+v", d)
 	}
-	if d := cfg.DeviceSignalling("34020000001320000002"); d.Sends() {
+	if d := cfg.DeviceSignalling(cfg.Lower.Devices[1]); d.Sends() {
 		t.Fatalf("device's own off wins: %+v", d)
 	}
 	p := cfg.Upper.Platforms[0]

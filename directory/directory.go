@@ -7,6 +7,7 @@ package directory
 import (
 	"context"
 	"errors"
+	"net/netip"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -56,4 +57,11 @@ type Directory interface {
 	// TakeBroadcast returns, once, the broadcast from sourceID pending for
 	// device deviceID, or ErrNoBroadcast.
 	TakeBroadcast(ctx context.Context, deviceID, sourceID string) (Broadcast, error)
+	// StreamMode is how media is received from device deviceID: udp,
+	// tcp-passive or tcp-active (platforms and devices change at run time,
+	// so the B2BUA asks at each call).
+	StreamMode(deviceID string) string
+	// MediaAllow is upper platform upperID's media_allow (empty: anywhere);
+	// ok is false when no such platform is configured.
+	MediaAllow(upperID string) (allow []netip.Prefix, ok bool)
 }

@@ -24,6 +24,8 @@ type deviceJSON struct {
 	RegisteredAt  time.Time  `json:"registered_at"`
 	UserAgent     string     `json:"user_agent,omitempty"`
 	GBVersion     string     `json:"gb_version,omitempty"`
+	// Config is its lower.devices entry, without secrets, when it has one.
+	Config map[string]any `json:"config,omitempty"`
 }
 
 type channelJSON struct {
@@ -58,9 +60,7 @@ func (a *app) routes() http.Handler {
 	mux.HandleFunc("GET /api/v1/channels", a.listChannels)
 	mux.HandleFunc("GET /api/v1/channels/{id}", a.getChannel)
 	mux.HandleFunc("GET /api/v1/openapi.json", serveOpenAPI)
-	mux.HandleFunc("GET /api/v1/platforms", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, a.cascade.Platforms())
-	})
+	a.manageRoutes(mux)
 	mux.HandleFunc("PUT /api/v1/platforms/{id}/share", func(w http.ResponseWriter, r *http.Request) {
 		var share configs.ShareConfig
 		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
@@ -124,11 +124,7 @@ func (a *app) setShare(w http.ResponseWriter, id string, share *configs.ShareCon
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	for _, p := range a.cascade.Platforms() {
-		if p.ID == id {
-			writeJSON(w, p)
-		}
-	}
+	a.writePlatform(w, http.StatusOK, id)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -111,7 +111,7 @@ func (a *app) listDevices(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]deviceJSON, len(devs))
 	for i, d := range devs {
-		out[i] = toDeviceJSON(d)
+		out[i] = a.toDeviceJSON(d)
 	}
 	var cursor string
 	if next != nil {
@@ -131,12 +131,15 @@ func (a *app) getDevice(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no device "+strconv.Quote(id)+" has registered", http.StatusNotFound)
 		return
 	}
-	writeJSON(w, toDeviceJSON(d))
+	writeJSON(w, a.toDeviceJSON(d))
 }
 
-func toDeviceJSON(d cascade.Device) deviceJSON {
+func (a *app) toDeviceJSON(d cascade.Device) deviceJSON {
 	out := deviceJSON{ID: d.ID, Online: d.Online, Transport: d.Transport, Remote: d.Remote,
 		ExpiresAt: d.ExpiresAt, RegisteredAt: d.RegisteredAt, UserAgent: d.UserAgent, GBVersion: d.GBVersion}
+	if entry, ok := a.cascade.AllowedDevice(d.ID); ok {
+		out.Config = withoutSecrets(entry)
+	}
 	if !d.LastKeepalive.IsZero() {
 		t := d.LastKeepalive
 		out.LastKeepalive = &t

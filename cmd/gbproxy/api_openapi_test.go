@@ -186,6 +186,29 @@ func TestOpenAPIContract(t *testing.T) {
 		{"PUT", "/api/v1/platforms/44010000002000000999/share", `{}`, 404},
 		{"DELETE", "/api/v1/platforms/" + upperID + "/share", "", 200},
 		{"DELETE", "/api/v1/platforms/44010000002000000999/share", "", 404},
+
+		// Management: an upper platform where nothing answers, then the
+		// rig's device as an allowed entry (its GET then shows config).
+		{"POST", "/api/v1/platforms", platformBody(upper2ID, "127.0.0.1:9", "pw"), 201},
+		{"POST", "/api/v1/platforms", platformBody(upper2ID, "127.0.0.1:9", "pw"), 409},
+		{"POST", "/api/v1/platforms", platformBody(upper2ID, "127.0.0.1", "pw"), 400},
+		{"GET", "/api/v1/platforms/" + upper2ID, "", 200},
+		{"GET", "/api/v1/platforms/44010000002000000999", "", 404},
+		{"PUT", "/api/v1/platforms/" + upper2ID, `{"address": "127.0.0.1:10", "retry_interval": "300ms", "share": {"devices": ["` + liveDevice + `"]}}`, 200},
+		{"PUT", "/api/v1/platforms/" + upper2ID, `{"charset": "big5"}`, 400},
+		{"PUT", "/api/v1/platforms/44010000002000000999", `{"address": "127.0.0.1:10"}`, 404},
+		{"DELETE", "/api/v1/platforms/" + upper2ID, "", 204},
+		{"DELETE", "/api/v1/platforms/" + upper2ID, "", 404},
+		{"POST", "/api/v1/devices", `{"id": "` + liveDevice + `", "password": "` + devicePass + `", "stream_mode": "udp"}`, 201},
+		{"POST", "/api/v1/devices", `{"id": "` + liveDevice + `"}`, 409},
+		{"POST", "/api/v1/devices", `{"id": "123"}`, 400},
+		{"GET", "/api/v1/devices/allowed", "", 200},
+		{"GET", "/api/v1/devices/" + liveDevice, "", 200},
+		{"PUT", "/api/v1/devices/" + liveDevice, `{"stream_mode": "tcp-passive"}`, 200},
+		{"PUT", "/api/v1/devices/" + liveDevice, `{"note_algorithm": "crc32"}`, 400},
+		{"PUT", "/api/v1/devices/34020000001329999999", `{}`, 404},
+		{"DELETE", "/api/v1/devices/" + liveDevice, "", 204},
+		{"DELETE", "/api/v1/devices/" + liveDevice, "", 404},
 	} {
 		c.call(base, k.method, k.path, k.body, "", k.want)
 	}

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gbproxy/gbproxy/cascade"
 	"github.com/gbproxy/gbproxy/configs"
 	"github.com/gbproxy/gbproxy/endpoint"
 )
@@ -41,8 +43,8 @@ func main() {
 		os.Exit(1)
 	}
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	s := <-sig
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	s := a.serveSignals(*configPath, sig)
 	a.log.Info().Str("signal", s.String()).Msg("shutting down: unregistering from upper platforms")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -50,4 +52,42 @@ func main() {
 		a.log.Error().Err(err).Msg("shutdown incomplete")
 		os.Exit(1)
 	}
+}
+
+// serveSignals reloads the config file on SIGHUP and returns the first
+// other signal: the one that asks gbproxy to stop.
+func (a *app) serveSignals(configPath string, sig <-chan os.Signal) os.Signal {
+	for s := range sig {
+		if s != syscall.SIGHUP {
+			return s
+		}
+		a.reload(configPath)
+	}
+	return nil
+}
+
+// reload re-reads the config file with the loader of the start and
+// applies the difference of upper.platforms and lower.devices to the
+// running set (the cascade logs each change). A file that does not load
+// changes nothing.
+func (a *app) reload(configPath string) {
+	log := a.log.With().Str("config", configPath).Logger()
+	next, err := configs.Load(configPath)
+	if err != nil {
+		log.Error().Err(err).Msg("SIGHUP: config not reloaded, nothing changed")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n, err := a.cascade.ApplyFile(ctx, next)
+	switch {
+	case errors.Is(err, cascade.ErrClosed):
+		return
+	case err != nil:
+		log.Error().Err(err).Msg("SIGHUP: some changes could not be applied; the others were")
+	}
+	if keys := configs.RestartKeys(a.cfg, next); len(keys) > 0 {
+		log.Warn().Strs("keys", keys).Msg("SIGHUP: these changed keys take effect only after a restart")
+	}
+	log.Info().Int("changes", n).Msg("SIGHUP: config reloaded")
 }
