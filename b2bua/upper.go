@@ -233,6 +233,11 @@ func (b *B2BUA) handleUpperBye(req *sip.Request, tx sip.ServerTransaction) {
 	if c != nil && !c.established {
 		c = nil
 	}
+	if c != nil {
+		// Out of the table before our 200: an INFO the upper sends right
+		// after it (over TCP it can overtake endCall) finds no session.
+		delete(b.calls, c.key)
+	}
 	b.mu.Unlock()
 	if c == nil && b.byeBroadcast(req, tx, false) {
 		return

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -144,8 +145,24 @@ func oneAddressForAll(b testing.TB) {
 // upper.platforms YAML list ("" for none) and lowerKeys as more lower keys
 // (YAML flow "key: value" pairs), and waits for its HTTP API.
 func startProxyProcess(b testing.TB, bin, platforms string, lowerKeys ...string) proxyProcess {
+	// Ports are free when picked, but another test may take one before the
+	// child binds it: then the child exits saying so and we pick again.
+	for attempt := 1; ; attempt++ {
+		p, err := tryProxyProcess(b, bin, platforms, lowerKeys...)
+		if err == nil {
+			return p
+		}
+		if !errors.Is(err, errPortTaken) || attempt == 3 {
+			b.Fatal(err)
+		}
+	}
+}
+
+var errPortTaken = errors.New("a port picked for gbproxy was taken before it started")
+
+func tryProxyProcess(b testing.TB, bin, platforms string, lowerKeys ...string) (proxyProcess, error) {
 	dir := b.TempDir()
-	lower, upper, httpAddr := freeUDPPort(b), freeUDPPort(b), freeTCPPort(b)
+	lower, upper, httpAddr := freeAddr(b), freeAddr(b), freeTCPPort(b)
 	if platforms == "" {
 		platforms = "[]"
 	}
@@ -172,20 +189,8 @@ log: {level: warn}
 	if err := cmd.Start(); err != nil {
 		b.Fatalf("start gbproxy: %v", err)
 	}
-	b.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if logs, _ := os.ReadFile(logPath); len(logs) > 0 {
-			b.Logf("gbproxy log (warnings and errors, last 2000 bytes):\n%s", tail(logs))
-		}
-	})
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		res, err := http.Get("http://" + httpAddr + "/metrics")
@@ -193,21 +198,36 @@ log: {level: warn}
 			res.Body.Close()
 			break
 		}
+		select {
+		case <-exited:
+			logs, _ := os.ReadFile(logPath)
+			if bytes.Contains(logs, []byte("address already in use")) {
+				return proxyProcess{}, errPortTaken
+			}
+			return proxyProcess{}, fmt.Errorf("gbproxy exited at start:\n%s", tail(logs))
+		default:
+		}
 		if time.Now().After(deadline) {
-			b.Fatalf("gbproxy did not serve HTTP on %s within 10 s: %v", httpAddr, err)
+			cmd.Process.Kill()
+			<-exited
+			logs, _ := os.ReadFile(logPath)
+			return proxyProcess{}, fmt.Errorf("gbproxy did not serve HTTP on %s within 10 s: %v\n%s", httpAddr, err, tail(logs))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return proxyProcess{lower: lower, upper: upper, http: httpAddr, pid: cmd.Process.Pid}
-}
-
-func freeUDPPort(b testing.TB) string {
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().String()
+	b.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		if logs, _ := os.ReadFile(logPath); len(logs) > 0 {
+			b.Logf("gbproxy log (warnings and errors, last 2000 bytes):\n%s", tail(logs))
+		}
+	})
+	return proxyProcess{lower: lower, upper: upper, http: httpAddr, pid: cmd.Process.Pid}, nil
 }
 
 func freeTCPPort(b testing.TB) string {

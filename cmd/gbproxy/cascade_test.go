@@ -625,22 +625,6 @@ func TestCascadeLoopIsRefused(t *testing.T) {
 }
 
 // freeAddr finds a port free for both UDP and TCP on 127.0.0.1.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	for {
-		u, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := u.LocalAddr().String()
-		l, err := net.Listen("tcp", addr)
-		u.Close()
-		if err == nil {
-			l.Close()
-			return addr
-		}
-	}
-}
 
 // Malformed requests from an upper platform get a clear SIP error, and the
 // cascade keeps working.
