@@ -93,13 +93,8 @@ func New(cfg *configs.Config, st *store.Store, log zerolog.Logger, m *metrics.Re
 		return nil, err
 	}
 	c.describeMetrics()
-	c.lower.ep.Handle(sip.REGISTER, c.lower.handleRegister)
-	c.lower.ep.Handle(sip.MESSAGE, c.lower.handleLowerMessage)
-	c.lower.ep.Handle(sip.NOTIFY, c.lower.handleLowerNotify)
-	c.lower.ep.Handle(sip.OPTIONS, optionsHandler(c.lower.ep, "REGISTER, MESSAGE, NOTIFY, BYE, OPTIONS"))
-	c.upper.ep.Handle(sip.MESSAGE, c.upper.handleUpperMessage)
-	c.upper.ep.Handle(sip.SUBSCRIBE, c.upper.handleUpperSubscribe)
-	c.upper.ep.Handle(sip.OPTIONS, optionsHandler(c.upper.ep, "INVITE, ACK, BYE, CANCEL, MESSAGE, SUBSCRIBE, OPTIONS"))
+	c.lower.handle()
+	c.upper.handle()
 	for _, p := range running.Platforms {
 		if err := c.upper.put(p); err != nil {
 			c.lower.ep.Close()

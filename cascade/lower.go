@@ -64,6 +64,14 @@ func newLowerSide(e *env) *lowerSide {
 	return l
 }
 
+// handle serves the lower side's requests on its zone.
+func (l *lowerSide) handle() {
+	l.ep.Handle(sip.REGISTER, l.handleRegister)
+	l.ep.Handle(sip.MESSAGE, l.handleLowerMessage)
+	l.ep.Handle(sip.NOTIFY, l.handleLowerNotify)
+	l.ep.Handle(sip.OPTIONS, optionsHandler(l.ep, "REGISTER, MESSAGE, NOTIFY, BYE, OPTIONS"))
+}
+
 // pokeSubscriptions implements deviceLink: the uppers' subscriptions changed.
 func (l *lowerSide) pokeSubscriptions() { l.subs.poke() }
 

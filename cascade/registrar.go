@@ -3,19 +3,18 @@ package cascade
 import (
 	"errors"
 	"net"
-	"regexp"
 	"strconv"
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/gbproxy/gbproxy/configs"
 	"github.com/gbproxy/gbproxy/endpoint"
 	"github.com/gbproxy/gbproxy/security"
 )
 
 // Device IDs are 20 digits in GB/T 28181-2016; 18-digit IDs still exist in
 // older devices (the seed's Hikvision sample), so they are accepted too.
-var deviceIDPattern = regexp.MustCompile(`^[0-9]{18,20}$`)
 
 const defaultExpires = 3600
 
@@ -26,7 +25,7 @@ const defaultExpires = 3600
 // authenticated REGISTER reaches handleRegister.
 func (l *lowerSide) screenRegister(req *sip.Request) endpoint.Verdict {
 	from := req.From()
-	if from == nil || !deviceIDPattern.MatchString(from.Address.User) {
+	if from == nil || !configs.ValidDeviceID(from.Address.User) {
 		l.registerResult("bad_id")
 		return refusal(sip.StatusBadRequest, "Bad Request (From must carry an 18-20 digit device ID)", "register_bad_id",
 			"REGISTER without an 18-20 digit device ID in From refused")

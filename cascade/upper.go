@@ -49,6 +49,14 @@ func newUpperSide(e *env, registry *Registry, devices deviceLink) *upperSide {
 	return up
 }
 
+// handle serves the upper side's requests on its zone (the B2BUA adds
+// INVITE and its dialogs).
+func (up *upperSide) handle() {
+	up.ep.Handle(sip.MESSAGE, up.handleUpperMessage)
+	up.ep.Handle(sip.SUBSCRIBE, up.handleUpperSubscribe)
+	up.ep.Handle(sip.OPTIONS, optionsHandler(up.ep, "INVITE, ACK, BYE, CANCEL, MESSAGE, SUBSCRIBE, OPTIONS"))
+}
+
 // deliver, report, wanted and isPlatform implement upperFeed (alarm and
 // snapshotFinished too).
 func (up *upperSide) deliver(deviceID string, hdr manscdp.Header, body []byte, identity sip.Header) bool {

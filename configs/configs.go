@@ -530,10 +530,18 @@ func (c *Config) Warnings() []string {
 	return w
 }
 
-var gbID = regexp.MustCompile(`^[0-9]{20}$`)
+var (
+	gbID = regexp.MustCompile(`^[0-9]{20}$`)
+	// Some older devices carry 18-digit codes; the registrar takes them.
+	deviceID = regexp.MustCompile(`^[0-9]{18,20}$`)
+)
 
 // ValidID reports whether id is a 20-digit GB/T 28181 code.
 func ValidID(id string) bool { return gbID.MatchString(id) }
+
+// ValidDeviceID reports whether id may name a device that registers to
+// us: 18 to 20 digits.
+func ValidDeviceID(id string) bool { return deviceID.MatchString(id) }
 
 // Validate names the first bad key it finds.
 func (c *Config) Validate() error {
@@ -661,8 +669,8 @@ func (c *Config) Validate() error {
 // checkDevice validates one lower.devices[] entry; key prefixes the names
 // it reports ("" for none).
 func (c *Config) checkDevice(bad func(string, string, ...any), key string, d DeviceConfig) {
-	if !ValidID(d.ID) {
-		bad(field(key, "id"), "%q is not a 20-digit ID", d.ID)
+	if !ValidDeviceID(d.ID) {
+		bad(field(key, "id"), "%q is not an 18- to 20-digit device ID", d.ID)
 	}
 	checkStreamMode(bad, field(key, "stream_mode"), d.StreamMode, true)
 	checkHA1(bad, field(key, "password_ha1"), d.PasswordHA1, c.Lower.AuthAlgorithm)

@@ -62,8 +62,14 @@ func TestParseDevice(t *testing.T) {
 	if err != nil || d.StreamMode != "tcp-active" || d.NoteAlgorithm != "SM3" {
 		t.Fatalf("%+v %v", d, err)
 	}
+	// Older devices carry 18-digit codes: the registrar takes them, so the
+	// allowed list does too.
+	if _, err := cfg.ParseDevice(jsonMap(t, `{"id": "340200000013200001"}`)); err != nil {
+		t.Errorf("18-digit device ID refused: %v", err)
+	}
 	for body, want := range map[string]string{
-		`{"id": "3402"}`: "id: ",
+		`{"id": "3402"}`:                   "id: ",
+		`{"id": "3402000000132000000123"}`: "id: ",
 		`{"id": "34020000001320000001", "stream_mode": "sideways"}`:   "stream_mode: ",
 		`{"id": "34020000001320000001", "password_ha1": "abc"}`:       "password_ha1: ",
 		`{"id": "34020000001320000001", "signalling_digest": "send"}`: "note_seed: ",
