@@ -211,7 +211,7 @@ log: {level: warn}
 			cmd.Process.Kill()
 			<-exited
 			logs, _ := os.ReadFile(logPath)
-			return proxyProcess{}, fmt.Errorf("gbproxy did not serve HTTP on %s within 10 s: %v\n%s", httpAddr, err, tail(logs))
+			return proxyProcess{}, fmt.Errorf("gbproxy did not serve HTTP on %s within 10 s: %w\n%s", httpAddr, err, tail(logs))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
