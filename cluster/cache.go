@@ -198,11 +198,12 @@ func (c *Cluster) follow(rev int64) bool {
 		case <-c.rewatch:
 			return true
 		case wr, ok := <-wch:
-			if !ok || wr.Err() != nil {
-				if !ok || !c.isClosing() {
-					c.fail("watch", wr.Err())
-				}
+			if !ok {
 				return !c.isClosing()
+			}
+			if err := wr.Err(); err != nil { // compacted, or no leader: read everything again
+				c.fail("watch", err)
+				return true
 			}
 			var fx effects
 			c.mu.Lock()

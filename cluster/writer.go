@@ -236,14 +236,15 @@ func (c *Cluster) flush() (later time.Duration, err error) {
 	if s == nil {
 		return 0, nil
 	}
+	lease := s.Lease()
 	c.mu.Lock()
-	p := c.planLocked(s.Lease())
+	p := c.planLocked(lease)
 	c.flushing = !p.empty()
 	c.mu.Unlock()
 	if p.empty() {
 		return p.later, nil
 	}
-	revs, lost, err := c.execute(p)
+	revs, lost, err := c.execute(p, lease)
 	c.mu.Lock()
 	c.flushing = false
 	if err != nil {
@@ -276,7 +277,7 @@ func (c *Cluster) flush() (later time.Duration, err error) {
 // maxTxnOps, then releases and reclaims, each a nested transaction with its
 // own compare. It returns the revision each claim was written at and the
 // reclaims another node had taken.
-func (c *Cluster) execute(p *plan) (revs map[string]int64, lost []string, err error) {
+func (c *Cluster) execute(p *plan, lease clientv3.LeaseID) (revs map[string]int64, lost []string, err error) {
 	ctx, cancel := context.WithTimeout(c.ctx, c.opTimeout())
 	defer cancel()
 	revs = map[string]int64{}
@@ -304,12 +305,12 @@ func (c *Cluster) execute(p *plan) (revs map[string]int64, lost []string, err er
 		}
 		c.wrote(1)
 	}
-	lease := clientv3.WithLease(c.session().Lease())
+	withLease := clientv3.WithLease(lease)
 	for chunk := range slices.Chunk(p.reclaims, maxTxnOps) {
 		ops := make([]clientv3.Op, len(chunk))
 		for i, dev := range chunk {
 			key := devicesPrefix + dev
-			put := []clientv3.Op{clientv3.OpPut(key, c.self.ID, lease)}
+			put := []clientv3.Op{clientv3.OpPut(key, c.self.ID, withLease)}
 			// Ours already, or nobody's: write it under the new lease.
 			ops[i] = clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(key), "=", c.self.ID)}, put,
 				[]clientv3.Op{clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}, put, nil)})
