@@ -24,13 +24,15 @@ type desired struct {
 	resync        bool
 	oldLease      clientv3.LeaseID // revoked once resynced
 	lastNodeWrite time.Time
-	flushing      bool // a plan is being written
+	flushing      bool          // a plan is being written
+	flushed       chan struct{} // closed and replaced after each flush: wakes Sync
 }
 
 func newDesired() desired {
 	return desired{
 		mine: map[string]int64{}, myChans: map[string]map[string]string{},
 		dirtyDev: map[string]bool{}, dirtyChan: map[string]bool{},
+		flushed: make(chan struct{}),
 	}
 }
 
@@ -216,6 +218,10 @@ func (c *Cluster) writeLoop() {
 		case <-t.C:
 		}
 		later, err := c.flush()
+		c.mu.Lock()
+		close(c.flushed)
+		c.flushed = make(chan struct{})
+		c.mu.Unlock()
 		switch {
 		case err != nil:
 			c.fail("write", err)
@@ -345,19 +351,18 @@ func (c *Cluster) opTimeout() time.Duration { return min(max(c.cfg.TTL/2, time.S
 // load included (so up to LoadInterval); for tests, benches and a graceful
 // shutdown. The error is ctx's.
 func (c *Cluster) Sync(ctx context.Context) error {
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
+	c.wake()
 	for {
-		c.wake()
 		joined := c.session() != nil
 		c.mu.RLock()
 		idle := joined && !c.flushing && !c.resync && !c.nodeDirty && len(c.dirtyDev) == 0 && len(c.dirtyChan) == 0
+		flushed := c.flushed
 		c.mu.RUnlock()
 		if idle {
 			return nil
 		}
 		select {
-		case <-tick.C:
+		case <-flushed:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
