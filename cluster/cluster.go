@@ -365,13 +365,11 @@ func (c *Cluster) ownerLocked(id string) (string, bool) {
 func (c *Cluster) ChannelOwner(channelID string) (deviceID, nodeID string, ok bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
+	if dev, mine := c.myChanDev[channelID]; mine {
+		return dev, c.self.ID, true
+	}
 	dev, ok := c.cache.channelDevice[channelID]
 	if !ok {
-		for d, chs := range c.myChans {
-			if _, found := chs[channelID]; found {
-				return d, c.self.ID, true
-			}
-		}
 		return "", "", false
 	}
 	if node, owned := c.ownerLocked(dev); owned {
@@ -380,13 +378,21 @@ func (c *Cluster) ChannelOwner(channelID string) (deviceID, nodeID string, ok bo
 	return dev, c.cache.channels[dev][channelID].rec.Node, true
 }
 
-// Channels is the cluster-wide catalog from the cache, sorted by device then
-// channel.
+// Channels is the cluster-wide catalog, sorted by device then channel: this
+// node's own channels as it published them (whether or not etcd has them
+// yet), the others' from the cache.
 func (c *Cluster) Channels() []ChannelRecord {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	var out []ChannelRecord
-	for _, chs := range c.cache.channels {
+	for dev, chs := range c.cache.channels {
+		if _, mine := c.myChans[dev]; !mine {
+			for _, e := range chs {
+				out = append(out, e.rec)
+			}
+		}
+	}
+	for _, chs := range c.myChans {
 		for _, e := range chs {
 			out = append(out, e.rec)
 		}

@@ -474,14 +474,19 @@ func TestOpenWithEtcdDownJoinsLater(t *testing.T) {
 		t.Fatalf("up %v nodes %v", c.EtcdUp(), nodeIDs(c))
 	}
 	c.ClaimDevice("d1")
+	c.SetChannels("d1", []ChannelRecord{{ID: "c1", Name: "one"}})
 	if got := c.Place("d1").ID; got != "a" {
 		t.Fatalf("placed at %s", got)
+	}
+	if dev, node, ok := c.ChannelOwner("c1"); !ok || dev != "d1" || node != "a" || len(c.Channels()) != 1 {
+		t.Fatalf("own channel not served before etcd has it: %q %q %v %v", dev, node, ok, c.Channels())
 	}
 
 	etcd.Start()
 	raw := rawClient(t, etcd)
 	eventually(t, 15*time.Second, "joined and claim written", func() bool {
-		return c.EtcdUp() && rawGet(t, raw, devicesPrefix+"d1") == "a" && rawGet(t, raw, nodesPrefix+"a") != ""
+		return c.EtcdUp() && rawGet(t, raw, devicesPrefix+"d1") == "a" && rawGet(t, raw, nodesPrefix+"a") != "" &&
+			rawGet(t, raw, channelsPrefix+"d1/c1") != ""
 	})
 	if reg.Value("gbproxy_cluster_etcd_errors_total") == 0 || reg.Value("gbproxy_cluster_etcd_writes_total") == 0 {
 		t.Fatal("etcd errors or writes not counted in metrics")

@@ -14,10 +14,11 @@ import (
 // desired is what this node holds and wants etcd to say; guarded by
 // Cluster.mu. The writer makes etcd match it.
 type desired struct {
-	mine      map[string]int64             // device -> revision our claim was written at (0: not yet)
-	myChans   map[string]map[string]string // device -> channel -> value to store
-	dirtyDev  map[string]bool              // claims or releases to write
-	dirtyChan map[string]bool              // devices whose channels to reconcile
+	mine      map[string]int64                // device -> revision our claim was written at (0: not yet)
+	myChans   map[string]map[string]chanEntry // device -> channel -> record and value to store
+	myChanDev map[string]string               // channel -> device, of myChans
+	dirtyDev  map[string]bool                 // claims or releases to write
+	dirtyChan map[string]bool                 // devices whose channels to reconcile
 	nodeDirty bool
 	// resync: we joined with a new lease; everything is written again, our
 	// claims only where no other node took the device meanwhile.
@@ -30,7 +31,7 @@ type desired struct {
 
 func newDesired() desired {
 	return desired{
-		mine: map[string]int64{}, myChans: map[string]map[string]string{},
+		mine: map[string]int64{}, myChans: map[string]map[string]chanEntry{}, myChanDev: map[string]string{},
 		dirtyDev: map[string]bool{}, dirtyChan: map[string]bool{},
 		flushed: make(chan struct{}),
 	}
@@ -73,7 +74,7 @@ func (c *Cluster) ReleaseDevice(id string) {
 // SetChannels publishes device deviceID's channels (on catalog change);
 // nil removes them. Only the records that differ from etcd are written.
 func (c *Cluster) SetChannels(deviceID string, channels []ChannelRecord) {
-	vals := make(map[string]string, len(channels))
+	want := make(map[string]chanEntry, len(channels))
 	for _, r := range channels {
 		id := r.ID
 		if id == "" || strings.Contains(id, "/") {
@@ -82,16 +83,13 @@ func (c *Cluster) SetChannels(deviceID string, channels []ChannelRecord) {
 		}
 		r.ID, r.DeviceID, r.Node = "", "", c.cfg.NodeID // the key says the first two
 		b, _ := json.Marshal(r)                         // strings and bytes: cannot fail
-		vals[id] = string(b)
+		r.ID, r.DeviceID = id, deviceID
+		want[id] = chanEntry{rec: r, raw: string(b)}
 	}
 	c.mu.Lock()
-	same := maps.Equal(c.myChans[deviceID], vals)
+	same := maps.EqualFunc(c.myChans[deviceID], want, func(a, b chanEntry) bool { return a.raw == b.raw })
 	if !same {
-		if len(vals) == 0 {
-			delete(c.myChans, deviceID)
-		} else {
-			c.myChans[deviceID] = vals
-		}
+		c.setMyChansLocked(deviceID, want)
 		c.dirtyChan[deviceID] = true
 	}
 	c.mu.Unlock()
@@ -100,11 +98,27 @@ func (c *Cluster) SetChannels(deviceID string, channels []ChannelRecord) {
 	}
 }
 
+func (c *Cluster) setMyChansLocked(dev string, want map[string]chanEntry) {
+	for ch := range c.myChans[dev] {
+		if c.myChanDev[ch] == dev {
+			delete(c.myChanDev, ch)
+		}
+	}
+	if len(want) == 0 {
+		delete(c.myChans, dev)
+		return
+	}
+	c.myChans[dev] = want
+	for ch := range want {
+		c.myChanDev[ch] = dev
+	}
+}
+
 // dropLocked forgets a device another node took: nothing is written, the
 // new owner overwrites its keys.
 func (c *Cluster) dropLocked(dev string) {
 	delete(c.mine, dev)
-	delete(c.myChans, dev)
+	c.setMyChansLocked(dev, nil)
 	delete(c.dirtyDev, dev)
 	delete(c.dirtyChan, dev)
 }
@@ -159,30 +173,25 @@ func (c *Cluster) planLocked(lease clientv3.LeaseID) *plan {
 		p.claims = append(p.claims, dev)
 		p.ops = append(p.ops, clientv3.OpPut(devicesPrefix+dev, c.self.ID, withLease))
 	}
+	if p.resync { // every channel again, under the new lease
+		for dev := range c.myChans {
+			c.dirtyChan[dev] = true
+		}
+	}
 	for dev := range c.dirtyChan {
 		delete(c.dirtyChan, dev)
 		p.chanDevs = append(p.chanDevs, dev)
 		want := c.myChans[dev]
 		_, held := c.mine[dev]
 		cached := c.cache.channels[dev]
-		for ch, v := range want {
-			if e, ok := cached[ch]; !ok || e.raw != v || p.resync {
-				p.ops = append(p.ops, clientv3.OpPut(channelsPrefix+dev+"/"+ch, v, withLease))
+		for ch, e := range want {
+			if old, ok := cached[ch]; !ok || old.raw != e.raw || p.resync {
+				p.ops = append(p.ops, clientv3.OpPut(channelsPrefix+dev+"/"+ch, e.raw, withLease))
 			}
 		}
 		for ch, e := range cached {
 			if _, ok := want[ch]; !ok && (held || e.rec.Node == c.self.ID) {
 				p.ops = append(p.ops, clientv3.OpDelete(channelsPrefix+dev+"/"+ch))
-			}
-		}
-	}
-	if p.resync { // channels of devices whose records etcd has lost
-		for dev := range c.myChans {
-			if !slices.Contains(p.chanDevs, dev) {
-				for ch, v := range c.myChans[dev] {
-					p.ops = append(p.ops, clientv3.OpPut(channelsPrefix+dev+"/"+ch, v, withLease))
-				}
-				p.chanDevs = append(p.chanDevs, dev)
 			}
 		}
 	}
