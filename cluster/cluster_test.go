@@ -527,3 +527,26 @@ func BenchmarkClaimDevice(b *testing.B) {
 		})
 	}
 }
+
+func TestCloseWithEtcdDown(t *testing.T) {
+	etcd := etcdtest.Start(t)
+	a := openNode(t, etcd.Endpoint(), "a", testTTL)
+	b := openNode(t, etcd.Endpoint(), "b", testTTL)
+	l := &leader{running: map[string]bool{}, ended: map[string]int{}}
+	a.Lead(context.Background(), "P", l.run("a"))
+	b.Lead(context.Background(), "P", l.run("b")) // one leads, the other waits in its campaign
+	eventually(t, 5*time.Second, "one leads", func() bool { return len(l.current()) == 1 })
+	etcd.Stop()
+	for _, n := range []*Cluster{a, b} {
+		done := make(chan struct{})
+		go func() { n.Close(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Fatalf("%s: Close hangs with etcd down", n.cfg.NodeID)
+		}
+	}
+	if len(l.current()) != 0 {
+		t.Fatalf("run still going after Close: %v", l.current())
+	}
+}
