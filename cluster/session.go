@@ -122,7 +122,8 @@ func (c *Cluster) probeLoop() {
 // when leadership is lost (the lease expired: etcd unreachable past the TTL),
 // when ctx ends or on Close; then it campaigns again. run must return
 // promptly once its context is cancelled. Until ctx ends, this node stays a
-// candidate; another takes over within the TTL of its death.
+// candidate; another takes over within the TTL of its death. After Close,
+// Lead does nothing.
 func (c *Cluster) Lead(ctx context.Context, platformID string, run func(ctx context.Context)) {
 	c.mu.Lock()
 	if c.isClosing() {
