@@ -40,6 +40,51 @@ type Config struct {
 	HTTP     HTTPConfig     `mapstructure:"http"`
 	Log      LogConfig      `mapstructure:"log"`
 	Security SecurityConfig `mapstructure:"security"`
+	Cluster  ClusterConfig  `mapstructure:"cluster"`
+}
+
+// ClusterConfig joins several gbproxy nodes, sharing id and domain, into one
+// platform with their state in etcd. No etcd endpoints: a single node.
+type ClusterConfig struct {
+	Etcd   []string `mapstructure:"etcd"`
+	NodeID string   `mapstructure:"node_id"`
+	// Advertise is this node's lower-side SIP address as devices and the
+	// other nodes reach it (the Contact of a redirect to this node).
+	Advertise string `mapstructure:"advertise"`
+	// NodeTTL: a node that stops renewing its etcd lease is gone after it.
+	NodeTTL time.Duration `mapstructure:"node_ttl"`
+	// Redirect answers device REGISTERs with 302 to the node that should hold them.
+	Redirect bool `mapstructure:"redirect"`
+}
+
+// Enabled reports whether this node is part of a cluster.
+func (c ClusterConfig) Enabled() bool { return len(c.Etcd) > 0 }
+
+var nodeID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+func (c ClusterConfig) validate(bad func(string, string, ...any)) {
+	if c.NodeTTL < 2*time.Second {
+		bad("cluster.node_ttl", "%s is below 2s (etcd's shortest lease)", c.NodeTTL)
+	}
+	if !c.Enabled() {
+		if c.Redirect {
+			bad("cluster.redirect", "needs cluster.etcd: a single node has nowhere to redirect to")
+		}
+		return
+	}
+	for i, ep := range c.Etcd {
+		if strings.TrimSpace(ep) == "" {
+			bad(fmt.Sprintf("cluster.etcd[%d]", i), "is empty; list etcd client endpoints such as http://10.0.0.5:2379")
+		}
+	}
+	if !nodeID.MatchString(c.NodeID) {
+		bad("cluster.node_id", "%q must be 1-64 letters, digits, '.', '_' or '-', unique in the cluster (required with cluster.etcd)", c.NodeID)
+	}
+	host, port, err := net.SplitHostPort(c.Advertise)
+	ip := net.ParseIP(host)
+	if n, perr := strconv.Atoi(port); err != nil || ip == nil || ip.IsUnspecified() || perr != nil || n < 1 || n > 65535 {
+		bad("cluster.advertise", "%q is not the ip:port devices and the other nodes reach this node's lower side at (required with cluster.etcd)", c.Advertise)
+	}
 }
 
 // SignallingConfig is the per-message signalling digest (GB/T 28181 SIP信令认证)
@@ -650,6 +695,7 @@ func (c *Config) Validate() error {
 		bad("http.token", "is required when http.listen (%s) is not a loopback address: the admin API can end sessions and change shares", c.HTTP.Listen)
 	}
 	c.Security.validate(bad)
+	c.Cluster.validate(bad)
 	switch c.Log.Format {
 	case "console", "json", "journald":
 	default:

@@ -208,3 +208,45 @@ func TestExamplesAreValid(t *testing.T) {
 		}
 	}
 }
+
+func TestClusterKeys(t *testing.T) {
+	cfg, err := Parse(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Cluster.Enabled() || cfg.Cluster.NodeTTL != 10*time.Second || cfg.Cluster.Redirect {
+		t.Fatalf("single node by default: %+v", cfg.Cluster)
+	}
+	cfg, err = Parse([]byte("cluster:\n  etcd: [\"http://127.0.0.1:2379\"]\n  node_id: n1\n  advertise: \"10.0.0.1:5060\"\n  redirect: true"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Cluster.Enabled() || cfg.Cluster.NodeID != "n1" || cfg.Cluster.Advertise != "10.0.0.1:5060" || !cfg.Cluster.Redirect {
+		t.Fatalf("cluster keys: %+v", cfg.Cluster)
+	}
+	t.Setenv("GBPROXY_CLUSTER_ETCD", "http://a:2379,http://b:2379")
+	t.Setenv("GBPROXY_CLUSTER_NODE_ID", "n2")
+	t.Setenv("GBPROXY_CLUSTER_ADVERTISE", "10.0.0.2:5060")
+	if cfg, err = Parse(nil); err != nil || len(cfg.Cluster.Etcd) != 2 || cfg.Cluster.NodeID != "n2" {
+		t.Fatalf("cluster from the environment: %+v %v", cfg, err)
+	}
+}
+
+func TestClusterValidation(t *testing.T) {
+	const etcd = "cluster:\n  etcd: [\"http://127.0.0.1:2379\"]\n"
+	cases := map[string]string{
+		etcd + "  advertise: \"10.0.0.1:5060\"":                                "cluster.node_id",
+		etcd + "  node_id: \"a/b\"\n  advertise: \"10.0.0.1:5060\"":            "cluster.node_id",
+		etcd + "  node_id: n1":                                                 "cluster.advertise",
+		etcd + "  node_id: n1\n  advertise: \"0.0.0.0:5060\"":                  "cluster.advertise",
+		etcd + "  node_id: n1\n  advertise: \"10.0.0.1\"":                      "cluster.advertise",
+		etcd + "  node_id: n1\n  advertise: \"10.0.0.1:5060\"\n  node_ttl: 1s": "cluster.node_ttl",
+		"cluster:\n  redirect: true":                                           "cluster.redirect",
+	}
+	for yaml, key := range cases {
+		_, err := Parse([]byte(yaml))
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%q: error %v does not name %s", yaml, err, key)
+		}
+	}
+}
