@@ -15,6 +15,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/rs/zerolog"
 
+	"github.com/gbproxy/gbproxy/cluster"
 	"github.com/gbproxy/gbproxy/configs"
 	"github.com/gbproxy/gbproxy/endpoint"
 	"github.com/gbproxy/gbproxy/metrics"
@@ -35,6 +36,9 @@ type env struct {
 	tasks   *tasks
 	// wg is the long-running loops (monitor, subscriptions, upper clients).
 	wg sync.WaitGroup
+	// cluster is the state shared with the other nodes; nil on a single
+	// node.
+	cluster *cluster.Cluster
 }
 
 // Cascade joins the lower side (devices below us) and the upper side (the

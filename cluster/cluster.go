@@ -63,6 +63,10 @@ type Config struct {
 	Endpoints []string // etcd client URLs or host:port
 	NodeID    string
 	Advertise string        // this node's lower-side SIP address, ip:port
+	// Upper is this node's upper-side SIP address as the other nodes reach
+	// it (requests of an upper platform forwarded to the owning node), and
+	// API its admin API address (cluster-wide lists); both ip:port.
+	Upper, API string
 	TTL       time.Duration // lease TTL, whole seconds (rounded up); 0 = DefaultTTL
 	// LoadInterval is the shortest time between two writes of this node's
 	// record for load changes; 0 = DefaultLoadInterval.
@@ -105,6 +109,8 @@ func (cfg *Config) ttlSeconds() int64 { return int64((cfg.TTL + time.Second - 1)
 type Node struct {
 	ID        string    `json:"id"`
 	Advertise string    `json:"advertise"`
+	Upper     string    `json:"upper,omitempty"`
+	API       string    `json:"api,omitempty"`
 	Devices   int       `json:"devices"`
 	Streams   int       `json:"streams"`
 	Platforms []string  `json:"platforms,omitempty"` // upper platforms it registers to (leads)
@@ -202,7 +208,7 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger) (*Cluster, error)
 		rewatch:  make(chan struct{}, 1),
 		ready:    make(chan struct{}),
 		sessWait: make(chan struct{}),
-		self:     Node{ID: cfg.NodeID, Advertise: cfg.Advertise, StartedAt: time.Now().UTC().Truncate(time.Second)},
+		self:     Node{ID: cfg.NodeID, Advertise: cfg.Advertise, Upper: cfg.Upper, API: cfg.API, StartedAt: time.Now().UTC().Truncate(time.Second)},
 		leading:  map[string]bool{},
 		cache:    newCache(),
 		pending:  map[string]int{},

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gbproxy/gbproxy/b2bua"
 	"github.com/gbproxy/gbproxy/cascade"
+	"github.com/gbproxy/gbproxy/cluster"
 	"github.com/gbproxy/gbproxy/configs"
 	"github.com/gbproxy/gbproxy/metrics"
 	"github.com/gbproxy/gbproxy/relay"
@@ -25,6 +26,7 @@ type app struct {
 	log     zerolog.Logger
 	store   *store.Store
 	metrics *metrics.Registry
+	cluster *cluster.Cluster // nil on a single node
 	cascade *cascade.Cascade
 	relay   *relay.Relay
 	b2bua   *b2bua.B2BUA
@@ -124,6 +126,17 @@ func start(cfg *configs.Config, log zerolog.Logger) (*app, error) {
 		a.store.Close()
 		return nil, fmt.Errorf("admin API: listen %s: %w", cfg.HTTP.Listen, err)
 	}
+	if cfg.Cluster.Enabled() {
+		if a.cluster, err = joinCluster(cfg, a.cascade.UpperAddr(), a.httpLn.Addr().String(), log, a.metrics); err != nil {
+			a.httpLn.Close()
+			a.b2bua.Close(context.Background())
+			a.relay.Close()
+			a.cascade.Close(context.Background())
+			a.store.Close()
+			return nil, err
+		}
+		a.cascade.UseCluster(a.cluster)
+	}
 	a.http = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := a.http.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -148,9 +161,39 @@ func (a *app) stop(ctx context.Context) error {
 	a.b2bua.Close(ctx)
 	a.relay.Close()
 	a.cascade.Close(ctx)
+	if a.cluster != nil {
+		// After the cascade: revoking our lease drops our devices and
+		// channels from the cluster at once.
+		if err := a.cluster.Close(); err != nil {
+			a.log.Warn().Err(err).Msg("leaving the cluster: etcd did not take our goodbye; the other nodes see us gone after cluster.node_ttl")
+		}
+	}
 	err := a.store.Close()
 	if err == nil {
 		a.log.Info().Msg("gbproxy stopped; store closed cleanly")
 	}
 	return err
+}
+
+// joinCluster opens this node's membership in the cluster's etcd. The upper
+// side and the API (bound at upperAddr and apiAddr) are announced at their
+// own host, or at the advertised one when they listen on every address.
+func joinCluster(cfg *configs.Config, upperAddr, apiAddr string, log zerolog.Logger, m *metrics.Registry) (*cluster.Cluster, error) {
+	advHost, _, _ := net.SplitHostPort(cfg.Cluster.Advertise)
+	reachable := func(addr string) string {
+		host, port, _ := net.SplitHostPort(addr)
+		if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+			host = advHost
+		}
+		return net.JoinHostPort(host, port)
+	}
+	cl, err := cluster.Open(context.Background(), cluster.Config{
+		Endpoints: cfg.Cluster.Etcd, NodeID: cfg.Cluster.NodeID, Advertise: cfg.Cluster.Advertise,
+		Upper: reachable(upperAddr), API: reachable(apiAddr),
+		TTL: cfg.Cluster.NodeTTL, Metrics: m,
+	}, log.With().Str("component", "cluster").Logger())
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	return cl, nil
 }
