@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -130,6 +131,8 @@ func buildProxy(b testing.TB) string {
 type proxyProcess struct {
 	lower, upper, http string
 	pid                int
+	// kill ends the process at once (SIGKILL), as a crash would.
+	kill func()
 }
 
 // oneAddressForAll lifts the per-IP limit on requests from unregistered
@@ -145,10 +148,29 @@ func oneAddressForAll(b testing.TB) {
 // upper.platforms YAML list ("" for none) and lowerKeys as more lower keys
 // (YAML flow "key: value" pairs), and waits for its HTTP API.
 func startProxyProcess(b testing.TB, bin, platforms string, lowerKeys ...string) proxyProcess {
-	// Ports are free when picked, but another test may take one before the
-	// child binds it: then the child exits saying so and we pick again.
+	if platforms == "" {
+		platforms = "[]"
+	}
+	return launchProxy(b, bin, func(lower, upper, httpAddr, dir string) string {
+		return fmt.Sprintf(`id: %q
+domain: %q
+lower: {listen: %q, password: %q, keepalive_interval: 60s%s}
+upper: {listen: %q, platforms: %s}
+store: {path: %q}
+http: {listen: %q}
+log: {level: warn}
+`, proxyID, proxyDomain, lower, devicePass, strings.Join(append([]string{""}, lowerKeys...), ", "), upper, platforms, filepath.Join(dir, "gbproxy.db"), httpAddr)
+	})
+}
+
+// launchProxy runs bin on a config that configFor writes for free
+// 127.0.0.1 addresses (lower and upper SIP, HTTP) and a directory of its
+// own, and waits for its HTTP API. Ports are free when picked, but another
+// test may take one before the child binds it: then the child exits saying
+// so and it is started again on new ports.
+func launchProxy(b testing.TB, bin string, configFor func(lower, upper, httpAddr, dir string) string) proxyProcess {
 	for attempt := 1; ; attempt++ {
-		p, err := tryProxyProcess(b, bin, platforms, lowerKeys...)
+		p, err := tryProxyProcess(b, bin, configFor)
 		if err == nil {
 			return p
 		}
@@ -160,22 +182,11 @@ func startProxyProcess(b testing.TB, bin, platforms string, lowerKeys ...string)
 
 var errPortTaken = errors.New("a port picked for gbproxy was taken before it started")
 
-func tryProxyProcess(b testing.TB, bin, platforms string, lowerKeys ...string) (proxyProcess, error) {
+func tryProxyProcess(b testing.TB, bin string, configFor func(lower, upper, httpAddr, dir string) string) (proxyProcess, error) {
 	dir := b.TempDir()
 	lower, upper, httpAddr := freeAddr(b), freeAddr(b), freeTCPPort(b)
-	if platforms == "" {
-		platforms = "[]"
-	}
-	cfg := fmt.Sprintf(`id: %q
-domain: %q
-lower: {listen: %q, password: %q, keepalive_interval: 60s%s}
-upper: {listen: %q, platforms: %s}
-store: {path: %q}
-http: {listen: %q}
-log: {level: warn}
-`, proxyID, proxyDomain, lower, devicePass, strings.Join(append([]string{""}, lowerKeys...), ", "), upper, platforms, filepath.Join(dir, "gbproxy.db"), httpAddr)
 	cfgPath := filepath.Join(dir, "gbproxy.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(configFor(lower, upper, httpAddr, dir)), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	cmd := exec.Command(bin, "--config", cfgPath)
@@ -215,19 +226,26 @@ log: {level: warn}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	var once sync.Once
+	stop := func(sig os.Signal) {
+		once.Do(func() {
+			cmd.Process.Signal(sig)
+			select {
+			case <-exited:
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+				<-exited
+			}
+		})
+	}
 	b.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
+		stop(os.Interrupt)
 		if logs, _ := os.ReadFile(logPath); len(logs) > 0 {
 			b.Logf("gbproxy log (warnings and errors, last 2000 bytes):\n%s", tail(logs))
 		}
 	})
-	return proxyProcess{lower: lower, upper: upper, http: httpAddr, pid: cmd.Process.Pid}, nil
+	return proxyProcess{lower: lower, upper: upper, http: httpAddr, pid: cmd.Process.Pid,
+		kill: func() { stop(os.Kill) }}, nil
 }
 
 func freeTCPPort(b testing.TB) string {
