@@ -15,8 +15,8 @@ import (
 
 // deviceJSON and friends are the admin API contract: keep the field names.
 type deviceJSON struct {
-	ID            string     `json:"id"`
-	Online        bool       `json:"online"`
+	ID     string `json:"id"`
+	Online bool   `json:"online"`
 	// Transport, Remote, ExpiresAt and RegisteredAt are always set for a
 	// device of this node, absent for another node's.
 	Transport     string     `json:"transport,omitzero"`
