@@ -1,8 +1,10 @@
 package cascade
 
 import (
+	"cmp"
 	"encoding/json"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -153,14 +155,22 @@ type redirect struct {
 }
 
 // redirectTo decides, for a REGISTER that authenticated, whether to answer
-// 302 and to which node. A device is served here when Place picks this
-// node, or when it ignored a recent 302 (see redirectGrace).
-func (l *lowerSide) redirectTo(id string, now time.Time) (cluster.Node, bool) {
+// 302 and to which node. A device is served here when its Request-URI
+// names this node's advertised address (a 302 sent it here: GB/T
+// 28181-2022 has it register to sip:server-ID@address of the Contact; the
+// nodes' views of each other's load lag, so the target must not redirect
+// again), when Place picks this node, or when it ignored a recent 302 (see
+// redirectGrace).
+func (l *lowerSide) redirectTo(req *sip.Request, id string, now time.Time) (cluster.Node, bool) {
 	cl := l.cluster
 	if cl == nil || !l.cfg.Cluster.Redirect {
 		return cluster.Node{}, false
 	}
-	self := cl.Self().ID
+	me := cl.Self()
+	if sameAddr(req.Recipient, me.Advertise) {
+		return me, false
+	}
+	self := me.ID
 	n := cl.Place(id)
 	l.redirects.mu.Lock()
 	defer l.redirects.mu.Unlock()
@@ -188,6 +198,12 @@ func (l *lowerSide) redirectTo(id string, now time.Time) (cluster.Node, bool) {
 	}
 	l.redirects.sent[id] = redirect{node: n.ID, at: now}
 	return n, true
+}
+
+// sameAddr: uri's host and port (5060 when absent) are addr's.
+func sameAddr(uri sip.Uri, addr string) bool {
+	host, port := endpoint.SplitHostPort(addr)
+	return strings.EqualFold(uri.Host, host) && cmp.Or(uri.Port, 5060) == port
 }
 
 // redirectVerdict is the 302 (GB/T 28181-2022 registration redirect) to

@@ -50,7 +50,7 @@ func (l *lowerSide) screenRegister(req *sip.Request) endpoint.Verdict {
 	switch {
 	case err == nil:
 		if requestedExpires(req) > 0 {
-			if n, away := l.redirectTo(id, l.now()); away {
+			if n, away := l.redirectTo(req, id, l.now()); away {
 				return l.redirectVerdict(req, id, n)
 			}
 		}

@@ -149,7 +149,7 @@ type Device struct {
 	serverAddr string // Server resolved to ip:port, the key sipgo pools connections under
 	// serverID and redirected: after a 302 the device registers to the SIP server the Contact
 	// named (serverAddr then is its address) until that server fails it (GB/T 28181-2022 注册重定向).
-	serverID   string
+	serverURIv sip.Uri // Request-URI: sip:ServerID@Domain, or after a 302 the Contact's URI
 	redirected bool
 	callID     string
 	fromTag    string
@@ -283,7 +283,7 @@ func NewDevice(cfg DeviceConfig) (*Device, error) {
 		log:        log.With("device", cfg.ID),
 		ctx:        ctx,
 		cancel:     cancel,
-		serverID:   cfg.ServerID,
+		serverURIv: sip.Uri{Scheme: "sip", User: cfg.ServerID, Host: cfg.Domain},
 		callID:     randomHex(8),
 		fromTag:    randomHex(5),
 		channels:   slices.Clone(cfg.Channels),
@@ -395,7 +395,7 @@ func (d *Device) Register(ctx context.Context, expires int) (*sip.Response, erro
 	}
 	d.regMu.Lock()
 	defer d.regMu.Unlock()
-	res, local, err := d.register(ctx, expires)
+	res, local, err := d.attempt(ctx, expires)
 	if expires > 0 {
 		res, local, err = d.followRedirects(ctx, expires, res, local, err)
 	}
@@ -433,7 +433,8 @@ func (d *Device) followRedirects(ctx context.Context, expires int, res *sip.Resp
 			}
 			addr := net.JoinHostPort(contact.Address.Host, strconv.Itoa(cmp.Or(contact.Address.Port, 5060)))
 			d.log.Info("register redirected", "to", addr, "server_id", contact.Address.User)
-			if rerr := d.setServer(addr, cmp.Or(contact.Address.User, d.cfg.ServerID), true); rerr != nil {
+			uri := sip.Uri{Scheme: "sip", User: cmp.Or(contact.Address.User, d.cfg.ServerID), Host: contact.Address.Host, Port: contact.Address.Port}
+			if rerr := d.setServer(addr, uri, true); rerr != nil {
 				return res, local, rerr
 			}
 		case d.isRedirected() && (err != nil || res.StatusCode != sip.StatusOK):
@@ -442,9 +443,20 @@ func (d *Device) followRedirects(ctx context.Context, expires int, res *sip.Resp
 		default:
 			return res, local, err
 		}
-		res, local, err = d.register(ctx, expires)
+		res, local, err = d.attempt(ctx, expires)
 	}
 	return res, local, err
+}
+
+// attempt is one REGISTER exchange. At a server a 302 sent the device to it is bounded by a few
+// keepalive intervals, so that a dead server is given up within them rather than Timer F's 32 s.
+func (d *Device) attempt(ctx context.Context, expires int) (*sip.Response, string, error) {
+	if d.isRedirected() && d.cfg.KeepaliveInterval > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, min(max(4*d.cfg.KeepaliveInterval, time.Second), maxRequestTimeout))
+		defer cancel()
+	}
+	return d.register(ctx, expires)
 }
 
 func statusCode(res *sip.Response) int {
@@ -454,21 +466,21 @@ func statusCode(res *sip.Response) int {
 	return res.StatusCode
 }
 
-// setServer points the registration, keepalives and MESSAGEs at addr (server ID id).
-func (d *Device) setServer(addr, id string, redirected bool) error {
+// setServer points the registration, keepalives and MESSAGEs at addr, with Request-URI uri.
+func (d *Device) setServer(addr string, uri sip.Uri, redirected bool) error {
 	server, err := resolveAddr(d.transport, addr)
 	if err != nil {
 		return fmt.Errorf("SIP server address %q: %w", addr, err)
 	}
 	d.mu.Lock()
-	d.serverAddr, d.serverID, d.redirected, d.registered = server, id, redirected, false
+	d.serverAddr, d.serverURIv, d.redirected, d.registered = server, uri, redirected, false
 	d.mu.Unlock()
 	return nil
 }
 
 // goHome points the device back at the SIP server it was configured with.
 func (d *Device) goHome() {
-	if err := d.setServer(d.cfg.Server, d.cfg.ServerID, false); err != nil {
+	if err := d.setServer(d.cfg.Server, sip.Uri{Scheme: "sip", User: d.cfg.ServerID, Host: d.cfg.Domain}, false); err != nil {
 		d.log.Warn("configured SIP server unresolvable", "error", err) // it resolved at open
 	}
 }
@@ -608,7 +620,7 @@ func (d *Device) selfURI() sip.Uri {
 func (d *Device) serverURI() sip.Uri {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return sip.Uri{Scheme: "sip", User: d.serverID, Host: d.cfg.Domain}
+	return d.serverURIv
 }
 
 // run keeps the registration alive until Close.
