@@ -48,8 +48,8 @@ type Result struct {
 	// Redirected counts devices that a 302 sent to another SIP server (GB/T 28181-2022 registration
 	// redirect); they registered there, with digest, and count in Registered when that succeeded.
 	Redirected int
-	Elapsed         time.Duration  // first REGISTER to last registration outcome
-	Rate            float64        // Registered per second of Elapsed
+	Elapsed    time.Duration // first REGISTER to last registration outcome
+	Rate       float64       // Registered per second of Elapsed
 }
 
 const (
