@@ -105,6 +105,11 @@ func TestClusterRedirectSpreadsAndSurvives(t *testing.T) {
 		t.Fatalf("30 devices registered through the redirector spread as %v; want some on each of a, b, c", spread)
 	}
 
+	redirected := scrapeSeries(t, "http://"+redirector.http+"/metrics")[`gbproxy_registrations_total{result="redirected"}`]
+	if int(redirected) != spread["b"]+spread["c"] {
+		t.Errorf("a counted %v redirected registrations, want %d (the devices it sent to b and c)", redirected, spread["b"]+spread["c"])
+	}
+
 	// Every node lists every device, and the channels, with the node
 	// holding each, as the simulators see it.
 	simNode := func() map[string]string {
