@@ -119,22 +119,6 @@ func channelRecord(it manscdp.CatalogItem) cluster.ChannelRecord {
 	return r
 }
 
-// itemOfRecord is the catalog item another node published (channelRecord
-// undone): what this node serves for a channel it does not hold.
-func itemOfRecord(r cluster.ChannelRecord) manscdp.CatalogItem {
-	it := manscdp.CatalogItem{DeviceID: r.ID, Name: r.Name, Manufacturer: r.Manufacturer, Model: r.Model,
-		Owner: r.Owner, CivilCode: r.CivilCode, Block: r.Block, Address: r.Address, Parental: r.Parental,
-		ParentID: r.ParentID, BusinessGroupID: r.BusinessGroupID, SafetyWay: r.SafetyWay, RegisterWay: r.RegisterWay,
-		Secrecy: r.Secrecy, Status: r.Status, Longitude: r.Longitude, Latitude: r.Latitude}
-	if len(r.Info) > 0 {
-		var info manscdp.CatalogItemInfo
-		if json.Unmarshal(r.Info, &info) == nil {
-			it.Info = &info
-		}
-	}
-	return it
-}
-
 // redirectGrace is how long after our 302 a device that registers here
 // again, without having registered where we sent it, is taken for one that
 // does not follow redirects and is served here. A device that follows
