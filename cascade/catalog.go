@@ -143,6 +143,7 @@ func (cc *catalogCollector) finish(deviceID string, a *catalogAnswer, complete b
 	}
 	added, removed, refused := l.registry.setChannels(deviceID, items, complete, l.now())
 	l.logRefused(deviceID, refused)
+	l.publishChannels(deviceID)
 	if complete {
 		log.Info().Int("added", added).Int("removed", removed).Msg("device catalog stored")
 	} else {

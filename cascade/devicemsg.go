@@ -56,6 +56,7 @@ func (l *lowerSide) fromDevice(req *sip.Request, tx sip.ServerTransaction, isMes
 	if revived {
 		l.log.Info().Str("device_id", deviceID).Msg("device back online")
 		l.subs.poke()
+		l.clusterOnline(deviceID, true)
 	}
 	l.ep.Respond(tx, req, sip.StatusOK, "OK", nil)
 	if isMessage && l.dialogHook != nil && req.To().Params.Has("tag") && l.dialogHook(deviceID, req) {
@@ -91,6 +92,7 @@ func (l *lowerSide) catalogNotify(deviceID string, body []byte) {
 	}
 	refused := l.registry.applyNotify(deviceID, n.DeviceList.Items, l.now())
 	l.logRefused(deviceID, refused)
+	l.publishChannels(deviceID)
 	l.log.Info().Str("device_id", deviceID).Int("items", len(n.DeviceList.Items)).Msg("catalog change from device applied")
 }
 

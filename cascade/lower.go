@@ -33,6 +33,9 @@ type lowerSide struct {
 	// dialogHook takes a device's MESSAGE inside a call's dialog (the
 	// B2BUA forwards MediaStatus); nil when nothing does.
 	dialogHook func(deviceID string, req *sip.Request) bool
+	// streams counts the relayed streams for the cluster's load; nil: none.
+	streams   func() int
+	redirects redirects
 }
 
 // upperFeed is what the lower side hands to the upper platforms.
@@ -91,6 +94,7 @@ func (l *lowerSide) monitorDevices(wg *sync.WaitGroup) {
 			for i, id := range ids {
 				l.deviceOffline(id, reasons[i])
 			}
+			l.publishLoad() // streams change without a device event
 			if every := l.cfg.Lower.CatalogRefreshInterval; every > 0 {
 				for _, dev := range l.registry.catalogRefreshDue(l.now(), every) {
 					l.catalogs.query(dev)
@@ -107,6 +111,7 @@ func (l *lowerSide) deviceOffline(id, reason string) {
 	l.metrics.Inc("gbproxy_device_offline_total", "reason", reason)
 	l.subs.poke()
 	l.log.Info().Str("device_id", id).Str("reason", reason).Msg("device offline; its channels are now OFF")
+	l.clusterOffline(id)
 	for _, f := range l.offlineHooks {
 		f(id, reason)
 	}

@@ -20,9 +20,10 @@ const defaultExpires = 3600
 
 // screenRegister authenticates a REGISTER in the lower guard, before any
 // transaction exists: every refusal (bad ID, another server, unknown
-// device, bad or stale credentials, lockout) and the digest challenge are
-// answered statelessly over UDP, so a REGISTER flood keeps no state. Only an
-// authenticated REGISTER reaches handleRegister.
+// device, bad or stale credentials, lockout), the digest challenge and, in
+// a cluster with redirect on, the 302 to the node that should hold the
+// device are answered statelessly over UDP, so a REGISTER flood keeps no
+// state. Only an authenticated REGISTER served here reaches handleRegister.
 func (l *lowerSide) screenRegister(req *sip.Request) endpoint.Verdict {
 	from := req.From()
 	if from == nil || !configs.ValidDeviceID(from.Address.User) {
@@ -48,6 +49,11 @@ func (l *lowerSide) screenRegister(req *sip.Request) endpoint.Verdict {
 	err := l.verifyRegister(req, id, secret)
 	switch {
 	case err == nil:
+		if requestedExpires(req) > 0 {
+			if n, away := l.redirectTo(req, id, l.now()); away {
+				return l.redirectVerdict(req, id, n)
+			}
+		}
 		return endpoint.Verdict{}
 	case errors.Is(err, security.ErrStaleNonce):
 		return l.challenge(true)
@@ -126,6 +132,7 @@ func (l *lowerSide) handleRegister(req *sip.Request, tx sip.ServerTransaction) {
 		l.ep.Claim(dev.Remote)
 	}
 	l.registerResult("ok")
+	l.clusterOnline(id, fresh)
 	ep.Respond(tx, req, sip.StatusOK, "OK", nil,
 		sip.NewHeader("Date", gbDate(now)),
 		sip.NewHeader("Expires", strconv.Itoa(expires)))

@@ -81,6 +81,7 @@ type Registry struct {
 	byConn   map[string]string              // TCP/TLS remote -> device ID
 	byIP     map[netip.Addr]int             // device records per IP of their remote
 	self     string                         // the proxy's own ID, never a channel
+	online   int                            // devices with Online set
 	store    *store.Store
 	log      zerolog.Logger
 	// publish receives every change, outside the lock (subscriptions).
@@ -122,6 +123,9 @@ func (r *Registry) load(now time.Time) error {
 			return nil
 		}
 		d.Online = d.Transport == "UDP" && now.Before(d.ExpiresAt)
+		if d.Online {
+			r.online++
+		}
 		r.countIPLocked(d.Remote, 1)
 		d.LastKeepalive = now
 		r.devices[d.ID] = &d
@@ -204,17 +208,13 @@ func (r *Registry) channelViews(views map[string]*shareView) []ChannelView {
 	return out
 }
 
-// Counts returns how many devices are known and how many are online,
-// without copying records (it runs on every /metrics scrape).
+// Counts returns how many devices are known and how many are online, in
+// constant time (every /metrics scrape and, in a cluster, every
+// registration asks).
 func (r *Registry) Counts() (known, online int) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	for _, d := range r.devices {
-		if d.Online {
-			online++
-		}
-	}
-	return len(r.devices), online
+	return len(r.devices), r.online
 }
 
 // register records a successful registration and reports whether it is a
@@ -234,6 +234,9 @@ func (r *Registry) register(d Device) (fresh bool) {
 	}
 	r.countIPLocked(d.Remote, 1)
 	d.Online = true
+	if !wasOnline {
+		r.online++
+	}
 	r.devIdxOK = r.devIdxOK && old != nil
 	r.devices[d.ID] = &d
 	if endpoint.ConnOriented(d.Transport) {
@@ -291,6 +294,7 @@ func (r *Registry) offline(id string) bool {
 		return false
 	}
 	d.Online = false
+	r.online--
 	if endpoint.ConnOriented(d.Transport) {
 		delete(r.byConn, d.Remote)
 	}
@@ -330,6 +334,9 @@ func (r *Registry) remove(id string) {
 		delete(r.byConn, d.Remote)
 	}
 	r.countIPLocked(d.Remote, -1)
+	if d.Online {
+		r.online--
+	}
 	delete(r.devices, id)
 	r.devIdxOK = false
 	r.store.Delete(bucketDevices, id)
@@ -362,6 +369,7 @@ func (r *Registry) keepalive(id, transport, remote string, now time.Time) (known
 	revived = !d.Online
 	d.Online = true
 	if revived {
+		r.online++
 		evs = r.statusEventsLocked(id)
 	}
 	return true, revived
@@ -551,6 +559,25 @@ func (r *Registry) eventLocked(deviceID string, it manscdp.CatalogItem, event st
 	c := Channel{ID: it.DeviceID, DeviceID: deviceID, Item: it}
 	it.Status = r.channelStatus(&c)
 	return ChannelEvent{DeviceID: deviceID, Item: it, Event: event}
+}
+
+// deviceItems is device id's catalog with each item's effective status,
+// sorted by channel ID, and whether the device is online.
+func (r *Registry) deviceItems(id string) ([]manscdp.CatalogItem, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	d := r.devices[id]
+	if d == nil || !d.Online {
+		return nil, false
+	}
+	items := make([]manscdp.CatalogItem, 0, len(r.channels[id]))
+	for _, c := range r.channels[id] {
+		it := c.Item
+		it.Status = r.channelStatus(c)
+		items = append(items, it)
+	}
+	sort.Slice(items, func(i, j int) bool { return items[i].DeviceID < items[j].DeviceID })
+	return items, true
 }
 
 // ChannelOwner names the device that reported channel id.

@@ -15,17 +15,22 @@ import (
 
 // deviceJSON and friends are the admin API contract: keep the field names.
 type deviceJSON struct {
-	ID            string     `json:"id"`
-	Online        bool       `json:"online"`
-	Transport     string     `json:"transport"`
-	Remote        string     `json:"remote"`
-	ExpiresAt     time.Time  `json:"expires_at"`
+	ID     string `json:"id"`
+	Online bool   `json:"online"`
+	// Transport, Remote, ExpiresAt and RegisteredAt are always set for a
+	// device of this node, absent for another node's.
+	Transport     string     `json:"transport,omitzero"`
+	Remote        string     `json:"remote,omitzero"`
+	ExpiresAt     time.Time  `json:"expires_at,omitzero"`
 	LastKeepalive *time.Time `json:"last_keepalive"`
-	RegisteredAt  time.Time  `json:"registered_at"`
+	RegisteredAt  time.Time  `json:"registered_at,omitzero"`
 	UserAgent     string     `json:"user_agent,omitempty"`
 	GBVersion     string     `json:"gb_version,omitempty"`
 	// Config is its lower.devices entry, without secrets, when it has one.
 	Config map[string]any `json:"config,omitempty"`
+	// Node is the cluster node holding the device (absent on a single
+	// node); another node's device has only id, node and online.
+	Node string `json:"node,omitempty"`
 }
 
 type channelJSON struct {
@@ -44,6 +49,7 @@ type channelJSON struct {
 	// SharedTo maps each upper platform that sees the channel to the ID it
 	// sees; absent when no upper sees it.
 	SharedTo map[string]string `json:"shared_to,omitempty"`
+	Node     string            `json:"node,omitempty"` // the cluster node holding its device
 }
 
 func (a *app) routes() http.Handler {
@@ -60,6 +66,7 @@ func (a *app) routes() http.Handler {
 	mux.HandleFunc("GET /api/v1/channels", a.listChannels)
 	mux.HandleFunc("GET /api/v1/channels/{id}", a.getChannel)
 	mux.HandleFunc("GET /api/v1/openapi.json", serveOpenAPI)
+	mux.HandleFunc("GET /api/v1/cluster", a.getCluster)
 	a.manageRoutes(mux)
 	mux.HandleFunc("PUT /api/v1/platforms/{id}/share", func(w http.ResponseWriter, r *http.Request) {
 		var share configs.ShareConfig

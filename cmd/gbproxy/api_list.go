@@ -100,6 +100,16 @@ func (a *app) listDevices(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, &paramError{"status", "want online or offline, got " + strconv.Quote(s)}, "")
 		return
 	}
+	if a.cluster != nil && f.Platform == "" {
+		all, err := a.nodeDevices(f)
+		if err != nil {
+			badRequest(w, err, "")
+			return
+		}
+		page, next, more := pageOf(all, func(d deviceJSON) string { return d.ID }, p.cursor, p.has, p.limit)
+		writePage(w, r, page, len(all), next, more)
+		return
+	}
 	page := cascade.Page[string]{Limit: p.limit}
 	if p.has {
 		page.After = &p.cursor
@@ -164,6 +174,16 @@ func (a *app) listChannels(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, &paramError{"status", "want ON, OFF, VLOST or DEFECT, got " + strconv.Quote(f.Status)}, "")
 		return
 	}
+	if a.cluster != nil && f.Platform == "" {
+		all, err := a.nodeChannels(f)
+		if err != nil {
+			badRequest(w, err, "")
+			return
+		}
+		page, next, more := pageOf(all, channelJSONKey, p.cursor, p.has, p.limit)
+		writePage(w, r, page, len(all), next, more)
+		return
+	}
 	page := cascade.Page[cascade.ChannelKey]{Limit: p.limit}
 	if p.has {
 		dev, id, ok := strings.Cut(p.cursor, "\x00")
@@ -215,6 +235,13 @@ func toChannelJSON(c cascade.ChannelView) channelJSON {
 		SharedTo: c.SharedTo, LocalID: c.LocalID}
 }
 
+// sessionJSON is a live session of this node; node is set in a cluster
+// (each node lists the sessions it relays).
+type sessionJSON struct {
+	b2bua.Session
+	Node string `json:"node,omitempty"`
+}
+
 // listSessions pages the live sessions by Call-ID. They are few (one per
 // relay port pair), so filtering a copy is enough.
 func (a *app) listSessions(w http.ResponseWriter, r *http.Request) {
@@ -234,21 +261,13 @@ func (a *app) listSessions(w http.ResponseWriter, r *http.Request) {
 			q != "" && !strings.Contains(strings.ToLower(s.CallID+"\x00"+s.ChannelID+"\x00"+s.UpperChannelID), q)
 	})
 	slices.SortFunc(matches, func(x, y b2bua.Session) int { return strings.Compare(x.CallID, y.CallID) })
-	start := 0
-	if p.has {
-		var found bool
-		if start, found = slices.BinarySearchFunc(matches, p.cursor, func(s b2bua.Session, id string) int { return strings.Compare(s.CallID, id) }); found {
-			start++
+	page, next, more := pageOf(matches, func(s b2bua.Session) string { return s.CallID }, p.cursor, p.has, p.limit)
+	out := make([]sessionJSON, len(page))
+	for i, s := range page {
+		out[i] = sessionJSON{Session: s}
+		if a.cluster != nil {
+			out[i].Node = a.cluster.Self().ID
 		}
 	}
-	page := matches[start:]
-	more := p.limit > 0 && len(page) > p.limit
-	if more {
-		page = page[:p.limit]
-	}
-	var next string
-	if more {
-		next = page[len(page)-1].CallID
-	}
-	writePage(w, r, page, len(matches), next, more)
+	writePage(w, r, out, len(matches), next, more)
 }

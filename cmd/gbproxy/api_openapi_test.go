@@ -174,6 +174,8 @@ func TestOpenAPIContract(t *testing.T) {
 
 		{"GET", "/api/v1/platforms", "", 200},
 		{"GET", "/api/v1/subscriptions", "", 200},
+		{"GET", "/api/v1/cluster", "", 200}, // a single node: clustered false
+		{"GET", "/api/v1/cluster?node=a", "", 400},
 
 		{"GET", "/api/v1/sessions", "", 200},
 		{"GET", "/api/v1/sessions?limit=1&device_id=" + liveDevice + "&platform=" + upperID + "&q=" + esc(play.CallID()), "", 200},

@@ -135,6 +135,7 @@ func start(cfg *configs.Config, log zerolog.Logger) (*app, error) {
 			a.store.Close()
 			return nil, err
 		}
+		a.cascade.CountStreams(func() int { _, streams, _ := a.b2bua.Counts(); return streams })
 		a.cascade.UseCluster(a.cluster)
 	}
 	a.http = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 5 * time.Second}

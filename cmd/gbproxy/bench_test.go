@@ -31,13 +31,13 @@ const (
 // and a one-channel catalog each) against a gbproxy subprocess, and against a
 // stateless registrar as a same-run baseline. Run it with `make bench`.
 func BenchmarkRegistration10k(b *testing.B) {
-	baseline := runLoad(b, startBaselineRegistrar(b))
+	baseline := runLoad(b, startBaselineRegistrar(b), benchDevices)
 
 	oneAddressForAll(b)
 	px := startProxyProcess(b, buildProxy(b), "")
 	lower, httpAddr, pid := px.lower, px.http, px.pid
 	rssBefore := vmRSSKiB(b, pid)
-	res := runLoad(b, lower)
+	res := runLoad(b, lower, benchDevices)
 	online := metricValue(b, httpAddr, "gbproxy_devices_online")
 	time.Sleep(benchIdle)
 	rssAfter := vmRSSKiB(b, pid)
@@ -60,12 +60,12 @@ func BenchmarkRegistration10k(b *testing.B) {
 	}
 }
 
-func runLoad(b *testing.B, server string) load.Result {
+func runLoad(b *testing.B, server string, devices int) load.Result {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	res, err := load.Run(ctx, load.Config{Server: server, ServerID: proxyID, Domain: proxyDomain, Password: devicePass,
-		Devices: benchDevices, Concurrency: 256, Sockets: 64})
+		Devices: devices, Concurrency: 256, Sockets: 64})
 	if err != nil {
 		b.Fatalf("load run against %s: %v (result %+v)", server, err, res)
 	}

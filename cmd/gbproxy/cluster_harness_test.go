@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -15,6 +16,7 @@ type clusterRig struct {
 	etcd      *etcdtest.Server
 	bin       string
 	platforms string // upper.platforms YAML flow list, the same on every node
+	logLevel  string // the nodes' log.level; info unless set before startNode
 	nodes     map[string]proxyProcess
 }
 
@@ -45,9 +47,9 @@ lower: {listen: %q, password: %q, keepalive_interval: 60s%s}
 upper: {listen: %q, platforms: %s}
 store: {path: %q}
 http: {listen: %q}
-log: {level: info}
+log: {level: %s}
 cluster: {etcd: [%q], node_id: %q, advertise: %q, node_ttl: 2s, redirect: true}
-`, proxyID, proxyDomain, lower, devicePass, extra, upper, r.platforms, filepath.Join(dir, "gbproxy.db"), httpAddr,
+`, proxyID, proxyDomain, lower, devicePass, extra, upper, r.platforms, filepath.Join(dir, "gbproxy.db"), httpAddr, cmp.Or(r.logLevel, "info"),
 			r.etcd.Endpoint(), id, lower)
 	})
 	r.nodes[id] = p

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,14 +45,18 @@ type Result struct {
 	FailReasons     map[string]int // why devices failed, e.g. "timeout" or "403 Forbidden"
 	Retransmits     int            // REGISTERs and Catalog Responses re-sent after a 500 ms silence
 	CatalogAnswered int            // Catalog queries answered with a one-item Response that the registrar acknowledged
-	Elapsed         time.Duration  // first REGISTER to last registration outcome
-	Rate            float64        // Registered per second of Elapsed
+	// Redirected counts devices that a 302 sent to another SIP server (GB/T 28181-2022 registration
+	// redirect); they registered there, with digest, and count in Registered when that succeeded.
+	Redirected int
+	Elapsed    time.Duration // first REGISTER to last registration outcome
+	Rate       float64       // Registered per second of Elapsed
 }
 
 const (
 	retransmitAfter = 500 * time.Millisecond
 	maxRetransmits  = 6 // then the device counts as failed ("timeout")
 	maxChallenges   = 3 // 401s accepted per device (stale nonces re-challenge)
+	maxRedirects    = 3 // 302s followed per device
 	// catalogQuiet ends the run once no Catalog query arrived for this long,
 	// so a registrar that never asks does not hold the run up.
 	catalogQuiet = time.Second
@@ -112,6 +117,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		FailReasons:     r.failReasons,
 		Retransmits:     int(r.retransmits.Load()),
 		CatalogAnswered: int(r.catalogs.Load()),
+		Redirected:      int(r.redirected.Load()),
 		Elapsed:         elapsed,
 	}
 	if unstarted := res.Failed - sum(r.failReasons); unstarted > 0 {
@@ -165,6 +171,7 @@ type runner struct {
 	endpoints      []*endpoint
 	retransmits    atomic.Int64
 	catalogs       atomic.Int64 // Catalog Responses the registrar acknowledged
+	redirected     atomic.Int64 // devices a 302 sent elsewhere
 	catalogPending atomic.Int64 // Catalog Responses still being sent
 	lastQuery      atomic.Int64 // unix nanoseconds of the latest Catalog query
 
@@ -207,7 +214,8 @@ func (r *runner) awaitCatalogs(ctx context.Context) {
 }
 
 // register runs device n through REGISTER → 401 → REGISTER with
-// Authorization → 200 OK.
+// Authorization → 200 OK, following a 302 to the SIP server its Contact
+// names (the same exchange again there, Request-URI the Contact's URI).
 func (r *runner) register(ctx context.Context, ep *endpoint, n int) error {
 	return r.registerAs(ctx, ep, device{id: fmt.Sprintf("%s%05d", r.cfg.IDPrefix, n), callID: fmt.Sprintf("reg-%d-%s", n, ep.local), tag: "t" + strconv.Itoa(n)})
 }
@@ -215,10 +223,10 @@ func (r *runner) register(ctx context.Context, ep *endpoint, n int) error {
 func (r *runner) registerAs(ctx context.Context, ep *endpoint, d device) error {
 	cfg := r.cfg
 	requestURI := "sip:" + cfg.ServerID + "@" + cfg.Domain
-	auth := ""
-	for cseq, challenges := 1, 0; ; cseq++ {
-		msg := registerRequest(cfg, ep.local, d, cseq, auth)
-		res, err := r.transact(ctx, ep, d.callID, cseq, msg)
+	dest, auth := ep.server, ""
+	for cseq, challenges, redirects := 1, 0, 0; ; cseq++ {
+		msg := registerRequest(cfg, requestURI, ep.local, d, cseq, auth)
+		res, err := r.transactTo(ctx, ep, dest, d.callID, cseq, msg)
 		if err != nil {
 			return err
 		}
@@ -228,6 +236,16 @@ func (r *runner) registerAs(ctx context.Context, ep *endpoint, d device) error {
 		case res.status == 401 && challenges < maxChallenges && res.nonce != "":
 			challenges++
 			auth = authorization(d.id, cfg.Password, requestURI, res)
+		case res.status == 302 && redirects < maxRedirects:
+			uri, addr, err := redirectTarget(res.contact)
+			if err != nil {
+				return err
+			}
+			if redirects == 0 {
+				r.redirected.Add(1)
+			}
+			redirects++
+			requestURI, dest, auth, challenges = uri, addr, "", 0
 		default:
 			return fmt.Errorf("%d %s", res.status, res.reason)
 		}
@@ -236,9 +254,35 @@ func (r *runner) registerAs(ctx context.Context, ep *endpoint, d device) error {
 
 type device struct{ id, callID, tag string }
 
-// transact sends a request and waits for its final response, re-sending it
-// after each retransmitAfter of silence (RFC 3261 Timer E, without back-off).
+// redirectTarget reads a 302's Contact, <sip:ID@host:port>: the Request-URI
+// and the address to register at.
+func redirectTarget(contact string) (string, *net.UDPAddr, error) {
+	uri := strings.TrimSpace(contact)
+	if i := strings.IndexByte(uri, '<'); i >= 0 {
+		uri = uri[i+1:]
+		uri, _, _ = strings.Cut(uri, ">")
+	}
+	uri, _, _ = strings.Cut(uri, ";")
+	_, hostport, ok := strings.Cut(strings.TrimPrefix(uri, "sip:"), "@")
+	if !ok || !strings.HasPrefix(uri, "sip:") {
+		return "", nil, fmt.Errorf("302 with Contact %q, want <sip:ID@host:port>", contact)
+	}
+	addr, err := net.ResolveUDPAddr("udp", hostport)
+	if err != nil {
+		return "", nil, fmt.Errorf("302 Contact %q: %w", contact, err)
+	}
+	return uri, addr, nil
+}
+
+// transact sends a request to the registrar and waits for its final response.
 func (r *runner) transact(ctx context.Context, ep *endpoint, callID string, cseq int, msg []byte) (response, error) {
+	return r.transactTo(ctx, ep, ep.server, callID, cseq, msg)
+}
+
+// transactTo sends a request to dest and waits for its final response,
+// re-sending it after each retransmitAfter of silence (RFC 3261 Timer E,
+// without back-off).
+func (r *runner) transactTo(ctx context.Context, ep *endpoint, dest *net.UDPAddr, callID string, cseq int, msg []byte) (response, error) {
 	ch := make(chan response, 4)
 	ep.mu.Lock()
 	ep.waiting[callID] = ch
@@ -248,7 +292,7 @@ func (r *runner) transact(ctx context.Context, ep *endpoint, callID string, cseq
 		delete(ep.waiting, callID)
 		ep.mu.Unlock()
 	}()
-	if _, err := ep.conn.WriteToUDP(msg, ep.server); err != nil {
+	if _, err := ep.conn.WriteToUDP(msg, dest); err != nil {
 		return response{}, fmt.Errorf("send request: %w", err)
 	}
 	timer := time.NewTimer(retransmitAfter)
@@ -266,7 +310,7 @@ func (r *runner) transact(ctx context.Context, ep *endpoint, callID string, cseq
 			}
 			resent++
 			r.retransmits.Add(1)
-			if _, err := ep.conn.WriteToUDP(msg, ep.server); err != nil {
+			if _, err := ep.conn.WriteToUDP(msg, dest); err != nil {
 				return response{}, fmt.Errorf("send request: %w", err)
 			}
 			timer.Reset(retransmitAfter)

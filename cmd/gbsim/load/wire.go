@@ -64,8 +64,11 @@ func (ep *endpoint) deliver(msg message) {
 		return // e.g. the 200 to our Catalog Response
 	}
 	res := response{status: msg.status, reason: msg.reason, cseq: msg.cseq}
-	if msg.status == 401 {
+	switch msg.status {
+	case 401:
 		res.realm, res.nonce, res.opaque = digestParams(msg.header("WWW-Authenticate"))
+	case 302:
+		res.contact = msg.header("Contact")
 	}
 	select {
 	case ch <- res:
@@ -97,7 +100,8 @@ func (ep *endpoint) answerRequest(msg message, from *net.UDPAddr) {
 	ep.r.catalogPending.Add(1)
 	go func() {
 		defer ep.r.catalogPending.Add(-1)
-		res, err := ep.r.transact(ep.r.ctx, ep, catalogCallID(deviceID, sn), 1, catalogResponse(ep.r.cfg, ep.local, deviceID, sn))
+		// To the server that asked: after a 302 that is not the configured one.
+		res, err := ep.r.transactTo(ep.r.ctx, ep, from, catalogCallID(deviceID, sn), 1, catalogResponse(ep.r.cfg, ep.local, deviceID, sn))
 		if err == nil && res.status == 200 {
 			ep.r.catalogs.Add(1)
 		}
@@ -111,6 +115,7 @@ type response struct {
 	status, cseq         int
 	reason               string
 	realm, nonce, opaque string
+	contact              string // of a 302
 }
 
 // message is a parsed SIP datagram: a response when status is non-zero.
@@ -295,9 +300,9 @@ func xmlValue(body, open, close []byte) []byte {
 	return bytes.TrimSpace(text)
 }
 
-func registerRequest(cfg Config, local string, d device, cseq int, authorization string) []byte {
+func registerRequest(cfg Config, requestURI, local string, d device, cseq int, authorization string) []byte {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "REGISTER sip:%s@%s SIP/2.0\r\n", cfg.ServerID, cfg.Domain)
+	fmt.Fprintf(&b, "REGISTER %s SIP/2.0\r\n", requestURI)
 	fmt.Fprintf(&b, "Via: SIP/2.0/UDP %s;rport;branch=z9hG4bK%s-%d\r\n", local, d.callID, cseq)
 	fmt.Fprintf(&b, "From: <sip:%s@%s>;tag=%s\r\n", d.id, cfg.Domain, d.tag)
 	fmt.Fprintf(&b, "To: <sip:%s@%s>\r\n", d.id, cfg.Domain)

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -146,6 +147,10 @@ type Device struct {
 	client     *sipgo.Client
 	udpConn    net.PacketConn
 	serverAddr string // Server resolved to ip:port, the key sipgo pools connections under
+	// serverID and redirected: after a 302 the device registers to the SIP server the Contact
+	// named (serverAddr then is its address) until that server fails it (GB/T 28181-2022 注册重定向).
+	serverURIv sip.Uri // Request-URI: sip:ServerID@Domain, or after a 302 the Contact's URI
+	redirected bool
 	callID     string
 	fromTag    string
 	regLocal   string // local address the last successful REGISTER left from
@@ -278,6 +283,7 @@ func NewDevice(cfg DeviceConfig) (*Device, error) {
 		log:        log.With("device", cfg.ID),
 		ctx:        ctx,
 		cancel:     cancel,
+		serverURIv: sip.Uri{Scheme: "sip", User: cfg.ServerID, Host: cfg.Domain},
 		callID:     randomHex(8),
 		fromTag:    randomHex(5),
 		channels:   slices.Clone(cfg.Channels),
@@ -389,7 +395,10 @@ func (d *Device) Register(ctx context.Context, expires int) (*sip.Response, erro
 	}
 	d.regMu.Lock()
 	defer d.regMu.Unlock()
-	res, local, err := d.register(ctx, expires)
+	res, local, err := d.attempt(ctx, expires)
+	if expires > 0 {
+		res, local, err = d.followRedirects(ctx, expires, res, local, err)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.registered = err == nil && res.StatusCode == sip.StatusOK && expires > 0
@@ -405,6 +414,89 @@ func (d *Device) Register(ctx context.Context, expires int) (*sip.Response, erro
 		}
 	}
 	return res, nil
+}
+
+// maxRedirects bounds the 302s followed by one registration (a loop of redirect servers).
+const maxRedirects = 3
+
+// followRedirects runs the registration redirect of GB/T 28181-2022: a 302 sends the device to the
+// SIP server its Contact names (sip:server-ID@ip:port), where it registers with digest as usual. When
+// the server it was sent to does not answer or refuses the registration, it runs the redirect flow
+// again at the server it was configured with. d.regMu must be held.
+func (d *Device) followRedirects(ctx context.Context, expires int, res *sip.Response, local string, err error) (*sip.Response, string, error) {
+	for hops := 0; hops < maxRedirects; hops++ {
+		switch {
+		case err == nil && res.StatusCode == sip.StatusMovedTemporarily:
+			contact := res.Contact()
+			if contact == nil || contact.Address.Host == "" {
+				return res, local, errors.New("302 without a Contact naming the SIP server to register to")
+			}
+			addr := net.JoinHostPort(contact.Address.Host, strconv.Itoa(cmp.Or(contact.Address.Port, 5060)))
+			d.log.Info("register redirected", "to", addr, "server_id", contact.Address.User)
+			uri := sip.Uri{Scheme: "sip", User: cmp.Or(contact.Address.User, d.cfg.ServerID), Host: contact.Address.Host, Port: contact.Address.Port}
+			if rerr := d.setServer(addr, uri, true); rerr != nil {
+				return res, local, rerr
+			}
+		case d.isRedirected() && (err != nil || res.StatusCode != sip.StatusOK):
+			d.log.Warn("the SIP server we were redirected to failed the registration; redirecting again at the configured server", "error", err, "status", statusCode(res))
+			d.goHome()
+		default:
+			return res, local, err
+		}
+		res, local, err = d.attempt(ctx, expires)
+	}
+	return res, local, err
+}
+
+// attempt is one REGISTER exchange. At a server a 302 sent the device to it is bounded by a few
+// keepalive intervals, so that a dead server is given up within them rather than Timer F's 32 s.
+func (d *Device) attempt(ctx context.Context, expires int) (*sip.Response, string, error) {
+	if d.isRedirected() && d.cfg.KeepaliveInterval > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, min(max(4*d.cfg.KeepaliveInterval, time.Second), maxRequestTimeout))
+		defer cancel()
+	}
+	return d.register(ctx, expires)
+}
+
+func statusCode(res *sip.Response) int {
+	if res == nil {
+		return 0
+	}
+	return res.StatusCode
+}
+
+// setServer points the registration, keepalives and MESSAGEs at addr, with Request-URI uri.
+func (d *Device) setServer(addr string, uri sip.Uri, redirected bool) error {
+	server, err := resolveAddr(d.transport, addr)
+	if err != nil {
+		return fmt.Errorf("SIP server address %q: %w", addr, err)
+	}
+	d.mu.Lock()
+	d.serverAddr, d.serverURIv, d.redirected, d.registered = server, uri, redirected, false
+	d.mu.Unlock()
+	return nil
+}
+
+// goHome points the device back at the SIP server it was configured with.
+func (d *Device) goHome() {
+	if err := d.setServer(d.cfg.Server, sip.Uri{Scheme: "sip", User: d.cfg.ServerID, Host: d.cfg.Domain}, false); err != nil {
+		d.log.Warn("configured SIP server unresolvable", "error", err) // it resolved at open
+	}
+}
+
+func (d *Device) isRedirected() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.redirected
+}
+
+// Server returns the address of the SIP server the device registers to now: the configured one,
+// or the one a 302 sent it to.
+func (d *Device) Server() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.serverAddr
 }
 
 // register does the REGISTER exchange and returns the final response and the local address used.
@@ -526,7 +618,9 @@ func (d *Device) selfURI() sip.Uri {
 }
 
 func (d *Device) serverURI() sip.Uri {
-	return sip.Uri{Scheme: "sip", User: d.cfg.ServerID, Host: d.cfg.Domain}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.serverURIv
 }
 
 // run keeps the registration alive until Close.
@@ -564,6 +658,10 @@ func (d *Device) run() {
 				d.log.Warn("keepalive failed", "failures", failures, "error", err)
 				if failures >= keepaliveMaxFailures {
 					failures = 0
+					if d.isRedirected() {
+						// The server we were sent to is offline: the redirect flow starts over.
+						d.goHome()
+					}
 					refresh.Reset(d.reregister("keepalives failed"))
 				}
 				continue

@@ -482,21 +482,53 @@ func TestUpperRestart(t *testing.T) {
 	}
 }
 
-func TestUpperRedirect(t *testing.T) {
+// TestDeviceFollowsRedirect: the redirecting upper answers 302 (GB/T 28181-2022 注册重定向), the
+// device registers where the Contact says; when that server stops taking it (its keepalives fail)
+// the device runs the redirect flow again at the server it was configured with.
+func TestDeviceFollowsRedirect(t *testing.T) {
 	checkGoroutines(t)
 	ctx := testContext(t)
-	target := "34020000002000000002@127.0.0.1:15099"
-	u := startUpper(t, UpperConfig{Redirect: target, Expires: 120})
-	d := newDevice(t, DeviceConfig{Server: u.Addr()})
-	res, err := d.Register(ctx, 3600)
+	target := startUpper(t, UpperConfig{})
+	redirector := startUpper(t, UpperConfig{Redirect: upperID + "@" + target.Addr(), Expires: 120})
+	d := newDevice(t, DeviceConfig{Server: redirector.Addr(), KeepaliveInterval: 200 * time.Millisecond})
+	if err := d.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l, err := target.WaitRegistered(ctx, devID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.StatusCode != 302 || res.Contact() == nil || res.Contact().Address.String() != "sip:"+target || headerInt(res, "Expires", -1) != 120 {
-		t.Errorf("redirect answer:\n%s", res)
+	if d.Server() != target.Addr() || l.Expires != 3600 {
+		t.Errorf("device registers to %s with expiry %d, want %s (the 302's Contact) with its own 3600", d.Server(), l.Expires, target.Addr())
 	}
-	if l, ok := u.Lower(devID); ok && l.Registered {
+	if l, ok := redirector.Lower(devID); ok && l.Registered {
 		t.Error("redirecting upper registered the device")
+	}
+	redirects := func() int {
+		n := 0
+		for _, r := range redirector.Requests() {
+			if r.Method == "REGISTER" && r.Request.GetHeader("Authorization") != nil {
+				n++
+			}
+		}
+		return n
+	}
+	if n := redirects(); n != 1 {
+		t.Fatalf("redirector saw %d authenticated REGISTERs, want 1", n)
+	}
+
+	// The target restarts and forgets the device: its keepalives are refused, so it goes back to
+	// the redirector, which sends it to the (new) target again.
+	addr := target.Addr()
+	if err := target.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again := startUpper(t, UpperConfig{Listen: addr})
+	if _, err := again.WaitRegistered(ctx, devID); err != nil {
+		t.Fatal(err)
+	}
+	if n := redirects(); n != 2 {
+		t.Errorf("redirector saw %d authenticated REGISTERs, want 2 (the redirect flow ran again)", n)
 	}
 }
 
