@@ -62,12 +62,12 @@ const maxTxnOps = 128
 type Config struct {
 	Endpoints []string // etcd client URLs or host:port
 	NodeID    string
-	Advertise string        // this node's lower-side SIP address, ip:port
+	Advertise string // this node's lower-side SIP address, ip:port
 	// Upper is this node's upper-side SIP address as the other nodes reach
 	// it (requests of an upper platform forwarded to the owning node), and
 	// API its admin API address (cluster-wide lists); both ip:port.
 	Upper, API string
-	TTL       time.Duration // lease TTL, whole seconds (rounded up); 0 = DefaultTTL
+	TTL        time.Duration // lease TTL, whole seconds (rounded up); 0 = DefaultTTL
 	// LoadInterval is the shortest time between two writes of this node's
 	// record for load changes; 0 = DefaultLoadInterval.
 	LoadInterval time.Duration
