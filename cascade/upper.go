@@ -102,18 +102,18 @@ func (up *upperSide) platforms() []PlatformState {
 
 // PlatformState is one upper platform as the API shows it.
 type PlatformState struct {
-	ID         string    `json:"id"`
-	Address    string    `json:"address"`
-	Transport  string    `json:"transport"`
-	Charset    string    `json:"charset"`
-	Registered bool      `json:"registered"`
+	ID         string `json:"id"`
+	Address    string `json:"address"`
+	Transport  string `json:"transport"`
+	Charset    string `json:"charset"`
+	Registered bool   `json:"registered"`
 	// RegisteredBy is the cluster node registered to the platform on
 	// behalf of all (absent on a single node).
-	RegisteredBy string `json:"registered_by,omitempty"`
-	LastError  string    `json:"last_error"`
-	Server     string    `json:"server,omitempty"` // where we are registered, after a 302
-	ExpiresAt  time.Time `json:"expires_at,omitzero"`
-	Keepalive  time.Time `json:"last_keepalive,omitzero"`
+	RegisteredBy string    `json:"registered_by,omitempty"`
+	LastError    string    `json:"last_error"`
+	Server       string    `json:"server,omitempty"` // where we are registered, after a 302
+	ExpiresAt    time.Time `json:"expires_at,omitzero"`
+	Keepalive    time.Time `json:"last_keepalive,omitzero"`
 	// GBVersion is the platform's X-GB-Ver; Negotiated the edition both
 	// sides speak (2.0 = GB/T 28181-2016 when the platform sends none).
 	GBVersion  string `json:"gb_version,omitempty"`

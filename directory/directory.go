@@ -35,7 +35,9 @@ type RemoteError struct {
 	Gone <-chan struct{} // closed when the node leaves the cluster
 }
 
-func (e *RemoteError) Error() string { return "channel on cluster node " + e.Node + " (" + e.Addr + ")" }
+func (e *RemoteError) Error() string {
+	return "channel on cluster node " + e.Node + " (" + e.Addr + ")"
+}
 
 // Callee is the device side of an upper platform's call.
 type Callee struct {
