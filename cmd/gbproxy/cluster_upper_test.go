@@ -24,6 +24,8 @@ type clusterPlatform struct {
 	ID           string `json:"id"`
 	Registered   bool   `json:"registered"`
 	RegisteredBy string `json:"registered_by"`
+	// SharedChannels counts the cluster's channels the platform sees.
+	SharedChannels int `json:"shared_channels"`
 }
 
 // leaderOf is the node whose API says it is registered to the upper, "" when
