@@ -59,10 +59,11 @@ type B2BUA struct {
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
-	calls   map[string]*call   // upper dialog: Call-ID + ";" + upper's tag
-	streams map[string]*stream // local channel ID -> its device stream
-	byLower map[string]*stream // device leg Call-ID -> stream
-	voice   *voiceTable        // voice broadcasts, under their own lock
+	calls   map[string]*call      // upper dialog: Call-ID + ";" + upper's tag
+	streams map[string]*stream    // local channel ID -> its device stream
+	byLower map[string]*stream    // device leg Call-ID -> stream
+	voice   *voiceTable           // voice broadcasts, under their own lock
+	fwd     map[string]*forwarded // calls passed on to other cluster nodes, by Call-ID
 	closed  bool
 }
 
@@ -77,7 +78,7 @@ func New(o Options) *B2BUA {
 		lowerBind: bindIP(o.Config.Lower.MediaIP, o.Lower.Addr()),
 		upperBind: bindIP(o.Config.Upper.MediaIP, o.Upper.Addr()),
 		ctx:       ctx, cancel: cancel,
-		calls: map[string]*call{}, streams: map[string]*stream{}, byLower: map[string]*stream{},
+		calls: map[string]*call{}, streams: map[string]*stream{}, byLower: map[string]*stream{}, fwd: map[string]*forwarded{},
 		voice: newVoiceTable(o.Directory),
 	}
 	b.upper.Handle(sip.INVITE, b.handleInvite)
@@ -269,6 +270,13 @@ func (b *B2BUA) Close(ctx context.Context) {
 			b.endCall(c, "proxy shutting down", true)
 		}()
 	}
+	b.endForwards(func(f func()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f()
+		}()
+	})
 	b.endBroadcasts("", "proxy shutting down", func(f func()) {
 		wg.Add(1)
 		go func() {

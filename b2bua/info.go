@@ -26,6 +26,9 @@ func (b *B2BUA) requestContext() (context.Context, context.CancelFunc) {
 // handleUpperInfo forwards a MANSRTSP INFO to the device of the upper's
 // playback or download.
 func (b *B2BUA) handleUpperInfo(req *sip.Request, tx sip.ServerTransaction) {
+	if b.forwardedInDialog(req, tx) {
+		return
+	}
 	b.mu.Lock()
 	c := b.calls[dialogKey(req.CallID().Value(), tagOf(req.From().Params))]
 	if c != nil && (!c.live() || tagOf(req.To().Params) != c.localTag || req.From().Address.User != c.upperID) {

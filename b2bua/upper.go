@@ -80,6 +80,9 @@ func tagOf(params sip.HeaderParams) string {
 }
 
 func (b *B2BUA) handleInvite(req *sip.Request, tx sip.ServerTransaction) {
+	if b.forwardInvite(req, tx) {
+		return
+	}
 	callID := req.CallID().Value()
 	key := dialogKey(callID, tagOf(req.From().Params))
 	b.mu.Lock()
@@ -217,6 +220,9 @@ func (b *B2BUA) awaitAck(ep *endpoint.Endpoint, req *sip.Request, f *finalAnswer
 }
 
 func (b *B2BUA) handleAck(req *sip.Request, _ sip.ServerTransaction) {
+	if b.forwardedAck(req) {
+		return
+	}
 	b.mu.Lock()
 	c := b.calls[dialogKey(req.CallID().Value(), tagOf(req.From().Params))]
 	b.mu.Unlock()
@@ -228,6 +234,9 @@ func (b *B2BUA) handleAck(req *sip.Request, _ sip.ServerTransaction) {
 // handleUpperBye answers the upper's BYE and ends its leg without a BYE
 // back; a pending INVITE is ended with CANCEL, not BYE (RFC 3261 §15).
 func (b *B2BUA) handleUpperBye(req *sip.Request, tx sip.ServerTransaction) {
+	if b.forwardedInDialog(req, tx) {
+		return
+	}
 	b.mu.Lock()
 	c := b.calls[dialogKey(req.CallID().Value(), tagOf(req.From().Params))]
 	if c != nil && !c.established {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/gbproxy/gbproxy/cluster"
 	"github.com/gbproxy/gbproxy/endpoint"
 )
 
@@ -78,6 +79,9 @@ type upperGuard struct {
 
 // Admit implements endpoint.Guard. OPTIONS always passes (a heartbeat).
 func (g *upperGuard) Admit(req *sip.Request) endpoint.Verdict {
+	if g.up.cluster != nil && cluster.Signed(req) {
+		return g.up.admitInternal(req)
+	}
 	source := req.Source()
 	u := g.up.upperOf(req)
 	if u == nil && req.To() != nil && req.To().Params.Has("tag") {

@@ -18,6 +18,11 @@ func (c *Cascade) Callee(upperID, id string) (directory.Callee, error) {
 		return directory.Callee{}, directory.ErrUnknownPlatform
 	}
 	local, dev, ok := c.upper.registry.resolve(u.view(), id)
+	if !ok || !dev.Online {
+		if rem, elsewhere := c.upper.remoteCallee(u.view(), id); elsewhere {
+			return directory.Callee{}, rem // on another cluster node
+		}
+	}
 	switch {
 	case !ok:
 		return directory.Callee{}, directory.ErrNotShared

@@ -198,6 +198,9 @@ func (r *routed) send(body []byte, undo func()) {
 func (up *upperSide) route(u *upperClient, req *sip.Request, tx sip.ServerTransaction, hdr manscdp.Header) {
 	r := &routed{up: up, u: u, req: req, tx: tx, cmdType: hdr.CmdType, sn: hdr.SN, targetID: hdr.DeviceID}
 	v := u.view()
+	if up.forwardToOwner(r, v) {
+		return
+	}
 	if !r.target(v) {
 		return
 	}

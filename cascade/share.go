@@ -79,6 +79,12 @@ func (v *shareView) sharesDevice(id string) bool {
 // everything below them: the ParentID chain and business group are walked
 // within the owning device's catalog. The registry's lock is held.
 func (v *shareView) sharesChannelLocked(r *Registry, c *Channel) bool {
+	return v.sharesChannel(c, r.channels[c.DeviceID])
+}
+
+// sharesChannel decides for channel c of a catalog chans (its device's
+// channels by ID, where group membership is looked up).
+func (v *shareView) sharesChannel(c *Channel, chans map[string]*Channel) bool {
 	if c.DeviceID == v.upperID {
 		return false
 	}
@@ -88,7 +94,6 @@ func (v *shareView) sharesChannelLocked(r *Registry, c *Channel) bool {
 	if len(v.groups) == 0 {
 		return false
 	}
-	chans := r.channels[c.DeviceID]
 	cur := c
 	for range 16 { // catalogs are a few levels deep; a cycle must not hang us
 		if v.groups[cur.ID] || v.groups[cur.Item.BusinessGroupID] || v.groups[cur.DeviceID] {
@@ -302,9 +307,9 @@ func (up *upperSide) setShare(platformID string, share *configs.ShareConfig) err
 // appeared (ADD) and what went (DEL).
 func (up *upperSide) applyShare(u *upperClient, next configs.ShareConfig) {
 	nv := newShareView(next, u.id)
-	before := up.registry.catalogFor(u.view())
+	before := up.catalogFor(u.view())
 	u.share.Store(nv)
-	after := up.registry.catalogFor(nv)
+	after := up.catalogFor(nv)
 	u.log.Info().Int("channels_before", len(before)).Int("channels_after", len(after)).Msg("sharing changed")
 	up.subs.shareChanged(u, diffCatalog(before, after))
 }

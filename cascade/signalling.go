@@ -121,6 +121,7 @@ func (up *upperSide) toUpper(req *sip.Request) {
 	if err := up.sig.outgoing(req, peer); err != nil {
 		up.log.Error().Err(err).Str("platform", toUser(req)).Str("method", string(req.Method)).Msg("could not sign a request to an upper platform; check its note_algorithm")
 	}
+	up.signInternal(req)
 }
 
 func toUser(req *sip.Request) string {

@@ -31,6 +31,8 @@ type upperSide struct {
 	// upperLostHooks run when an upper's registration is lost (the B2BUA
 	// ends its calls).
 	upperLostHooks []func(platformID, reason string)
+	// gone tells forwarded calls when a cluster node leaves.
+	gone nodeWatch
 }
 
 // deviceLink is what the upper side needs of the lower side besides reading
@@ -90,7 +92,8 @@ func (up *upperSide) platforms() []PlatformState {
 		v := u.view()
 		st.Negotiated = negotiatedVersion(st.GBVersion)
 		st.Share = v.cfg
-		st.SharedChannels = len(up.registry.catalogFor(v))
+		st.SharedChannels = len(up.catalogFor(v))
+		st.RegisteredBy = up.registeredBy(u)
 		st.Subscriptions = up.subs.statesOf(u.id)
 		out[i] = st
 	}
@@ -99,15 +102,18 @@ func (up *upperSide) platforms() []PlatformState {
 
 // PlatformState is one upper platform as the API shows it.
 type PlatformState struct {
-	ID         string    `json:"id"`
-	Address    string    `json:"address"`
-	Transport  string    `json:"transport"`
-	Charset    string    `json:"charset"`
-	Registered bool      `json:"registered"`
-	LastError  string    `json:"last_error"`
-	Server     string    `json:"server,omitempty"` // where we are registered, after a 302
-	ExpiresAt  time.Time `json:"expires_at,omitzero"`
-	Keepalive  time.Time `json:"last_keepalive,omitzero"`
+	ID         string `json:"id"`
+	Address    string `json:"address"`
+	Transport  string `json:"transport"`
+	Charset    string `json:"charset"`
+	Registered bool   `json:"registered"`
+	// RegisteredBy is the cluster node registered to the platform on
+	// behalf of all (absent on a single node).
+	RegisteredBy string    `json:"registered_by,omitempty"`
+	LastError    string    `json:"last_error"`
+	Server       string    `json:"server,omitempty"` // where we are registered, after a 302
+	ExpiresAt    time.Time `json:"expires_at,omitzero"`
+	Keepalive    time.Time `json:"last_keepalive,omitzero"`
 	// GBVersion is the platform's X-GB-Ver; Negotiated the edition both
 	// sides speak (2.0 = GB/T 28181-2016 when the platform sends none).
 	GBVersion  string `json:"gb_version,omitempty"`
@@ -175,7 +181,7 @@ func (up *upperSide) alarm(deviceID string, hdr manscdp.Header, body []byte, ide
 		if !up.registry.sharesID(v, hdr.DeviceID) {
 			continue
 		}
-		if !u.state().Registered {
+		if !u.reachable() {
 			u.log.Warn().Str("device_id", deviceID).Str("channel_id", hdr.DeviceID).Msg("alarm not forwarded: not registered to this upper platform (see last_error in /api/v1/platforms)")
 			continue
 		}

@@ -31,6 +31,9 @@ const catalogGiveUpAfter = 5
 // handleUpperMessage serves MESSAGEs from upper platforms: queries to our
 // own ID are answered here, everything else is routed to the owning device.
 func (up *upperSide) handleUpperMessage(req *sip.Request, tx sip.ServerTransaction) {
+	if up.relayedUp(req, tx) {
+		return
+	}
 	u := up.upperOf(req)
 	if u == nil {
 		up.log.Warn().Str("remote", req.Source()).Str("from", fromUser(req)).Msg("MESSAGE from an unconfigured upper platform refused; add it to upper.platforms")
@@ -74,7 +77,7 @@ func (up *upperSide) answerForSelf(u *upperClient, req *sip.Request, tx sip.Serv
 			Manufacturer: "gbproxy",
 			Model:        "gbproxy",
 			Firmware:     endpoint.Product,
-			Channel:      strconv.Itoa(len(up.registry.catalogFor(u.view()))),
+			Channel:      strconv.Itoa(len(up.catalogFor(u.view()))),
 		})
 	case hdr.Root == manscdp.RootQuery && hdr.CmdType == "DeviceStatus":
 		up.ep.Respond(tx, req, sip.StatusOK, "OK", nil)
@@ -118,7 +121,7 @@ func (up *upperSide) answerUpper(u *upperClient, v any) {
 // counted and skipped; only a platform that stops answering ends the
 // transfer.
 func (up *upperSide) sendCatalog(u *upperClient, sn int64, transport string) {
-	items := up.registry.catalogFor(u.view())
+	items := up.catalogFor(u.view())
 	log := u.log.With().Int64("sn", sn).Int("sum_num", len(items)).Logger()
 	t := u.target()
 	bodies, err := up.catalogBodies(manscdp.RootResponse, sn, items, u.catalogPerMessage(transport), up.datagramBudget(u, t), u.charset())

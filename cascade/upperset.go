@@ -66,6 +66,7 @@ func (up *upperSide) put(p configs.PlatformConfig) error {
 
 // start runs every client's registration loop.
 func (up *upperSide) start() {
+	up.startCluster()
 	up.started.Store(true)
 	for _, u := range up.upperList() {
 		u.start()

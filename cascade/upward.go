@@ -51,6 +51,13 @@ type upperClient struct {
 
 	connLost chan struct{}
 
+	// lead tracks the registration loop run while this node is the
+	// platform's elected registering node (cluster only): leadEnd is closed
+	// when the running one returns; leadStopped once the client stopped.
+	leadMu      sync.Mutex
+	leadEnd     chan struct{}
+	leadStopped bool
+
 	share atomic.Pointer[shareView]
 	// sources: where its requests may come from besides allow_from (the
 	// upper guard).
@@ -129,11 +136,20 @@ func newUpperClient(up *upperSide, p configs.PlatformConfig, share configs.Share
 	return u, nil
 }
 
-// start runs the registration loop until stop or the cascade's end.
+// start runs the registration loop until stop or the cascade's end; in a
+// cluster, only while this node is elected to register to the platform.
 func (u *upperClient) start() {
 	u.started.Store(true)
 	u.up.wg.Add(1)
-	go u.run()
+	if cl := u.up.cluster; cl != nil {
+		go u.runElected(cl)
+		return
+	}
+	go func() {
+		defer u.up.wg.Done()
+		defer close(u.done)
+		u.run(u.ctx)
+	}()
 }
 
 // stop ends the loop and waits for it.
@@ -173,10 +189,7 @@ func (u *upperClient) update(f func(*PlatformState)) {
 // lost, until ctx ends. A failed attempt waits retry_interval (GB/T 28181:
 // not less than 60 s in production); losing a working registration
 // re-registers at once.
-func (u *upperClient) run() {
-	defer u.up.wg.Done()
-	defer close(u.done)
-	ctx := u.ctx
+func (u *upperClient) run(ctx context.Context) {
 	if u.cfg().RetryInterval < time.Minute {
 		u.log.Warn().Stringer("retry_interval", u.cfg().RetryInterval).Msg("retry_interval below the 60 s GB/T 28181 asks for; fine for tests, unkind to real platforms")
 	}
@@ -566,6 +579,17 @@ func (u *upperClient) keepalive(ctx context.Context, t upperTarget) error {
 func (u *upperClient) message(body []byte, headers ...sip.Header) error {
 	ctx, cancel := context.WithTimeout(u.ctx, requestTimeout)
 	defer cancel()
+	if leader, relay, err := u.relayVia(); relay {
+		if err != nil {
+			return err
+		}
+		return u.relayUp(ctx, leader, body, headers)
+	}
+	return u.messageDirect(ctx, body, headers...)
+}
+
+// messageDirect sends a MESSAGE to the platform from this node.
+func (u *upperClient) messageDirect(ctx context.Context, body []byte, headers ...sip.Header) error {
 	res, err := u.send(ctx, u.target(), sip.MESSAGE, body, headers...)
 	if err == nil && !res.IsSuccess() {
 		err = &statusError{res}
@@ -591,7 +615,7 @@ func (u *upperClient) send(ctx context.Context, t upperTarget, method sip.Reques
 // unregister sends Expires: 0 on graceful shutdown and when the platform is
 // removed or moves.
 func (u *upperClient) unregister(ctx context.Context) {
-	if !u.state().Registered {
+	if !u.state().Registered || !u.mayUnregister() {
 		return
 	}
 	t := u.target()

@@ -180,6 +180,8 @@ type Cluster struct {
 	onLost    []func(deviceID string)
 	onChanged []func()
 	desired
+
+	sign signer // the shared secret and the signatures seen (sign.go)
 }
 
 // Open joins the cluster: it grants this node's lease, writes its record,

@@ -78,6 +78,7 @@ func (c *Cluster) sessionLoop() {
 		c.setSession(s)
 		c.setUp(true, nil)
 		c.log.Info().Str("lease", leaseKey(s.Lease())).Dur("ttl", c.cfg.TTL).Msg("cluster: joined")
+		c.loadSecret()
 		c.wake()
 		select { // etcd may have been replaced: read everything again
 		case c.rewatch <- struct{}{}:

@@ -27,6 +27,18 @@ var (
 	ErrNoBroadcast = errors.New("no voice broadcast pending from this source to this device")
 )
 
+// RemoteError is Callee's answer for a channel that lives on another node
+// of the cluster: the B2BUA forwards the call to that node's upper side.
+type RemoteError struct {
+	Node string          // the node's ID
+	Addr string          // its upper-side SIP address, ip:port
+	Gone <-chan struct{} // closed when the node leaves the cluster
+}
+
+func (e *RemoteError) Error() string {
+	return "channel on cluster node " + e.Node + " (" + e.Addr + ")"
+}
+
 // Callee is the device side of an upper platform's call.
 type Callee struct {
 	ChannelID string        // local channel ID (after the platform's mapping)

@@ -1,0 +1,382 @@
+package b2bua
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/rs/zerolog"
+
+	"github.com/gbproxy/gbproxy/directory"
+	"github.com/gbproxy/gbproxy/endpoint"
+)
+
+// A cluster node registered to an upper platform takes its INVITEs for
+// channels held by other nodes. It passes them on to the owning node's
+// upper side as a signalling-only B2BUA: the same Call-ID, tags, CSeq and
+// SDP, so that the owner answers as to the upper itself and its answer SDP
+// (its own relay's upper-side address) reaches the upper unchanged. Media
+// then flows between the owner's relay and the upper: one relay hop. We stay
+// in the dialog's path (our Contact on both legs) and pass ACK, BYE, and
+// INFO each way; the call ends when either side ends it, when the owner
+// leaves the cluster (BYE to the upper), or on Close (BYE both ways).
+
+// forwarded is one upper's call passed on to another node.
+type forwarded struct {
+	callID   string
+	upperID  string
+	upperTag string        // the upper's From tag
+	inv      *sip.Request  // the upper's INVITE
+	peer     endpoint.Peer // where requests to the upper go
+	owner    endpoint.Peer // the owning node's upper side
+	node     string
+	out      *sip.Request  // our INVITE to the owner
+	res      *sip.Response // the owner's 2xx, once answered
+	gone     <-chan struct{}
+
+	final     *finalAnswer // what every copy of the INVITE is answered
+	answered  chan struct{}
+	acked     chan struct{}
+	ackOnce   sync.Once
+	ended     chan struct{}
+	endOnce   sync.Once
+	ownerCSeq atomic.Uint32 // the highest CSeq of the owner's requests to the upper
+	upperCSeq atomic.Uint32 // and of the upper's to the owner
+	upperGone atomic.Bool   // the upper cancelled
+	log       zerolog.Logger
+}
+
+// forwardedCall is the forwarded call of Call-ID id.
+func (b *B2BUA) forwardedCall(id string) *forwarded {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.fwd[id]
+}
+
+// forwardInvite takes an upper's INVITE when it is for a channel on another
+// node, or a repeat of one it forwarded; false leaves it to this node.
+func (b *B2BUA) forwardInvite(req *sip.Request, tx sip.ServerTransaction) bool {
+	if f := b.forwardedCall(req.CallID().Value()); f != nil {
+		select {
+		case <-f.answered:
+		case <-tx.Done():
+			return true
+		}
+		respondFinal(b.upper, tx, req, f.final)
+		return true
+	}
+	if tagOf(req.To().Params) != "" {
+		return false
+	}
+	target := req.Recipient.User
+	if target == "" {
+		target = req.To().Address.User
+	}
+	_, err := b.dir.Callee(req.From().Address.User, target)
+	var rem *directory.RemoteError
+	if !errors.As(err, &rem) {
+		return false
+	}
+	f := &forwarded{
+		callID: req.CallID().Value(), upperID: req.From().Address.User, upperTag: tagOf(req.From().Params),
+		inv: req, peer: endpoint.PeerOf(req), owner: endpoint.Peer{Transport: "UDP", Addr: rem.Addr}, node: rem.Node, gone: rem.Gone,
+		answered: make(chan struct{}), acked: make(chan struct{}), ended: make(chan struct{}),
+	}
+	f.upperCSeq.Store(req.CSeq().SeqNo)
+	f.log = b.log.With().Str("call_id", f.callID).Str("upper_id", f.upperID).Str("target_id", target).Str("node", f.node).Logger()
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		b.upper.Respond(tx, req, sip.StatusServiceUnavailable, "Service Unavailable (proxy shutting down)", nil)
+		return true
+	}
+	b.fwd[f.callID] = f
+	b.mu.Unlock()
+	b.runForward(f, req, tx)
+	return true
+}
+
+// runForward runs our INVITE transaction with the owner and answers the
+// upper with what the owner answers.
+func (b *B2BUA) runForward(f *forwarded, req *sip.Request, tx sip.ServerTransaction) {
+	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.Lower.InviteTimeout)
+	defer cancel()
+	tx.OnCancel(func(*sip.Request) { f.upperGone.Store(true); cancel() })
+	go func() {
+		select {
+		case <-f.gone:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	b.upper.Respond(tx, req, sip.StatusTrying, "Trying", nil)
+	host, port := endpoint.SplitHostPort(f.owner.Addr)
+	uri := req.Recipient
+	uri.Host, uri.Port = host, port
+	f.out = b.upper.Forward(req, uri, f.owner)
+	otx, err := b.upper.Transaction(ctx, f.out)
+	if err != nil {
+		b.refuseForward(f, req, tx, sip.StatusServiceUnavailable, "Service Unavailable (cluster node unreachable)")
+		return
+	}
+	provisional := false
+	for {
+		res, err := b.upper.NextResponse(ctx, f.out, otx)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			b.cancelInvite(b.upper, f.out, otx, provisional, f.log, func(res *sip.Response) {
+				f.res = res
+				b.ackOwner(f)
+				b.byeOwner(f)
+			})
+			if f.upperGone.Load() {
+				// sipgo answered the CANCEL 200 and the INVITE 487.
+				f.final = &finalAnswer{code: sip.StatusRequestTerminated, reason: "Request Terminated"}
+				close(f.answered)
+				b.endForward(f, "cancelled by the upper platform", false, false)
+				return
+			}
+			b.refuseForward(f, req, tx, sip.StatusRequestTimeout, "Request Timeout (cluster node did not answer)")
+			return
+		case err != nil:
+			otx.Terminate()
+			b.refuseForward(f, req, tx, sip.StatusRequestTimeout, "Request Timeout (cluster node did not answer)")
+			return
+		case res.IsProvisional():
+			provisional = true
+			if res.StatusCode > sip.StatusTrying {
+				b.upper.RespondWith(tx, req, b.toUpper(f, res).response(b.upper, req))
+			}
+		case res.IsSuccess():
+			otx.OnRetransmission(func(r *sip.Response) {
+				if r.IsSuccess() {
+					b.ackOwner(f) // our ACK was lost: the owner repeats its 200
+				}
+			})
+			b.answerForward(f, req, tx, res)
+			return
+		default:
+			otx.Terminate()
+			f.final = b.toUpper(f, res)
+			close(f.answered)
+			respondFinal(b.upper, tx, req, f.final)
+			f.log.Info().Int("status", res.StatusCode).Msg("forwarded INVITE refused by the cluster node holding the channel")
+			b.endForward(f, "refused by the owning node", false, false)
+			return
+		}
+	}
+}
+
+func (b *B2BUA) refuseForward(f *forwarded, req *sip.Request, tx sip.ServerTransaction, code int, reason string) {
+	f.log.Warn().Int("status", code).Msg("forwarded INVITE failed: " + reason)
+	f.final = &finalAnswer{code: code, reason: reason}
+	close(f.answered)
+	respondFinal(b.upper, tx, req, f.final)
+	b.endForward(f, "set-up failed", false, false)
+}
+
+// toUpper is the owner's answer as ours: its code, reason, To tag and body
+// unchanged, our Contact so that the dialog's requests come through us.
+func (b *B2BUA) toUpper(f *forwarded, res *sip.Response) *finalAnswer {
+	headers := []sip.Header{sip.HeaderClone(res.To())}
+	if res.StatusCode/100 == 2 || res.StatusCode/100 == 1 {
+		headers = append(headers, &sip.ContactHeader{Address: b.upper.Contact(b.cfg.ID, f.peer)})
+	}
+	if ct := res.GetHeader("Content-Type"); ct != nil {
+		headers = append(headers, sip.HeaderClone(ct))
+	}
+	return &finalAnswer{code: res.StatusCode, reason: res.Reason, body: res.Body(), headers: headers}
+}
+
+// answerForward passes the owner's 2xx up and keeps the call until either
+// side ends it or the owner leaves the cluster.
+func (b *B2BUA) answerForward(f *forwarded, req *sip.Request, tx sip.ServerTransaction, res *sip.Response) {
+	f.res = res
+	f.final = b.toUpper(f, res)
+	close(f.answered)
+	respondFinal(b.upper, tx, req, f.final)
+	f.log.Info().Msg("forwarded call answered by the cluster node holding the channel; its media goes straight to the upper platform")
+	b.goTracked(func() {
+		if !b.awaitAck(b.upper, req, f.final, f.acked, f.log) {
+			f.log.Warn().Msg("no ACK from the upper platform for the forwarded 200 OK; ending the call")
+			b.endForward(f, "no ACK", true, true)
+		}
+	})
+	b.goTracked(func() {
+		select {
+		case <-f.gone:
+			f.log.Warn().Msg("cluster node holding the channel left the cluster; ending the forwarded call")
+			b.endForward(f, "owning node gone", true, false)
+		case <-f.ended:
+		case <-b.ctx.Done():
+		}
+	})
+}
+
+// forwardedAck passes the upper's ACK of a forwarded call on; false when
+// req is not one.
+func (b *B2BUA) forwardedAck(req *sip.Request) bool {
+	f := b.forwardedCall(req.CallID().Value())
+	if f == nil {
+		return false
+	}
+	if f.answeredOK() {
+		f.ackOnce.Do(func() { close(f.acked) })
+		b.ackOwner(f)
+	}
+	return true
+}
+
+// ackOwner acknowledges the owner's 2xx (after the upper's ACK).
+func (b *B2BUA) ackOwner(f *forwarded) {
+	ack := b.ownerRequest(f, sip.ACK, f.out.CSeq().SeqNo)
+	if err := b.upper.WriteRequest(ack); err != nil {
+		f.log.Warn().Err(err).Msg("ACK to the cluster node holding the channel failed")
+	}
+}
+
+// ownerRequest is a request of ours in the dialog with the owner, as the
+// upper's side of it.
+func (b *B2BUA) ownerRequest(f *forwarded, method sip.RequestMethod, cseq uint32) *sip.Request {
+	target := f.out.Recipient
+	if ct := f.res.Contact(); ct != nil {
+		target = ct.Address
+	}
+	return inDialog(b.upper, method, target, f.owner, sip.HeaderClone(f.out.From()).(*sip.FromHeader),
+		sip.HeaderClone(f.res.To()).(*sip.ToHeader), f.callID, cseq)
+}
+
+// forwardedInDialog passes a BYE or INFO of a forwarded call to the other
+// side and its answer back; a BYE ends the call. False when req is not of
+// a forwarded call.
+func (b *B2BUA) forwardedInDialog(req *sip.Request, tx sip.ServerTransaction) bool {
+	f := b.forwardedCall(req.CallID().Value())
+	if f == nil || !f.answeredOK() {
+		return false
+	}
+	fromUpper := tagOf(req.From().Params) == f.upperTag
+	var out *sip.Request
+	if fromUpper {
+		target := f.out.Recipient
+		if ct := f.res.Contact(); ct != nil {
+			target = ct.Address
+		}
+		f.upperCSeq.Store(max(f.upperCSeq.Load(), req.CSeq().SeqNo))
+		out = b.upper.Forward(req, target, f.owner)
+	} else {
+		f.ownerCSeq.Store(max(f.ownerCSeq.Load(), req.CSeq().SeqNo))
+		out = b.upper.Forward(req, upperTarget(f.inv), f.peer)
+	}
+	if req.Method == sip.BYE {
+		b.mu.Lock()
+		delete(b.fwd, f.callID) // an INFO right behind the BYE finds no session
+		b.mu.Unlock()
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, byeTimeout)
+	defer cancel()
+	res, err := b.upper.Do(ctx, out)
+	switch {
+	case err != nil && req.Method == sip.BYE:
+		f.log.Warn().Err(err).Bool("from_upper", fromUpper).Msg("BYE not taken by the other side of a forwarded call; ended here")
+		b.upper.Respond(tx, req, sip.StatusOK, "OK", nil)
+	case err != nil:
+		b.upper.Respond(tx, req, sip.StatusRequestTimeout, "Request Timeout", nil)
+	default:
+		b.upper.Respond(tx, req, res.StatusCode, res.Reason, res.Body(), copyHeader(res, "Content-Type")...)
+	}
+	if req.Method == sip.BYE {
+		reason := "owning node BYE"
+		if fromUpper {
+			reason = reasonUpperBye
+		}
+		b.endForward(f, reason, false, false)
+	}
+	return true
+}
+
+func copyHeader(res *sip.Response, name string) []sip.Header {
+	if h := res.GetHeader(name); h != nil {
+		return []sip.Header{sip.HeaderClone(h)}
+	}
+	return nil
+}
+
+// upperTarget is where the upper's INVITE says its dialog requests go.
+func upperTarget(inv *sip.Request) sip.Uri {
+	if ct := inv.Contact(); ct != nil {
+		return ct.Address
+	}
+	return inv.From().Address
+}
+
+// endForward forgets a forwarded call, sending BYE to the sides asked.
+func (b *B2BUA) endForward(f *forwarded, reason string, byeUpper, byeOwner bool) {
+	f.endOnce.Do(func() {
+		b.mu.Lock()
+		if b.fwd[f.callID] == f {
+			delete(b.fwd, f.callID)
+		}
+		b.mu.Unlock()
+		close(f.ended)
+		if byeUpper && f.answeredOK() {
+			b.byeUpperForward(f)
+		}
+		if byeOwner && f.answeredOK() {
+			b.byeOwner(f)
+		}
+		b.metrics.Inc("gbproxy_call_ends_total", "reason", reasonLabel(reason))
+		f.log.Info().Str("reason", reason).Msg("forwarded call ended")
+	})
+}
+
+// byeUpperForward ends the upper's dialog as the owner's side of it.
+func (b *B2BUA) byeUpperForward(f *forwarded) {
+	from := sip.HeaderClone(f.res.To()).(*sip.ToHeader)
+	to := sip.HeaderClone(f.inv.From()).(*sip.FromHeader)
+	cseq := max(f.ownerCSeq.Load(), f.inv.CSeq().SeqNo) + 1
+	req := inDialog(b.upper, sip.BYE, upperTarget(f.inv), f.peer,
+		&sip.FromHeader{DisplayName: from.DisplayName, Address: from.Address, Params: from.Params},
+		&sip.ToHeader{DisplayName: to.DisplayName, Address: to.Address, Params: to.Params}, f.callID, cseq)
+	ctx, cancel := context.WithTimeout(context.Background(), byeTimeout)
+	defer cancel()
+	if res, err := b.upper.Do(ctx, req); err != nil || !res.IsSuccess() {
+		f.log.Warn().Err(err).Int("status", statusOf(res)).Msg("upper platform did not take our BYE of a forwarded call")
+	}
+}
+
+// byeOwner ends the dialog with the owner as the upper's side of it.
+func (b *B2BUA) byeOwner(f *forwarded) {
+	req := b.ownerRequest(f, sip.BYE, f.upperCSeq.Add(1))
+	ctx, cancel := context.WithTimeout(context.Background(), byeTimeout)
+	defer cancel()
+	if res, err := b.upper.Do(ctx, req); err != nil || !res.IsSuccess() {
+		f.log.Warn().Err(err).Int("status", statusOf(res)).Msg("cluster node did not take our BYE of a forwarded call")
+	}
+}
+
+// endForwards ends every answered forwarded call (Close), BYE both ways.
+func (b *B2BUA) endForwards(run func(func())) {
+	b.mu.Lock()
+	var list []*forwarded
+	for _, f := range b.fwd {
+		list = append(list, f)
+	}
+	b.mu.Unlock()
+	for _, f := range list {
+		if f.answeredOK() {
+			run(func() { b.endForward(f, "proxy shutting down", true, true) })
+		}
+	}
+}
+
+// answeredOK: the owner's 2xx is in (f.res may be read).
+func (f *forwarded) answeredOK() bool {
+	select {
+	case <-f.answered:
+		return f.final.ok()
+	default:
+		return false
+	}
+}
