@@ -46,6 +46,7 @@ FUZZ_TARGETS := \
 	./relay:FuzzRTPInput \
 	./relay:FuzzPSKeyStart \
 	./endpoint:FuzzFilterDatagram \
+	./cluster:FuzzParseSignature \
 	./cmd/gbsim/load:FuzzScan \
 	./cmd/gbproxy:FuzzParseList \
 	./cmd/gbsim/gbnote:FuzzParseNote \
