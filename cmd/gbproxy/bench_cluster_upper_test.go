@@ -72,6 +72,7 @@ func BenchmarkClusterSessionSetup(b *testing.B) {
 	}
 	b.Cleanup(multi.Close)
 	rig := newClusterRig(b, platform(multi))
+	rig.stay = true // the device stays on the node that is not the registering one
 	for _, id := range []string{"node-a", "node-b", "node-c"} {
 		rig.startNode(id)
 	}

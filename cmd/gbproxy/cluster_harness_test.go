@@ -17,7 +17,10 @@ type clusterRig struct {
 	bin       string
 	platforms string // upper.platforms YAML flow list, the same on every node
 	logLevel  string // the nodes' log.level; info unless set before startNode
-	nodes     map[string]proxyProcess
+	// stay turns the redirect registrar off: devices stay on the node they
+	// register to (tests that place devices on given nodes).
+	stay  bool
+	nodes map[string]proxyProcess
 }
 
 // newClusterRig starts etcd (the test is skipped without an etcd binary,
@@ -32,7 +35,7 @@ func newClusterRig(t testing.TB, platforms string) *clusterRig {
 }
 
 // startNode runs node id: its lower side advertised at its own lower
-// address, node_ttl 2 s, redirect on; lowerKeys are more lower keys
+// address, node_ttl 2 s, redirect on unless r.stay; lowerKeys are more lower keys
 // (YAML flow "key: value" pairs).
 func (r *clusterRig) startNode(id string, lowerKeys ...string) proxyProcess {
 	r.t.Helper()
@@ -48,9 +51,9 @@ upper: {listen: %q, platforms: %s}
 store: {path: %q}
 http: {listen: %q}
 log: {level: %s}
-cluster: {etcd: [%q], node_id: %q, advertise: %q, node_ttl: 2s, redirect: true}
+cluster: {etcd: [%q], node_id: %q, advertise: %q, node_ttl: 2s, redirect: %t}
 `, proxyID, proxyDomain, lower, devicePass, extra, upper, r.platforms, filepath.Join(dir, "gbproxy.db"), httpAddr, cmp.Or(r.logLevel, "info"),
-			r.etcd.Endpoint(), id, lower)
+			r.etcd.Endpoint(), id, lower, !r.stay)
 	})
 	r.nodes[id] = p
 	return p

@@ -86,6 +86,7 @@ func udpPortOf(t testing.TB, pid, port int) bool {
 func TestClusterUpperOnePlatform(t *testing.T) {
 	up := newUpper(t, freeAddr(t), nil)
 	rig := newClusterRig(t, clusterPlatformYAML(up.Addr()))
+	rig.stay = true // each node's devices are registered to it
 	ids := []string{"node-a", "node-b", "node-c"}
 	devs := map[string]string{ // node -> device registered to it
 		"node-a": "34020000001110000011", "node-b": "34020000001110000012", "node-c": "34020000001110000013",
