@@ -19,6 +19,10 @@ type desired struct {
 	myChanDev map[string]string               // channel -> device, of myChans
 	dirtyDev  map[string]bool                 // claims or releases to write
 	dirtyChan map[string]bool                 // devices whose channels to reconcile
+	// dropped are channels we published and no longer want, until a flush
+	// deleted them: our own watch may not have shown them in the cache yet
+	// when the catalog changes again.
+	dropped   map[string]map[string]bool // device -> channel
 	nodeDirty bool
 	// resync: we joined with a new lease; everything is written again, our
 	// claims only where no other node took the device meanwhile.
@@ -32,7 +36,7 @@ type desired struct {
 func newDesired() desired {
 	return desired{
 		mine: map[string]int64{}, myChans: map[string]map[string]chanEntry{}, myChanDev: map[string]string{},
-		dirtyDev: map[string]bool{}, dirtyChan: map[string]bool{},
+		dirtyDev: map[string]bool{}, dirtyChan: map[string]bool{}, dropped: map[string]map[string]bool{},
 		flushed: make(chan struct{}),
 	}
 }
@@ -103,6 +107,12 @@ func (c *Cluster) setMyChansLocked(dev string, want map[string]chanEntry) {
 		if c.myChanDev[ch] == dev {
 			delete(c.myChanDev, ch)
 		}
+		if _, kept := want[ch]; !kept {
+			if c.dropped[dev] == nil {
+				c.dropped[dev] = map[string]bool{}
+			}
+			c.dropped[dev][ch] = true
+		}
 	}
 	if len(want) == 0 {
 		delete(c.myChans, dev)
@@ -121,6 +131,7 @@ func (c *Cluster) dropLocked(dev string) {
 	c.setMyChansLocked(dev, nil)
 	delete(c.dirtyDev, dev)
 	delete(c.dirtyChan, dev)
+	delete(c.dropped, dev)
 }
 
 // plan is one flush: what to write, taken from desired under the lock.
@@ -131,6 +142,7 @@ type plan struct {
 	reclaims []string
 	releases []string
 	chanDevs []string
+	dropped  map[string][]string // device -> channels this plan deletes from dropped
 	resync   bool
 	revoke   clientv3.LeaseID
 	later    time.Duration // a rate-limited node record is due then
@@ -189,10 +201,21 @@ func (c *Cluster) planLocked(lease clientv3.LeaseID) *plan {
 				p.ops = append(p.ops, clientv3.OpPut(channelsPrefix+dev+"/"+ch, e.raw, withLease))
 			}
 		}
+		deleted := map[string]bool{}
 		for ch, e := range cached {
 			if _, ok := want[ch]; !ok && (held || e.rec.Node == c.self.ID) {
+				deleted[ch] = true
 				p.ops = append(p.ops, clientv3.OpDelete(channelsPrefix+dev+"/"+ch))
 			}
+		}
+		for ch := range c.dropped[dev] {
+			if _, ok := want[ch]; !ok && !deleted[ch] {
+				p.ops = append(p.ops, clientv3.OpDelete(channelsPrefix+dev+"/"+ch))
+			}
+			if p.dropped == nil {
+				p.dropped = map[string][]string{}
+			}
+			p.dropped[dev] = append(p.dropped[dev], ch)
 		}
 	}
 	return p
@@ -270,6 +293,14 @@ func (c *Cluster) flush() (later time.Duration, err error) {
 	for dev, rev := range revs {
 		if r, held := c.mine[dev]; held && r == 0 {
 			c.mine[dev] = rev
+		}
+	}
+	for dev, chs := range p.dropped {
+		for _, ch := range chs {
+			delete(c.dropped[dev], ch)
+		}
+		if len(c.dropped[dev]) == 0 {
+			delete(c.dropped, dev)
 		}
 	}
 	for _, dev := range lost {
