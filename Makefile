@@ -26,6 +26,8 @@ test:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./cmd/gbproxy/
 	$(GO) test -run '^$$' -bench . -benchmem ./security/ ./cascade/ ./endpoint/ ./cascade/manscdp/ ./store/ ./b2bua/sdp/ ./cmd/gbsim/gbnote/
+# etcd writes per device claim, one at a time and in a burst (needs etcd).
+	$(GO) test -run '^$$' -bench ClaimDevice -benchtime 2000x ./cluster/
 # Relay: each figure beside the naive Go loop measured in the same run
 # (about 75 s; -relay.window sets each throughput measurement, default 2s).
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 10m ./relay/
