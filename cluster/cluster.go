@@ -1,6 +1,8 @@
 // Package cluster is the shared state of a gbproxy cluster, kept in etcd:
 // node membership under leases, which node owns each device, the channel
-// index (channel -> device) and one elected node per upper platform.
+// index (channel -> device), one elected node per upper platform, and the
+// managed set (upper platforms, allowed devices and shares set at run time;
+// managed.go).
 //
 // Reads (Nodes, DeviceOwner, ChannelOwner, Place, Leader) come from a local
 // cache kept by one etcd watch: hot paths never wait on etcd. Writes happen
@@ -12,7 +14,8 @@
 // lease when the old one expired, so a restarted or partitioned etcd loses
 // nothing that a live node holds.
 //
-// Every key this node writes is attached to its lease: a node that stops
+// Every key this node writes is attached to its lease (the managed set
+// excepted: it outlives the nodes): a node that stops
 // renewing (killed, partitioned) disappears with its devices, channels and
 // election candidacies within the TTL.
 package cluster
@@ -179,6 +182,7 @@ type Cluster struct {
 	pending   map[string]int // node -> devices Place sent there since its record reached us
 	onLost    []func(deviceID string)
 	onChanged []func()
+	onManaged []func(ManagedChange)
 	desired
 
 	sign signer // the shared secret and the signatures seen (sign.go)
