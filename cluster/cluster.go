@@ -177,6 +177,7 @@ type Cluster struct {
 	mu        sync.RWMutex
 	self      Node
 	leading   map[string]bool
+	leadLoops map[string]chan struct{} // platform -> closed when its Lead loop ended
 	cache     cache
 	loaded    bool
 	pending   map[string]int // node -> devices Place sent there since its record reached us
@@ -209,16 +210,17 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger) (*Cluster, error)
 	}
 	c := &Cluster{
 		cfg: cfg, log: log.With().Str("node", cfg.NodeID).Logger(), cli: cli,
-		closing:  make(chan struct{}),
-		kick:     make(chan struct{}, 1),
-		rewatch:  make(chan struct{}, 1),
-		ready:    make(chan struct{}),
-		sessWait: make(chan struct{}),
-		self:     Node{ID: cfg.NodeID, Advertise: cfg.Advertise, Upper: cfg.Upper, API: cfg.API, StartedAt: time.Now().UTC().Truncate(time.Second)},
-		leading:  map[string]bool{},
-		cache:    newCache(),
-		pending:  map[string]int{},
-		desired:  newDesired(),
+		closing:   make(chan struct{}),
+		kick:      make(chan struct{}, 1),
+		rewatch:   make(chan struct{}, 1),
+		ready:     make(chan struct{}),
+		sessWait:  make(chan struct{}),
+		self:      Node{ID: cfg.NodeID, Advertise: cfg.Advertise, Upper: cfg.Upper, API: cfg.API, StartedAt: time.Now().UTC().Truncate(time.Second)},
+		leading:   map[string]bool{},
+		leadLoops: map[string]chan struct{}{},
+		cache:     newCache(),
+		pending:   map[string]int{},
+		desired:   newDesired(),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.stopCtx, c.stop = context.WithCancel(context.Background())

@@ -112,3 +112,31 @@ func TestManagedSetAcrossNodes(t *testing.T) {
 		t.Fatal("a dropped d1 when etcd lost the set")
 	}
 }
+
+// A platform replaced on a node campaigns again only once the old loop
+// resigned (both share the node's key): never two terms at once, on one
+// node or across nodes.
+func TestLeadReplacedOnSameNode(t *testing.T) {
+	etcd := etcdtest.Start(t)
+	a := openNode(t, etcd.Endpoint(), "a", testTTL)
+	b := openNode(t, etcd.Endpoint(), "b", testTTL)
+	l := &leader{running: map[string]bool{}, ended: map[string]int{}}
+	ctxOld, cancelOld := context.WithCancel(context.Background())
+	defer cancelOld()
+	a.Lead(ctxOld, "p", l.run("a-old"))
+	eventually(t, 5*time.Second, "a's first client leads", func() bool { return slices.Equal(l.current(), []string{"a-old"}) })
+	b.Lead(t.Context(), "p", l.run("b"))
+	a.Lead(t.Context(), "p", l.run("a-new"))
+	if err := a.Sync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.current(); !slices.Equal(got, []string{"a-old"}) {
+		t.Fatalf("terms running while the first leads: %v", got)
+	}
+	cancelOld()
+	eventually(t, 5*time.Second, "one new term", func() bool { return len(l.current()) == 1 && l.endedCount("a-old") == 1 })
+	time.Sleep(300 * time.Millisecond) // a second, wrong term would start within this
+	if got := l.current(); len(got) != 1 {
+		t.Fatalf("terms running at once: %v", got)
+	}
+}
