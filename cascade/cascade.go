@@ -54,6 +54,10 @@ type Cascade struct {
 	manageMu sync.Mutex
 	closed   bool
 	file     fileEntries // the config file's entries as last applied
+	// In a cluster (manage_cluster.go): the watch's changes to apply, and
+	// the file's edits made while stopped, written to etcd at start.
+	managed      *managedQueue
+	startChanges fileChanges
 }
 
 // New opens both SIP zones and restores the registry from st.

@@ -21,6 +21,7 @@ func (c *Cascade) UseCluster(cl *cluster.Cluster) {
 	c.cluster = cl
 	if cl != nil {
 		cl.OnDeviceLost(c.lower.deviceMovedAway)
+		c.useManagedCluster(cl)
 	}
 }
 

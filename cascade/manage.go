@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"sort"
 
+	"github.com/gbproxy/gbproxy/cluster"
 	"github.com/gbproxy/gbproxy/configs"
 	"github.com/gbproxy/gbproxy/directory"
 )
@@ -82,11 +83,26 @@ func (c *Cascade) AddPlatform(p configs.PlatformConfig) error {
 	if c.upper.upperByID(p.ID) != nil {
 		return fmt.Errorf("upper platform %s %w", p.ID, ErrExists)
 	}
+	if err := c.writePlatform(p, cluster.CreateOnly); err != nil {
+		return err
+	}
 	if err := c.addPlatformLocked(p); err != nil {
 		return err
 	}
 	c.savePlatform(p)
 	return nil
+}
+
+// writePlatform writes p to the cluster's etcd (nothing on a single node),
+// once this node can run it (its TLS files load).
+func (c *Cascade) writePlatform(p configs.PlatformConfig, mode cluster.WriteMode) error {
+	if c.cluster == nil {
+		return nil
+	}
+	if _, err := platformTLS(p); err != nil {
+		return err
+	}
+	return c.writeEntry(cluster.ManagedPlatform, p.ID, p, mode)
 }
 
 func (c *Cascade) addPlatformLocked(p configs.PlatformConfig) error {
@@ -111,6 +127,9 @@ func (c *Cascade) UpdatePlatform(ctx context.Context, p configs.PlatformConfig) 
 	old := c.upper.upperByID(p.ID)
 	if old == nil {
 		return directory.ErrUnknownPlatform
+	}
+	if err := c.writePlatform(p, cluster.UpdateOnly); err != nil {
+		return err
 	}
 	if err := c.updatePlatformLocked(ctx, old, p); err != nil {
 		return err
@@ -153,6 +172,14 @@ func (c *Cascade) RemovePlatform(ctx context.Context, id string) error {
 	if u == nil {
 		return directory.ErrUnknownPlatform
 	}
+	if c.cluster != nil {
+		if err := c.deleteEntry(cluster.ManagedPlatform, id); err != nil {
+			return err
+		}
+		if err := c.deleteEntry(cluster.ManagedShare, id); err != nil {
+			return err
+		}
+	}
 	c.removePlatformLocked(ctx, u)
 	c.store.Delete(bucketManagedPlatforms, id)
 	return nil
@@ -170,6 +197,11 @@ func (c *Cascade) AddDevice(d configs.DeviceConfig) error {
 	if _, ok := c.lower.allowedEntry(d.ID); ok {
 		return fmt.Errorf("device %s %w", d.ID, ErrExists)
 	}
+	if c.cluster != nil {
+		if err := c.writeEntry(cluster.ManagedDevice, d.ID, d, cluster.CreateOnly); err != nil {
+			return err
+		}
+	}
 	c.putDeviceLocked(d)
 	c.saveDevice(d)
 	return nil
@@ -182,6 +214,11 @@ func (c *Cascade) UpdateDevice(d configs.DeviceConfig) error {
 	defer c.manageMu.Unlock()
 	if _, ok := c.lower.allowedEntry(d.ID); !ok {
 		return ErrUnknownDevice
+	}
+	if c.cluster != nil {
+		if err := c.writeEntry(cluster.ManagedDevice, d.ID, d, cluster.UpdateOnly); err != nil {
+			return err
+		}
 	}
 	c.putDeviceLocked(d)
 	c.saveDevice(d)
@@ -207,6 +244,11 @@ func (c *Cascade) RemoveDevice(id string) error {
 	defer c.manageMu.Unlock()
 	if _, ok := c.lower.allowedEntry(id); !ok {
 		return ErrUnknownDevice
+	}
+	if c.cluster != nil {
+		if err := c.deleteEntry(cluster.ManagedDevice, id); err != nil {
+			return err
+		}
 	}
 	c.removeDeviceLocked(id)
 	c.store.Delete(bucketManagedDevices, id)

@@ -119,6 +119,7 @@ func (c *Cascade) initialEntries() fileEntries {
 		running.Devices = applyChanges(running.Devices, dc, deviceID)
 		logChanges(c, "upper platform", "platform_id", pc, "config file edited while stopped")
 		logChanges(c, "device", "device_id", dc, "config file edited while stopped")
+		c.startChanges = fileChanges{Platforms: pc, Devices: dc}
 	}
 	c.saveAll(running, file)
 	return running
@@ -218,6 +219,20 @@ func (c *Cascade) ApplyFile(ctx context.Context, next *configs.Config) (int, err
 	pc := diffEntries(c.file.Platforms, file.Platforms, platformID)
 	dc := diffEntries(c.file.Devices, file.Devices, deviceID)
 	var errs []error
+	if c.cluster != nil {
+		// Written to etcd first; what it did not take stays out of the
+		// running set and of the file as applied (a later reload tries it
+		// again).
+		done, err := c.writeFileChanges(pc, dc)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		pc, dc = done.Platforms, done.Devices
+		file = fileEntries{
+			Platforms: applyChanges(slices.Clone(c.file.Platforms), pc, platformID),
+			Devices:   applyChanges(slices.Clone(c.file.Devices), dc, deviceID),
+		}
+	}
 	for _, ch := range pc {
 		u := c.upper.upperByID(ch.ID)
 		var err error

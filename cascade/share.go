@@ -280,20 +280,47 @@ func (up *upperSide) savedShare(platformID string) (configs.ShareConfig, bool) {
 // SetShare replaces what one upper platform is shared, persisted across
 // restarts; nil goes back to the config file's. Its Catalog subscribers are
 // told what appeared (ADD) and what went (DEL).
+// In a cluster the share is written to etcd first, for every node.
 func (c *Cascade) SetShare(platformID string, share *configs.ShareConfig) error {
+	if c.cluster == nil {
+		return c.upper.setShare(platformID, share)
+	}
+	c.manageMu.Lock()
+	defer c.manageMu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	if _, err := c.upper.checkShare(platformID, share); err != nil {
+		return err
+	}
+	if err := c.writeShare(platformID, share); err != nil {
+		return err
+	}
 	return c.upper.setShare(platformID, share)
 }
 
-func (up *upperSide) setShare(platformID string, share *configs.ShareConfig) error {
+// checkShare returns the running client of platformID when share (nil:
+// the file's) is valid for it.
+func (up *upperSide) checkShare(platformID string, share *configs.ShareConfig) (*upperClient, error) {
 	u := up.upperByID(platformID)
 	if u == nil {
-		return directory.ErrUnknownPlatform
+		return nil, directory.ErrUnknownPlatform
+	}
+	if share != nil {
+		if errs := share.Validate("share", up.cfg.ID); len(errs) > 0 {
+			return nil, errors.New(strings.Join(errs, "; "))
+		}
+	}
+	return u, nil
+}
+
+func (up *upperSide) setShare(platformID string, share *configs.ShareConfig) error {
+	u, err := up.checkShare(platformID, share)
+	if err != nil {
+		return err
 	}
 	next := u.cfg().Share
 	if share != nil {
-		if errs := share.Validate("share", up.cfg.ID); len(errs) > 0 {
-			return errors.New(strings.Join(errs, "; "))
-		}
 		next = *share
 		up.store.Put(bucketShares, platformID, share)
 	} else {

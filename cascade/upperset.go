@@ -82,10 +82,10 @@ func (up *upperSide) remove(ctx context.Context, u *upperClient, reason string) 
 }
 
 // retire ends an upper client no longer in the set: its loop stops, it
-// unregisters, and what hung on its registration ends with it.
+// unregisters (the node registered to it, in a cluster), and what hung on its registration ends with it.
 func (up *upperSide) retire(ctx context.Context, u *upperClient, reason string) {
 	u.stop()
-	u.unregister(ctx)
+	u.expire(ctx)
 	u.closeConn()
 	up.subs.dropPlatform(u)
 	up.routes.dropPlatform(u)

@@ -121,19 +121,30 @@ func newUpperClient(up *upperSide, p configs.PlatformConfig, share configs.Share
 		connLost: make(chan struct{}, 1),
 		st:       PlatformState{ID: p.ID, Address: p.Address, Transport: p.Transport, Charset: p.Charset},
 	}
-	if p.Transport == "tls" {
-		host, _ := endpoint.SplitHostPort(p.Address)
-		tlsCfg, err := security.LoadClientTLS(p.TLS, host)
-		if err != nil {
-			return nil, fmt.Errorf("tls: %w", err)
-		}
-		u.tls = tlsCfg
+	tlsCfg, err := platformTLS(p)
+	if err != nil {
+		return nil, err
 	}
+	u.tls = tlsCfg
 	u.ctx, u.cancel = context.WithCancel(up.ctx)
 	u.conf.Store(newPlatformConf(p))
 	u.share.Store(newShareView(share, p.ID))
 	u.resolveSources(up.ctx)
 	return u, nil
+}
+
+// platformTLS loads what verifies platform p over transport tls; nil for
+// the other transports.
+func platformTLS(p configs.PlatformConfig) (*tls.Config, error) {
+	if p.Transport != "tls" {
+		return nil, nil
+	}
+	host, _ := endpoint.SplitHostPort(p.Address)
+	tlsCfg, err := security.LoadClientTLS(p.TLS, host)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	return tlsCfg, nil
 }
 
 // start runs the registration loop until stop or the cascade's end; in a
@@ -612,10 +623,19 @@ func (u *upperClient) send(ctx context.Context, t upperTarget, method sip.Reques
 	return u.up.ep.Do(ctx, req)
 }
 
-// unregister sends Expires: 0 on graceful shutdown and when the platform is
-// removed or moves.
+// unregister sends Expires: 0 on graceful shutdown (in a cluster, by the
+// last node only: see mayUnregister).
 func (u *upperClient) unregister(ctx context.Context) {
-	if !u.state().Registered || !u.mayUnregister() {
+	if u.mayUnregister() {
+		u.expire(ctx)
+	}
+}
+
+// expire sends Expires: 0 when registered (in a cluster: this node is the
+// one registering to the platform). A platform removed or moved leaves the
+// whole cluster, so this is what retire does on every node.
+func (u *upperClient) expire(ctx context.Context) {
+	if !u.state().Registered {
 		return
 	}
 	t := u.target()

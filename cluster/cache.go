@@ -16,6 +16,8 @@ type cache struct {
 	channels      map[string]map[string]chanEntry // device -> channel
 	channelDevice map[string]string               // channel -> device
 	elections     map[string]map[string]candidate // platform -> key -> candidate
+	managed       map[string]managedEntry         // managed key -> entry (managed.go)
+	seeded        bool                            // the managed set's marker is there
 }
 
 type ownerEntry struct {
@@ -40,6 +42,7 @@ func newCache() cache {
 		channels:      map[string]map[string]chanEntry{},
 		channelDevice: map[string]string{},
 		elections:     map[string]map[string]candidate{},
+		managed:       map[string]managedEntry{},
 	}
 }
 
@@ -48,6 +51,8 @@ type effects struct {
 	lost         []string
 	nodesChanged bool
 	rewrite      bool
+	managed      []ManagedChange
+	reseed       bool
 }
 
 // apply applies one key change. del: kv was deleted (only kv.Key and
@@ -55,6 +60,8 @@ type effects struct {
 func (c *Cluster) applyLocked(kv *mvccpb.KeyValue, del bool, fx *effects) {
 	key := string(kv.Key)
 	switch {
+	case strings.HasPrefix(key, managedPrefix):
+		c.applyManagedLocked(kv, del, fx)
 	case strings.HasPrefix(key, nodesPrefix):
 		id := key[len(nodesPrefix):]
 		fx.nodesChanged = true
@@ -145,7 +152,7 @@ func (c *Cluster) applyLocked(kv *mvccpb.KeyValue, del bool, fx *effects) {
 // notify runs the callbacks the effects call for, outside c.mu.
 func (c *Cluster) notify(fx effects) {
 	c.mu.RLock()
-	lost, changed := c.onLost, c.onChanged
+	lost, changed, managed := c.onLost, c.onChanged, c.onManaged
 	c.mu.RUnlock()
 	for _, dev := range fx.lost {
 		c.log.Info().Str("device", dev).Msg("cluster: device registered at another node; dropping our claim")
@@ -156,6 +163,15 @@ func (c *Cluster) notify(fx effects) {
 	if fx.nodesChanged {
 		for _, fn := range changed {
 			fn()
+		}
+	}
+	if fx.reseed {
+		c.log.Warn().Msg("cluster: etcd holds no managed set any more (replaced by an empty one?); nodes seed it again with theirs")
+		fx.managed = append(fx.managed, ManagedChange{Reseed: true})
+	}
+	for _, ch := range fx.managed {
+		for _, fn := range managed {
+			fn(ch)
 		}
 	}
 	if fx.rewrite {
@@ -239,6 +255,15 @@ func (c *Cluster) reload(kvs []*mvccpb.KeyValue) {
 		}
 	}
 	fx.nodesChanged = fx.nodesChanged || len(old.nodes) != len(c.cache.nodes)
+	// Managed entries are reported by difference with what was cached; an
+	// etcd without the set (replaced by an empty one) removes nothing.
+	fx.managed = nil
+	if c.cache.seeded {
+		fx.managed = managedDiff(old.managed, c.cache.managed)
+	} else {
+		fx.reseed = old.seeded
+		c.cache.managed = old.managed
+	}
 	c.loaded = true
 	joined := c.session() != nil
 	c.mu.Unlock()

@@ -1,6 +1,8 @@
 // Package cluster is the shared state of a gbproxy cluster, kept in etcd:
 // node membership under leases, which node owns each device, the channel
-// index (channel -> device) and one elected node per upper platform.
+// index (channel -> device), one elected node per upper platform, and the
+// managed set (upper platforms, allowed devices and shares set at run time;
+// managed.go).
 //
 // Reads (Nodes, DeviceOwner, ChannelOwner, Place, Leader) come from a local
 // cache kept by one etcd watch: hot paths never wait on etcd. Writes happen
@@ -12,7 +14,8 @@
 // lease when the old one expired, so a restarted or partitioned etcd loses
 // nothing that a live node holds.
 //
-// Every key this node writes is attached to its lease: a node that stops
+// Every key this node writes is attached to its lease (the managed set
+// excepted: it outlives the nodes): a node that stops
 // renewing (killed, partitioned) disappears with its devices, channels and
 // election candidacies within the TTL.
 package cluster
@@ -174,11 +177,13 @@ type Cluster struct {
 	mu        sync.RWMutex
 	self      Node
 	leading   map[string]bool
+	leadLoops map[string]chan struct{} // platform -> closed when its Lead loop ended
 	cache     cache
 	loaded    bool
 	pending   map[string]int // node -> devices Place sent there since its record reached us
 	onLost    []func(deviceID string)
 	onChanged []func()
+	onManaged []func(ManagedChange)
 	desired
 
 	sign signer // the shared secret and the signatures seen (sign.go)
@@ -205,16 +210,17 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger) (*Cluster, error)
 	}
 	c := &Cluster{
 		cfg: cfg, log: log.With().Str("node", cfg.NodeID).Logger(), cli: cli,
-		closing:  make(chan struct{}),
-		kick:     make(chan struct{}, 1),
-		rewatch:  make(chan struct{}, 1),
-		ready:    make(chan struct{}),
-		sessWait: make(chan struct{}),
-		self:     Node{ID: cfg.NodeID, Advertise: cfg.Advertise, Upper: cfg.Upper, API: cfg.API, StartedAt: time.Now().UTC().Truncate(time.Second)},
-		leading:  map[string]bool{},
-		cache:    newCache(),
-		pending:  map[string]int{},
-		desired:  newDesired(),
+		closing:   make(chan struct{}),
+		kick:      make(chan struct{}, 1),
+		rewatch:   make(chan struct{}, 1),
+		ready:     make(chan struct{}),
+		sessWait:  make(chan struct{}),
+		self:      Node{ID: cfg.NodeID, Advertise: cfg.Advertise, Upper: cfg.Upper, API: cfg.API, StartedAt: time.Now().UTC().Truncate(time.Second)},
+		leading:   map[string]bool{},
+		leadLoops: map[string]chan struct{}{},
+		cache:     newCache(),
+		pending:   map[string]int{},
+		desired:   newDesired(),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.stopCtx, c.stop = context.WithCancel(context.Background())

@@ -132,13 +132,34 @@ func (c *Cluster) Lead(ctx context.Context, platformID string, run func(ctx cont
 		return
 	}
 	c.leads.Add(1)
+	// One loop per platform at a time: a platform replaced on this node
+	// (moved, or removed and added again) campaigns under the same key
+	// (one per lease), so the new loop waits for the old one's resignation.
+	prev := c.leadLoops[platformID]
+	done := make(chan struct{})
+	c.leadLoops[platformID] = done
 	c.mu.Unlock()
 	go func() {
 		defer c.leads.Done()
+		defer func() {
+			c.mu.Lock()
+			if c.leadLoops[platformID] == done {
+				delete(c.leadLoops, platformID)
+			}
+			c.mu.Unlock()
+			close(done)
+		}()
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		stop := context.AfterFunc(c.stopCtx, cancel)
 		defer stop()
+		if prev != nil {
+			select {
+			case <-prev:
+			case <-ctx.Done():
+				return
+			}
+		}
 		var bo backoff
 		for ctx.Err() == nil {
 			s := c.waitSession(ctx)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gbproxy/gbproxy/b2bua"
+	"github.com/gbproxy/gbproxy/cascade"
 	"github.com/gbproxy/gbproxy/configs"
 	"github.com/gbproxy/gbproxy/directory"
 )
@@ -126,6 +127,9 @@ func (a *app) setShare(w http.ResponseWriter, id string, share *configs.ShareCon
 	switch err := a.cascade.SetShare(id, share); {
 	case errors.Is(err, directory.ErrUnknownPlatform):
 		http.Error(w, "no upper platform "+id+" in upper.platforms", http.StatusNotFound)
+		return
+	case errors.Is(err, cascade.ErrClosed), errors.Is(err, cascade.ErrClusterDown):
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	case err != nil:
 		http.Error(w, err.Error(), http.StatusBadRequest)

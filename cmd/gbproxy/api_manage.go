@@ -243,7 +243,7 @@ func manageError(w http.ResponseWriter, err error, what, id string) {
 		http.Error(w, "no "+what+" "+id, http.StatusNotFound)
 	case errors.Is(err, cascade.ErrExists):
 		http.Error(w, "id: "+what+" "+id+" already exists; PUT changes it", http.StatusConflict)
-	case errors.Is(err, cascade.ErrClosed):
+	case errors.Is(err, cascade.ErrClosed), errors.Is(err, cascade.ErrClusterDown):
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 	default: // what the cascade found wrong with valid settings (a TLS file)
 		http.Error(w, err.Error(), http.StatusBadRequest)
