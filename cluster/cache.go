@@ -48,6 +48,7 @@ type effects struct {
 	lost         []string
 	nodesChanged bool
 	rewrite      bool
+	channels     []ChannelChange
 }
 
 // apply applies one key change. del: kv was deleted (only kv.Key and
@@ -95,6 +96,9 @@ func (c *Cluster) applyLocked(kv *mvccpb.KeyValue, del bool, fx *effects) {
 		}
 		if del {
 			if chs := c.cache.channels[dev]; chs != nil {
+				if was, ok := chs[ch]; ok {
+					fx.channels = append(fx.channels, ChannelChange{Old: &was.rec})
+				}
 				delete(chs, ch)
 				if len(chs) == 0 {
 					delete(c.cache.channels, dev)
@@ -118,6 +122,11 @@ func (c *Cluster) applyLocked(kv *mvccpb.KeyValue, del bool, fx *effects) {
 		if chs == nil {
 			chs = map[string]chanEntry{}
 			c.cache.channels[dev] = chs
+		}
+		if was, ok := chs[ch]; !ok {
+			fx.channels = append(fx.channels, ChannelChange{New: &rec})
+		} else if was.raw != string(kv.Value) {
+			fx.channels = append(fx.channels, ChannelChange{Old: &was.rec, New: &rec})
 		}
 		chs[ch] = chanEntry{rec: rec, raw: string(kv.Value)}
 		c.cache.channelDevice[ch] = dev
@@ -145,7 +154,7 @@ func (c *Cluster) applyLocked(kv *mvccpb.KeyValue, del bool, fx *effects) {
 // notify runs the callbacks the effects call for, outside c.mu.
 func (c *Cluster) notify(fx effects) {
 	c.mu.RLock()
-	lost, changed := c.onLost, c.onChanged
+	lost, changed, chans := c.onLost, c.onChanged, c.onChannels
 	c.mu.RUnlock()
 	for _, dev := range fx.lost {
 		c.log.Info().Str("device", dev).Msg("cluster: device registered at another node; dropping our claim")
@@ -156,6 +165,11 @@ func (c *Cluster) notify(fx effects) {
 	if fx.nodesChanged {
 		for _, fn := range changed {
 			fn()
+		}
+	}
+	if len(fx.channels) > 0 {
+		for _, fn := range chans {
+			fn(fx.channels)
 		}
 	}
 	if fx.rewrite {
@@ -239,6 +253,7 @@ func (c *Cluster) reload(kvs []*mvccpb.KeyValue) {
 		}
 	}
 	fx.nodesChanged = fx.nodesChanged || len(old.nodes) != len(c.cache.nodes)
+	fx.channels = channelDiff(old.channels, c.cache.channels) // not every record as new
 	c.loaded = true
 	joined := c.session() != nil
 	c.mu.Unlock()

@@ -171,14 +171,15 @@ type Cluster struct {
 	sess     *concurrency.Session
 	sessWait chan struct{} // closed when sess becomes non-nil
 
-	mu        sync.RWMutex
-	self      Node
-	leading   map[string]bool
-	cache     cache
-	loaded    bool
-	pending   map[string]int // node -> devices Place sent there since its record reached us
-	onLost    []func(deviceID string)
-	onChanged []func()
+	mu         sync.RWMutex
+	self       Node
+	leading    map[string]bool
+	cache      cache
+	loaded     bool
+	pending    map[string]int // node -> devices Place sent there since its record reached us
+	onLost     []func(deviceID string)
+	onChanged  []func()
+	onChannels []func([]ChannelChange)
 	desired
 
 	sign signer // the shared secret and the signatures seen (sign.go)
