@@ -10,6 +10,7 @@ import (
 
 	"github.com/gbproxy/gbproxy/cluster"
 	"github.com/gbproxy/gbproxy/cluster/etcdtest"
+	"github.com/gbproxy/gbproxy/directory"
 )
 
 func joinTestCluster(t *testing.T, endpoint, id, upper string) *cluster.Cluster {
@@ -88,4 +89,12 @@ func TestUpperGuardClusterSignature(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("the member's signature from another host", elsewhere, sip.StatusForbidden)
+}
+
+// The B2BUA knows a forwarded request by the header the cluster signs it
+// with.
+func TestForwardedHeaderIsTheSignature(t *testing.T) {
+	if directory.ForwardedHeader != cluster.SignatureHeader {
+		t.Fatalf("directory.ForwardedHeader %q, cluster.SignatureHeader %q", directory.ForwardedHeader, cluster.SignatureHeader)
+	}
 }
