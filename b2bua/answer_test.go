@@ -83,6 +83,12 @@ func (o oneCallee) TakeBroadcast(context.Context, string, string) (directory.Bro
 // newTestB2BUA is a B2BUA on 127.0.0.1 whose every channel is dev's.
 func newTestB2BUA(t *testing.T, dev string) (*B2BUA, *endpoint.Endpoint, *relay.Relay) {
 	t.Helper()
+	return newTestB2BUAWith(t, oneCallee{directory.Callee{ChannelID: testChannel, DeviceID: testChannel, Peer: endpoint.Peer{Transport: "UDP", Addr: dev}}})
+}
+
+// newTestB2BUAWith is a B2BUA on 127.0.0.1 asking dir.
+func newTestB2BUAWith(t *testing.T, dir directory.Directory) (*B2BUA, *endpoint.Endpoint, *relay.Relay) {
+	t.Helper()
 	cfg, err := configs.Parse([]byte(fmt.Sprintf(`
 id: "34020000002000000001"
 domain: "3402000000"
@@ -109,8 +115,7 @@ upper:
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := New(Options{Config: cfg, Lower: lower, Upper: upper, Relay: r, Logger: log, Metrics: m,
-		Directory: oneCallee{directory.Callee{ChannelID: testChannel, DeviceID: testChannel, Peer: endpoint.Peer{Transport: "UDP", Addr: dev}}}})
+	b := New(Options{Config: cfg, Lower: lower, Upper: upper, Relay: r, Logger: log, Metrics: m, Directory: dir})
 	lower.Serve()
 	upper.Serve()
 	t.Cleanup(func() {
@@ -124,9 +129,9 @@ upper:
 	return b, upper, r
 }
 
-// upperInvite sends a UDP live INVITE to the upper side and returns the
-// final answer.
-func upperInvite(t *testing.T, to string) *sip.Response {
+// upperInvite sends a UDP live INVITE (with extra headers) to the upper
+// side and returns the final answer.
+func upperInvite(t *testing.T, to string, extra ...sip.Header) *sip.Response {
 	t.Helper()
 	ua, err := sipgo.NewUA(sipgo.WithUserAgentHostname("127.0.0.1"))
 	if err != nil {
@@ -143,6 +148,9 @@ func upperInvite(t *testing.T, to string) *sip.Response {
 	from.Params.Add("tag", "up")
 	req.AppendHeader(from)
 	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	for _, h := range extra {
+		req.AppendHeader(h)
+	}
 	req.SetBody([]byte("v=0\r\no=" + testUpper + " 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" +
 		"m=video 30000 RTP/AVP 96\r\na=recvonly\r\na=rtpmap:96 PS/90000\r\ny=0100000001\r\n"))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

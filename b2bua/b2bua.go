@@ -130,9 +130,12 @@ func (b *B2BUA) describeMetrics() {
 	m.Describe("gbproxy_broadcasts_total", "Voice broadcast INVITEs from devices by result.")
 	m.Histogram("gbproxy_invite_setup_seconds", "Live INVITEs from upper platforms: time from the INVITE to our final answer, by platform and result (ok: 200, failed: an error answer; cancelled INVITEs are not counted).", metrics.LatencyBuckets)
 	m.Describe("gbproxy_media_connections_refused_total", "TCP media connections refused on an upper's TCP-passive leg (not from the upper's address or outside media_allow), by platform.")
-	m.Gauge("gbproxy_sessions", "Established live sessions (upper platform legs answered 200) now, as /api/v1/sessions lists them.", func() float64 {
+	m.Gauge("gbproxy_sessions", "Established live sessions this node relays (upper platform legs answered 200) now: those /api/v1/sessions?local=true lists with this node (calls forwarded to another cluster node are gbproxy_forwarded_sessions).", func() float64 {
 		sessions, _, _ := b.Counts()
 		return float64(sessions)
+	})
+	m.Gauge("gbproxy_forwarded_sessions", "Calls this node forwarded to the cluster node holding the channel, answered and not ended: listed in /api/v1/sessions with that node, not counted in gbproxy_sessions (the owner counts them, so the sum over the nodes counts each session once).", func() float64 {
+		return float64(len(b.forwardedList(func(f *forwarded) bool { return f.answeredOK() })))
 	})
 	m.Gauge("gbproxy_device_streams", "Device streams (device legs) now; several sessions may share one.", func() float64 {
 		_, streams, _ := b.Counts()
@@ -160,9 +163,14 @@ type Session struct {
 	UpperChannelID string    `json:"upper_channel_id"`
 	LowerCallID    string    `json:"lower_call_id"`
 	LastPacketAt   time.Time `json:"last_packet_at,omitzero"`
+	// Node is, in a cluster, the node relaying the session's media. A call
+	// this node forwarded to the channel's owner names the owner (it has
+	// no counters here: the owner relays the media).
+	Node string `json:"node,omitempty"`
 }
 
-// Sessions lists the established live sessions.
+// Sessions lists the established live sessions: those this node relays,
+// then (in a cluster) the calls it forwarded to other nodes, with Node set.
 func (b *B2BUA) Sessions() []Session {
 	b.mu.Lock()
 	calls := make([]*call, 0, len(b.calls))
@@ -185,7 +193,8 @@ func (b *B2BUA) Sessions() []Session {
 			DeviceID: st.deviceID, UpperChannelID: c.targetID, LowerCallID: st.callID, LastPacketAt: in.Last,
 		})
 	}
-	return append(out, b.broadcastSessions()...)
+	out = append(out, b.broadcastSessions()...)
+	return append(out, b.forwardedSessions()...)
 }
 
 // ErrNoSession: no live session has that Call-ID.
@@ -206,7 +215,12 @@ func (b *B2BUA) Hangup(callID string) error {
 		return nil
 	}
 	if found == nil {
-		return ErrNoSession
+		fwd := b.forwardedList(func(f *forwarded) bool { return f.callID == callID && f.answeredOK() })
+		if len(fwd) == 0 {
+			return ErrNoSession
+		}
+		b.endForward(fwd[0], "ended through the API", true, true)
+		return nil
 	}
 	b.endCall(found, "ended through the API", true)
 	return nil
@@ -249,6 +263,7 @@ func (b *B2BUA) UpperLost(platformID, reason string) {
 	for _, c := range gone {
 		b.goOrRun(func() { b.endCall(c, "upper platform signalling lost: "+reason, true) })
 	}
+	b.endForwards(func(f *forwarded) bool { return f.upperID == platformID }, "upper platform signalling lost: "+reason, b.goOrRun)
 }
 
 // Close ends every call on both sides (BYEs bounded by ctx) and stops.
@@ -270,7 +285,7 @@ func (b *B2BUA) Close(ctx context.Context) {
 			b.endCall(c, "proxy shutting down", true)
 		}()
 	}
-	b.endForwards(func(f func()) {
+	b.endForwards(func(*forwarded) bool { return true }, "proxy shutting down", func(f func()) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

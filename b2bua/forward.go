@@ -1,14 +1,17 @@
 package b2bua
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/rs/zerolog"
 
+	"github.com/gbproxy/gbproxy/b2bua/sdp"
 	"github.com/gbproxy/gbproxy/directory"
 	"github.com/gbproxy/gbproxy/endpoint"
 )
@@ -20,21 +23,32 @@ import (
 // (its own relay's upper-side address) reaches the upper unchanged. Media
 // then flows between the owner's relay and the upper: one relay hop. We stay
 // in the dialog's path (our Contact on both legs) and pass ACK, BYE, and
-// INFO each way; the call ends when either side ends it, when the owner
-// leaves the cluster (BYE to the upper), or on Close (BYE both ways).
+// INFO and in-dialog MESSAGE (MediaStatus at the end of a file) each way;
+// the call ends when either side ends it, when the owner leaves the cluster
+// (BYE to the upper), when the upper's registration is lost or the platform
+// removed, through the API, or on Close (BYE both ways).
+//
+// A request another node forwarded carries its signature header
+// (directory.ForwardedHeader); an INVITE that would be forwarded again is
+// refused 482: nodes that disagree about a channel's owner must not pass
+// it around.
 
 // forwarded is one upper's call passed on to another node.
 type forwarded struct {
-	callID   string
-	upperID  string
-	upperTag string        // the upper's From tag
-	inv      *sip.Request  // the upper's INVITE
-	peer     endpoint.Peer // where requests to the upper go
-	owner    endpoint.Peer // the owning node's upper side
-	node     string
-	out      *sip.Request  // our INVITE to the owner
-	res      *sip.Response // the owner's 2xx, once answered
-	gone     <-chan struct{}
+	callID    string
+	upperID   string
+	upperTag  string // the upper's From tag
+	targetID  string // the channel as the upper named it
+	channelID string // and as the owner knows it
+	deviceID  string
+	kind      string        // the offer's s=, as the API shows it
+	inv       *sip.Request  // the upper's INVITE
+	peer      endpoint.Peer // where requests to the upper go
+	owner     endpoint.Peer // the owning node's upper side
+	node      string
+	out       *sip.Request  // our INVITE to the owner
+	res       *sip.Response // the owner's 2xx, once answered
+	gone      <-chan struct{}
 
 	final     *finalAnswer // what every copy of the INVITE is answered
 	answered  chan struct{}
@@ -45,6 +59,7 @@ type forwarded struct {
 	ownerCSeq atomic.Uint32 // the highest CSeq of the owner's requests to the upper
 	upperCSeq atomic.Uint32 // and of the upper's to the owner
 	upperGone atomic.Bool   // the upper cancelled
+	started   time.Time     // set with res
 	log       zerolog.Logger
 }
 
@@ -79,8 +94,20 @@ func (b *B2BUA) forwardInvite(req *sip.Request, tx sip.ServerTransaction) bool {
 	if !errors.As(err, &rem) {
 		return false
 	}
+	if req.GetHeader(directory.ForwardedHeader) != nil {
+		b.log.Warn().Str("call_id", req.CallID().Value()).Str("target_id", target).Str("node", rem.Node).Str("remote", req.Source()).
+			Msg("INVITE forwarded by another cluster node is for a channel this node places on a third one; refused 482 rather than forwarded again")
+		b.metrics.Inc("gbproxy_calls_total", "platform", b.platformLabel(req.From().Address.User), "result", "482")
+		b.upper.Respond(tx, req, sip.StatusLoopDetected, "Loop Detected (forwarded once already)", nil)
+		return true
+	}
+	kind := kindLive
+	if offer, err := sdp.Parse(req.Body()); err == nil {
+		kind = cmp.Or(sessionKind(offer.Name), kindLive)
+	}
 	f := &forwarded{
 		callID: req.CallID().Value(), upperID: req.From().Address.User, upperTag: tagOf(req.From().Params),
+		targetID: target, channelID: rem.ChannelID, deviceID: rem.DeviceID, kind: kind,
 		inv: req, peer: endpoint.PeerOf(req), owner: endpoint.Peer{Transport: "UDP", Addr: rem.Addr}, node: rem.Node, gone: rem.Gone,
 		answered: make(chan struct{}), acked: make(chan struct{}), ended: make(chan struct{}),
 	}
@@ -193,7 +220,7 @@ func (b *B2BUA) toUpper(f *forwarded, res *sip.Response) *finalAnswer {
 // answerForward passes the owner's 2xx up and keeps the call until either
 // side ends it or the owner leaves the cluster.
 func (b *B2BUA) answerForward(f *forwarded, req *sip.Request, tx sip.ServerTransaction, res *sip.Response) {
-	f.res = res
+	f.res, f.started = res, time.Now()
 	f.final = b.toUpper(f, res)
 	close(f.answered)
 	respondFinal(b.upper, tx, req, f.final)
@@ -248,9 +275,17 @@ func (b *B2BUA) ownerRequest(f *forwarded, method sip.RequestMethod, cseq uint32
 		sip.HeaderClone(f.res.To()).(*sip.ToHeader), f.callID, cseq)
 }
 
-// forwardedInDialog passes a BYE or INFO of a forwarded call to the other
-// side and its answer back; a BYE ends the call. False when req is not of
-// a forwarded call.
+// ForwardedMessage passes a MESSAGE inside a forwarded call (the owner's
+// MediaStatus at the end of a file, GB/T 28181 §9.8) to the other side;
+// false when req is not of one. The cascade hands it every in-dialog
+// MESSAGE of the upper side first.
+func (b *B2BUA) ForwardedMessage(req *sip.Request, tx sip.ServerTransaction) bool {
+	return b.forwardedInDialog(req, tx)
+}
+
+// forwardedInDialog passes a BYE, INFO or MESSAGE of a forwarded call to
+// the other side and its answer back; a BYE ends the call. False when req
+// is not of a forwarded call.
 func (b *B2BUA) forwardedInDialog(req *sip.Request, tx sip.ServerTransaction) bool {
 	f := b.forwardedCall(req.CallID().Value())
 	if f == nil || !f.answeredOK() {
@@ -356,19 +391,38 @@ func (b *B2BUA) byeOwner(f *forwarded) {
 	}
 }
 
-// endForwards ends every answered forwarded call (Close), BYE both ways.
-func (b *B2BUA) endForwards(run func(func())) {
-	b.mu.Lock()
-	var list []*forwarded
-	for _, f := range b.fwd {
-		list = append(list, f)
+// endForwards ends the answered forwarded calls that keep says, BYE both
+// ways, each through run.
+func (b *B2BUA) endForwards(keep func(*forwarded) bool, reason string, run func(func())) {
+	for _, f := range b.forwardedList(func(f *forwarded) bool { return f.answeredOK() && keep(f) }) {
+		run(func() { b.endForward(f, reason, true, true) })
 	}
-	b.mu.Unlock()
-	for _, f := range list {
-		if f.answeredOK() {
-			run(func() { b.endForward(f, "proxy shutting down", true, true) })
+}
+
+// forwardedSessions are the answered forwarded calls as the API shows
+// them: Node is the owner, which relays the media and has the counters.
+func (b *B2BUA) forwardedSessions() []Session {
+	var out []Session
+	for _, f := range b.forwardedList(func(f *forwarded) bool { return f.answeredOK() }) {
+		out = append(out, Session{
+			CallID: f.callID, ChannelID: f.channelID, UpperID: f.upperID, Kind: sessionLabel(f.kind),
+			UpperTransport: f.peer.Transport, StartedAt: f.started, DeviceID: f.deviceID, UpperChannelID: f.targetID, Node: f.node,
+		})
+	}
+	return out
+}
+
+// forwardedList is a copy of the forwarded calls that keep says.
+func (b *B2BUA) forwardedList(keep func(*forwarded) bool) []*forwarded {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []*forwarded
+	for _, f := range b.fwd {
+		if keep(f) {
+			out = append(out, f)
 		}
 	}
+	return out
 }
 
 // answeredOK: the owner's 2xx is in (f.res may be read).

@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/emiago/sipgo/sip"
@@ -211,6 +214,19 @@ func (up *upperSide) relayedUp(req *sip.Request, tx sip.ServerTransaction) bool 
 	return true
 }
 
+// OnForwardedDialogMessage sets what takes, in a cluster, a MESSAGE inside
+// the dialog of a call this node forwarded to another node (the owner's
+// MediaStatus for the upper, GB/T 28181 §9.8): f reports whether it was
+// one of its calls and answered it. Call it before Start.
+func (c *Cascade) OnForwardedDialogMessage(f func(*sip.Request, sip.ServerTransaction) bool) {
+	c.upper.forwardedMessage = f
+}
+
+// inForwardedCall hands an in-dialog MESSAGE to the forwarded calls.
+func (up *upperSide) inForwardedCall(req *sip.Request, tx sip.ServerTransaction) bool {
+	return up.cluster != nil && up.forwardedMessage != nil && req.To().Params.Has("tag") && up.forwardedMessage(req, tx)
+}
+
 // remote is a target of an upper's request that lives on another node.
 type remote struct {
 	deviceID string
@@ -240,13 +256,7 @@ func (up *upperSide) remoteTarget(v *shareView, local string) (remote, bool) {
 		return remote{}, false
 	}
 	if isChannel {
-		siblings := map[string]*Channel{}
-		for _, rec := range cl.Channels() {
-			if rec.DeviceID == dev {
-				siblings[rec.ID] = channelOf(rec)
-			}
-		}
-		if c := siblings[local]; c == nil || !v.sharesChannel(c, siblings) {
+		if c := up.indexChannel(dev, local); c == nil || !up.sharesRemote(v, c, up.indexChannel) {
 			return remote{}, false
 		}
 	} else if !v.sharesDevice(dev) {
@@ -257,6 +267,32 @@ func (up *upperSide) remoteTarget(v *shareView, local string) (remote, bool) {
 		return remote{}, false
 	}
 	return remote{deviceID: dev, node: n}, true
+}
+
+// sharesRemote reports whether v sees channel c of another node, looking
+// up (in the cluster's index) only the groups above it, its ParentID
+// chain, as sharesChannel walks them.
+func (up *upperSide) sharesRemote(v *shareView, c *Channel, lookup func(dev, id string) *Channel) bool {
+	chain := map[string]*Channel{c.ID: c}
+	for cur, depth := c, 0; depth < 16; depth++ { // sharesChannel's bound
+		pid := lastPathElement(cur.Item.ParentID)
+		if pid == "" || chain[pid] != nil {
+			break
+		}
+		if cur = lookup(c.DeviceID, pid); cur == nil {
+			break
+		}
+		chain[pid] = cur
+	}
+	return v.sharesChannel(c, chain)
+}
+
+// indexChannel is a channel of the cluster's index, nil when absent.
+func (up *upperSide) indexChannel(dev, id string) *Channel {
+	if rec, ok := up.cluster.Channel(dev, id); ok {
+		return channelOf(rec)
+	}
+	return nil
 }
 
 // forwardToOwner passes an upper's query or control for a channel on
@@ -300,7 +336,8 @@ func (up *upperSide) remoteCallee(v *shareView, id string) (*directory.RemoteErr
 	if !ok {
 		return nil, false
 	}
-	return &directory.RemoteError{Node: rem.node.ID, Addr: rem.node.Upper, Gone: up.gone.of(rem.node.ID)}, true
+	return &directory.RemoteError{Node: rem.node.ID, Addr: rem.node.Upper, Gone: up.gone.of(rem.node.ID),
+		ChannelID: local, DeviceID: rem.deviceID}, true
 }
 
 // nodeWatch hands out, per node, a channel closed when the node leaves the
@@ -341,13 +378,146 @@ func (w *nodeWatch) changed() {
 	}
 }
 
-// startCluster hooks the upper side to membership changes.
+// startCluster hooks the upper side to membership and catalog changes.
 func (up *upperSide) startCluster() {
 	if up.cluster == nil {
 		return
 	}
 	up.gone.nodes = up.cluster.Nodes
 	up.cluster.OnNodesChanged(up.gone.changed)
+	up.remoteOff = map[string]bool{}
+	up.cluster.OnChannelsChanged(up.remoteChannelsChanged)
+}
+
+// Catalog subscriptions in a cluster. The registry reports this node's own
+// channels (channelEvents); the cluster's index reports the other nodes'
+// (remoteChannelsChanged), turned into GB/T 28181 events:
+//   - a record that appears: ADD, or its status when the upper was told
+//     it went OFF (the device went offline and came back, maybe elsewhere)
+//     or it was ours before (the device moved away from this node);
+//   - a record that changes: its status when that changed, else UPDATE
+//     (a move between two other nodes alone is nothing);
+//   - a record that goes: DEL when its device is still held (the channel
+//     left the catalog), else OFF (the device went offline or its node
+//     died; its channels come back when it registers again).
+// Records of this node's devices are left to the registry, and the
+// registry's events of a device the cluster now places on another node are
+// dropped (it moved away: it is not offline for the upper), so no change is
+// told twice.
+
+// remoteChannelsChanged runs on the cluster's watch goroutine, in order;
+// enqueueing NOTIFYs does not block.
+func (up *upperSide) remoteChannelsChanged(changes []cluster.ChannelChange) {
+	cl := up.cluster
+	self := cl.Self().ID
+	var evs []ChannelEvent
+	gone := map[[2]string]*Channel{} // records this batch removed, for share lookups
+	for _, ch := range changes {
+		rec := ch.New
+		if rec == nil {
+			rec = ch.Old
+		}
+		if node, ok := cl.DeviceOwner(rec.DeviceID); ok && node == self || rec.Node == self && ch.New != nil {
+			delete(up.remoteOff, rec.ID)
+			continue
+		}
+		c := channelOf(*rec)
+		event := ""
+		switch {
+		case ch.New == nil && ch.Old.Node == self:
+		case ch.New == nil:
+			gone[[2]string{rec.DeviceID, rec.ID}] = c
+			if _, held := cl.DeviceOwner(rec.DeviceID); held {
+				event = "DEL"
+				delete(up.remoteOff, rec.ID)
+			} else {
+				event = "OFF"
+				up.remoteOff[rec.ID] = true
+			}
+		case ch.Old == nil && !up.remoteOff[rec.ID]:
+			event = "ADD"
+		case ch.Old == nil || ch.Old.Node == self || recStatus(*ch.Old) != recStatus(*ch.New):
+			event = recStatus(*ch.New)
+			delete(up.remoteOff, rec.ID)
+		case !sameListing(*ch.Old, *ch.New):
+			event = "UPDATE"
+		}
+		if event != "" {
+			c.Item.Status = recStatus(*rec)
+			evs = append(evs, ChannelEvent{DeviceID: rec.DeviceID, Item: c.Item, Event: event})
+		}
+	}
+	lookup := func(dev, id string) *Channel {
+		if c := up.indexChannel(dev, id); c != nil {
+			return c
+		}
+		return gone[[2]string{dev, id}]
+	}
+	up.subs.catalogEvents(evs, func(v *shareView, evs []ChannelEvent) []manscdp.CatalogItem {
+		return up.remoteEventsFor(v, evs, lookup)
+	})
+}
+
+// recStatus is a record's status as an event names it.
+func recStatus(r cluster.ChannelRecord) string { return strings.ToUpper(cmpOr(r.Status, "ON")) }
+
+// sameListing: a and b differ in nothing an upper's catalog shows but their
+// status and node.
+func sameListing(a, b cluster.ChannelRecord) bool {
+	a.Status, a.Node, b.Status, b.Node = "", "", "", ""
+	return reflect.DeepEqual(a, b)
+}
+
+// localEvents drops, in a cluster, the registry's events of devices the
+// cluster now places on another node (see above).
+func (up *upperSide) localEvents(evs []ChannelEvent) []ChannelEvent {
+	cl := up.cluster
+	if cl == nil {
+		return evs
+	}
+	self := cl.Self().ID
+	return slices.DeleteFunc(evs, func(ev ChannelEvent) bool {
+		node, ok := cl.DeviceOwner(ev.DeviceID)
+		return ok && node != self
+	})
+}
+
+// remoteEventsFor filters and maps other nodes' channel events for one
+// upper, as the registry's eventsFor does for ours; lookup finds a
+// channel's groups.
+func (up *upperSide) remoteEventsFor(v *shareView, evs []ChannelEvent, lookup func(dev, id string) *Channel) []manscdp.CatalogItem {
+	var out []manscdp.CatalogItem
+	for _, ev := range evs {
+		c := &Channel{ID: ev.Item.DeviceID, DeviceID: ev.DeviceID, Item: ev.Item}
+		if !up.sharesRemote(v, c, lookup) {
+			continue
+		}
+		switch ev.Event {
+		case "ADD", "UPDATE":
+			visible := map[string]*Channel{}
+			for _, id := range []string{lastPathElement(c.Item.ParentID), c.Item.BusinessGroupID, infoGroup(c.Item)} {
+				if p := lookup(c.DeviceID, id); id != "" && p != nil && up.sharesRemote(v, p, lookup) {
+					visible[id] = p
+				}
+			}
+			r := up.registry
+			r.mu.RLock()
+			it := r.upperItemLocked(v, c, visible)
+			r.mu.RUnlock()
+			it.Status, it.Event = ev.Item.Status, ev.Event
+			out = append(out, it)
+		default:
+			out = append(out, manscdp.CatalogItem{DeviceID: v.up(c.ID), Event: ev.Event})
+		}
+	}
+	return out
+}
+
+func infoGroup(it manscdp.CatalogItem) string {
+	if it.Info != nil {
+		return it.Info.BusinessGroupID
+	}
+	return ""
 }
 
 // catalogFor is the catalog upper v sees: this node's channels and, in a

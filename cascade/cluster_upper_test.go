@@ -8,8 +8,11 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/rs/zerolog"
 
+	"github.com/gbproxy/gbproxy/cascade/manscdp"
 	"github.com/gbproxy/gbproxy/cluster"
 	"github.com/gbproxy/gbproxy/cluster/etcdtest"
+	"github.com/gbproxy/gbproxy/configs"
+	"github.com/gbproxy/gbproxy/directory"
 )
 
 func joinTestCluster(t *testing.T, endpoint, id, upper string) *cluster.Cluster {
@@ -88,4 +91,52 @@ func TestUpperGuardClusterSignature(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("the member's signature from another host", elsewhere, sip.StatusForbidden)
+}
+
+// The B2BUA knows a forwarded request by the header the cluster signs it
+// with.
+func TestForwardedHeaderIsTheSignature(t *testing.T) {
+	if directory.ForwardedHeader != cluster.SignatureHeader {
+		t.Fatalf("directory.ForwardedHeader %q, cluster.SignatureHeader %q", directory.ForwardedHeader, cluster.SignatureHeader)
+	}
+}
+
+// A channel of another node is shared through a group above it exactly as
+// a local one: the lookups walk its ParentID chain (paths too), and a
+// cycle ends the walk.
+func TestSharesRemoteWalksGroups(t *testing.T) {
+	up := &upperSide{}
+	v := newShareView(configs.ShareConfig{Groups: []string{"grp"}}, upperA)
+	index := map[string]*Channel{}
+	add := func(id, parent, bg string) *Channel {
+		c := &Channel{ID: id, DeviceID: "dev", Item: manscdp.CatalogItem{DeviceID: id, ParentID: parent, BusinessGroupID: bg}}
+		index[id] = c
+		return c
+	}
+	lookups := 0
+	lookup := func(dev, id string) *Channel {
+		lookups++
+		if dev != "dev" {
+			return nil
+		}
+		return index[id]
+	}
+	add("grp", "", "")
+	add("mid", "civil/grp", "")
+	cam := add("cam", "mid", "")
+	loose := add("loose", "", "")
+	inBG := add("bgcam", "", "grp")
+	a := add("a", "b", "")
+	add("b", "a", "")
+	for _, c := range []struct {
+		ch   *Channel
+		want bool
+	}{{cam, true}, {loose, false}, {inBG, true}, {a, false}} {
+		if got := up.sharesRemote(v, c.ch, lookup); got != c.want {
+			t.Errorf("%s shared %v, want %v", c.ch.ID, got, c.want)
+		}
+	}
+	if lookups > 8 {
+		t.Errorf("%d lookups: only the chains above the channels are looked up", lookups)
+	}
 }

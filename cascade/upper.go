@@ -33,6 +33,12 @@ type upperSide struct {
 	upperLostHooks []func(platformID, reason string)
 	// gone tells forwarded calls when a cluster node leaves.
 	gone nodeWatch
+	// remoteOff are other nodes' channels the Catalog subscribers were
+	// told went OFF; only the cluster's watch goroutine touches it.
+	remoteOff map[string]bool
+	// forwardedMessage takes, in a cluster, an in-dialog MESSAGE of a call
+	// forwarded to another node (cluster_upper.go).
+	forwardedMessage func(*sip.Request, sip.ServerTransaction) bool
 }
 
 // deviceLink is what the upper side needs of the lower side besides reading

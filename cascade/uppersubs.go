@@ -297,14 +297,20 @@ func (s *upperSubs) sendNotify(sub *upperSub, n notifyBody) {
 	up.metrics.Inc("gbproxy_notify_total", "platform", u.id, "kind", sub.kind, "result", "ok")
 }
 
-// channelEvents fans catalog changes out to every Catalog subscription that
-// sees them, mapped for its platform.
+// channelEvents fans this node's catalog changes out to every Catalog
+// subscription that sees them, mapped for its platform.
 func (s *upperSubs) channelEvents(evs []ChannelEvent) {
+	s.catalogEvents(s.up.localEvents(evs), s.up.registry.eventsFor)
+}
+
+// catalogEvents fans catalog changes out to the Catalog subscriptions,
+// itemsFor filtering and mapping them for each platform.
+func (s *upperSubs) catalogEvents(evs []ChannelEvent, itemsFor func(*shareView, []ChannelEvent) []manscdp.CatalogItem) {
 	if len(evs) == 0 {
 		return
 	}
 	for _, sub := range s.active("Catalog") {
-		items := s.up.registry.eventsFor(sub.upper.view(), evs)
+		items := itemsFor(sub.upper.view(), evs)
 		if sub.localID != "" {
 			items = s.onlyTarget(sub, evs, items)
 		}

@@ -53,6 +53,7 @@ type effects struct {
 	rewrite      bool
 	managed      []ManagedChange
 	reseed       bool
+	channels     []ChannelChange
 }
 
 // apply applies one key change. del: kv was deleted (only kv.Key and
@@ -102,6 +103,9 @@ func (c *Cluster) applyLocked(kv *mvccpb.KeyValue, del bool, fx *effects) {
 		}
 		if del {
 			if chs := c.cache.channels[dev]; chs != nil {
+				if was, ok := chs[ch]; ok {
+					fx.channels = append(fx.channels, ChannelChange{Old: &was.rec})
+				}
 				delete(chs, ch)
 				if len(chs) == 0 {
 					delete(c.cache.channels, dev)
@@ -125,6 +129,11 @@ func (c *Cluster) applyLocked(kv *mvccpb.KeyValue, del bool, fx *effects) {
 		if chs == nil {
 			chs = map[string]chanEntry{}
 			c.cache.channels[dev] = chs
+		}
+		if was, ok := chs[ch]; !ok {
+			fx.channels = append(fx.channels, ChannelChange{New: &rec})
+		} else if was.raw != string(kv.Value) {
+			fx.channels = append(fx.channels, ChannelChange{Old: &was.rec, New: &rec})
 		}
 		chs[ch] = chanEntry{rec: rec, raw: string(kv.Value)}
 		c.cache.channelDevice[ch] = dev
@@ -152,7 +161,7 @@ func (c *Cluster) applyLocked(kv *mvccpb.KeyValue, del bool, fx *effects) {
 // notify runs the callbacks the effects call for, outside c.mu.
 func (c *Cluster) notify(fx effects) {
 	c.mu.RLock()
-	lost, changed, managed := c.onLost, c.onChanged, c.onManaged
+	lost, changed, managed, chans := c.onLost, c.onChanged, c.onManaged, c.onChannels
 	c.mu.RUnlock()
 	for _, dev := range fx.lost {
 		c.log.Info().Str("device", dev).Msg("cluster: device registered at another node; dropping our claim")
@@ -172,6 +181,11 @@ func (c *Cluster) notify(fx effects) {
 	for _, ch := range fx.managed {
 		for _, fn := range managed {
 			fn(ch)
+		}
+	}
+	if len(fx.channels) > 0 {
+		for _, fn := range chans {
+			fn(fx.channels)
 		}
 	}
 	if fx.rewrite {
@@ -264,6 +278,7 @@ func (c *Cluster) reload(kvs []*mvccpb.KeyValue) {
 		fx.reseed = old.seeded
 		c.cache.managed = old.managed
 	}
+	fx.channels = channelDiff(old.channels, c.cache.channels) // not every record as new
 	c.loaded = true
 	joined := c.session() != nil
 	c.mu.Unlock()

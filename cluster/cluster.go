@@ -174,16 +174,17 @@ type Cluster struct {
 	sess     *concurrency.Session
 	sessWait chan struct{} // closed when sess becomes non-nil
 
-	mu        sync.RWMutex
-	self      Node
-	leading   map[string]bool
-	leadLoops map[string]chan struct{} // platform -> closed when its Lead loop ended
-	cache     cache
-	loaded    bool
-	pending   map[string]int // node -> devices Place sent there since its record reached us
-	onLost    []func(deviceID string)
-	onChanged []func()
-	onManaged []func(ManagedChange)
+	mu         sync.RWMutex
+	self       Node
+	leading    map[string]bool
+	leadLoops  map[string]chan struct{} // platform -> closed when its Lead loop ended
+	cache      cache
+	loaded     bool
+	pending    map[string]int // node -> devices Place sent there since its record reached us
+	onLost     []func(deviceID string)
+	onChanged  []func()
+	onManaged  []func(ManagedChange)
+	onChannels []func([]ChannelChange)
 	desired
 
 	sign signer // the shared secret and the signatures seen (sign.go)

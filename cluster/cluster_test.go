@@ -550,3 +550,73 @@ func TestCloseWithEtcdDown(t *testing.T) {
 		t.Fatalf("run still going after Close: %v", l.current())
 	}
 }
+
+// changeLog collects what OnChannelsChanged reports, as "+id", "~id:old>new"
+// (status) and "-id".
+type changeLog struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (l *changeLog) record(chs []ChannelChange) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, ch := range chs {
+		switch {
+		case ch.Old == nil:
+			l.got = append(l.got, "+"+ch.New.ID)
+		case ch.New == nil:
+			l.got = append(l.got, "-"+ch.Old.ID)
+		default:
+			l.got = append(l.got, "~"+ch.New.ID+":"+ch.Old.Status+">"+ch.New.Status)
+		}
+	}
+}
+
+func (l *changeLog) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.got
+	l.got = nil
+	slices.Sort(out)
+	return out
+}
+
+func TestChannelLookupAndChanges(t *testing.T) {
+	etcd := etcdtest.Start(t)
+	a := openNode(t, etcd.Endpoint(), "a", testTTL)
+	b := openNode(t, etcd.Endpoint(), "b", testTTL)
+	var log changeLog
+	b.OnChannelsChanged(log.record)
+	a.ClaimDevice("dev")
+	a.SetChannels("dev", []ChannelRecord{{ID: "ch1", Name: "gate", Status: "ON"}, {ID: "grp", Name: "group"}})
+	if r, ok := a.Channel("dev", "ch1"); !ok || r.Name != "gate" || r.Node != "a" {
+		t.Fatalf("a.Channel(dev, ch1) = %+v %v: own channels answer before etcd has them", r, ok)
+	}
+	eventually(t, 5*time.Second, "b sees both channels appear", func() bool {
+		return slices.Equal(log.take(), []string{"+ch1", "+grp"})
+	})
+	if r, ok := b.Channel("dev", "ch1"); !ok || r.Name != "gate" || r.Node != "a" || r.DeviceID != "dev" {
+		t.Fatalf("b.Channel(dev, ch1) = %+v %v", r, ok)
+	}
+	if _, ok := b.Channel("other", "ch1"); ok {
+		t.Fatal("a channel is found under a device it is not of")
+	}
+
+	a.SetChannels("dev", []ChannelRecord{{ID: "ch1", Name: "gate", Status: "OFF"}, {ID: "grp", Name: "group"}})
+	var got []string
+	eventually(t, 5*time.Second, "b sees ch1's status change, nothing else", func() bool {
+		got = append(got, log.take()...)
+		return len(got) > 0
+	})
+	if !slices.Equal(got, []string{"~ch1:ON>OFF"}) {
+		t.Fatalf("changes %v, want only ch1 ON>OFF", got)
+	}
+	a.SetChannels("dev", nil)
+	eventually(t, 5*time.Second, "b sees both channels go", func() bool {
+		return slices.Equal(log.take(), []string{"-ch1", "-grp"})
+	})
+	if _, ok := b.Channel("dev", "ch1"); ok {
+		t.Fatal("removed channel still found")
+	}
+}

@@ -327,18 +327,8 @@ func (c *Cluster) execute(p *plan, lease clientv3.LeaseID) (revs map[string]int6
 	ctx, cancel := context.WithTimeout(c.ctx, c.opTimeout())
 	defer cancel()
 	revs = map[string]int64{}
-	for chunk := range slices.Chunk(p.ops, maxTxnOps) {
-		resp, err := c.cli.Txn(ctx).Then(chunk...).Commit()
-		if err != nil {
-			return nil, nil, err
-		}
-		c.wrote(1)
-		for _, op := range chunk {
-			if dev, ok := strings.CutPrefix(string(op.KeyBytes()), devicesPrefix); ok {
-				revs[dev] = resp.Header.Revision
-			}
-		}
-	}
+	// Releases first: a watcher seeing a device's channels go already sees
+	// it unowned (offline, not a catalog change).
 	for chunk := range slices.Chunk(p.releases, maxTxnOps) {
 		ops := make([]clientv3.Op, len(chunk))
 		for i, dev := range chunk {
@@ -350,6 +340,18 @@ func (c *Cluster) execute(p *plan, lease clientv3.LeaseID) (revs map[string]int6
 			return nil, nil, err
 		}
 		c.wrote(1)
+	}
+	for chunk := range slices.Chunk(p.ops, maxTxnOps) {
+		resp, err := c.cli.Txn(ctx).Then(chunk...).Commit()
+		if err != nil {
+			return nil, nil, err
+		}
+		c.wrote(1)
+		for _, op := range chunk {
+			if dev, ok := strings.CutPrefix(string(op.KeyBytes()), devicesPrefix); ok {
+				revs[dev] = resp.Header.Revision
+			}
+		}
 	}
 	withLease := clientv3.WithLease(lease)
 	for chunk := range slices.Chunk(p.reclaims, maxTxnOps) {

@@ -30,10 +30,17 @@ var (
 // RemoteError is Callee's answer for a channel that lives on another node
 // of the cluster: the B2BUA forwards the call to that node's upper side.
 type RemoteError struct {
-	Node string          // the node's ID
-	Addr string          // its upper-side SIP address, ip:port
-	Gone <-chan struct{} // closed when the node leaves the cluster
+	Node      string          // the node's ID
+	Addr      string          // its upper-side SIP address, ip:port
+	Gone      <-chan struct{} // closed when the node leaves the cluster
+	ChannelID string          // local channel ID (after the platform's mapping)
+	DeviceID  string          // device or lower platform that owns it
 }
+
+// ForwardedHeader marks a request one cluster node passed on to another:
+// it is the cluster's signature header (cluster.SignatureHeader; a test
+// keeps the two equal). A request carrying it is never forwarded again.
+const ForwardedHeader = "X-GBProxy-Cluster"
 
 func (e *RemoteError) Error() string {
 	return "channel on cluster node " + e.Node + " (" + e.Addr + ")"

@@ -235,17 +235,11 @@ func toChannelJSON(c cascade.ChannelView) channelJSON {
 		SharedTo: c.SharedTo, LocalID: c.LocalID}
 }
 
-// sessionJSON is a live session of this node; node is set in a cluster
-// (each node lists the sessions it relays).
-type sessionJSON struct {
-	b2bua.Session
-	Node string `json:"node,omitempty"`
-}
-
 // listSessions pages the live sessions by Call-ID. They are few (one per
-// relay port pair), so filtering a copy is enough.
+// relay port pair), so filtering a copy is enough. In a cluster the list is
+// the cluster's (see api_sessions.go) unless ?local=true.
 func (a *app) listSessions(w http.ResponseWriter, r *http.Request) {
-	p, err := parseList(r, true, "device_id", "platform", "q")
+	p, err := parseList(r, true, "device_id", "platform", "q", "local")
 	if err != nil {
 		badRequest(w, err, "")
 		return
@@ -255,19 +249,38 @@ func (a *app) listSessions(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, directory.ErrUnknownPlatform, platform)
 		return
 	}
+	local, err := strconv.ParseBool(cmp.Or(p.get("local"), "false"))
+	if err != nil {
+		badRequest(w, &paramError{"local", "want true or false, got " + strconv.Quote(p.get("local"))}, "")
+		return
+	}
 	all := a.b2bua.Sessions()
+	if a.cluster != nil {
+		self := a.cluster.Self().ID
+		for i := range all {
+			all[i].Node = cmp.Or(all[i].Node, self)
+		}
+		if !local {
+			var skipped []string
+			all, skipped = a.clusterSessions(r, all)
+			if len(skipped) > 0 {
+				w.Header().Set(skippedHeader, strings.Join(skipped, ", "))
+			}
+		}
+	}
 	matches := slices.DeleteFunc(all, func(s b2bua.Session) bool {
 		return dev != "" && s.DeviceID != dev || platform != "" && s.UpperID != platform ||
 			q != "" && !strings.Contains(strings.ToLower(s.CallID+"\x00"+s.ChannelID+"\x00"+s.UpperChannelID), q)
 	})
-	slices.SortFunc(matches, func(x, y b2bua.Session) int { return strings.Compare(x.CallID, y.CallID) })
-	page, next, more := pageOf(matches, func(s b2bua.Session) string { return s.CallID }, p.cursor, p.has, p.limit)
-	out := make([]sessionJSON, len(page))
-	for i, s := range page {
-		out[i] = sessionJSON{Session: s}
-		if a.cluster != nil {
-			out[i].Node = a.cluster.Self().ID
-		}
+	slices.SortFunc(matches, func(x, y b2bua.Session) int { return strings.Compare(sessionKey(x), sessionKey(y)) })
+	page, next, more := pageOf(matches, sessionKey, p.cursor, p.has, p.limit)
+	writePage(w, r, page, len(matches), next, more)
+}
+
+// sessionKey orders sessions by Call-ID, then node (NUL sorts first).
+func sessionKey(s b2bua.Session) string {
+	if s.Node == "" {
+		return s.CallID
 	}
-	writePage(w, r, out, len(matches), next, more)
+	return s.CallID + "\x00" + s.Node
 }

@@ -180,6 +180,8 @@ func TestOpenAPIContract(t *testing.T) {
 		{"GET", "/api/v1/sessions", "", 200},
 		{"GET", "/api/v1/sessions?limit=1&device_id=" + liveDevice + "&platform=" + upperID + "&q=" + esc(play.CallID()), "", 200},
 		{"GET", "/api/v1/sessions?status=live", "", 400},
+		{"GET", "/api/v1/sessions?local=true", "", 200},
+		{"GET", "/api/v1/sessions?local=maybe", "", 400},
 		{"DELETE", "/api/v1/sessions/" + esc(play.CallID()), "", 204},
 		{"DELETE", "/api/v1/sessions/no-such-call", "", 404},
 

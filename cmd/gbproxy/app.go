@@ -118,6 +118,7 @@ func start(cfg *configs.Config, log zerolog.Logger) (*app, error) {
 	a.cascade.OnDeviceOffline(a.b2bua.DeviceOffline)
 	a.cascade.OnDeviceDialogMessage(a.b2bua.DeviceDialogMessage)
 	a.cascade.OnUpperLost(a.b2bua.UpperLost)
+	a.cascade.OnForwardedDialogMessage(a.b2bua.ForwardedMessage)
 	a.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		a.b2bua.Close(context.Background())
