@@ -401,10 +401,10 @@ func TestEtcdRestartResyncs(t *testing.T) {
 	a.ClaimDevice("d1")
 	a.SetChannels("d1", []ChannelRecord{{ID: "c1", Name: "one"}})
 	b.ClaimDevice("d2")
-	eventually(t, 5*time.Second, "b sees a's device, channel and leadership", func() bool {
+	eventually(t, 5*time.Second, "b sees a's device, channel and leadership, a sees b and its device", func() bool {
 		_, node, ok := b.ChannelOwner("c1")
 		leader, _ := b.Leader("P")
-		return owner(b, "d1") == "a" && ok && node == "a" && leader == "a"
+		return owner(b, "d1") == "a" && ok && node == "a" && leader == "a" && owner(a, "d2") == "b" && len(a.Nodes()) == 2
 	})
 
 	etcd.Stop()
