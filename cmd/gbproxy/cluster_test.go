@@ -210,3 +210,92 @@ func TestClusterRedirectSpreadsAndSurvives(t *testing.T) {
 		t.Errorf("devices after the kill on %v, want a and b", ids)
 	}
 }
+
+// TestClusterMovedDevicesPlay: devices placed by the redirector, an upper
+// registered to one node; a node holding devices is SIGKILLed; its devices
+// re-register through the redirector, the upward registration survives (or
+// moves, when the killed node held it), and the upper plays a moved
+// device's channel with the media from the node that holds it now.
+func TestClusterMovedDevicesPlay(t *testing.T) {
+	oneAddressForAll(t)
+	up := newUpper(t, freeAddr(t), nil)
+	rig := newClusterRig(t, clusterPlatformYAML(up.Addr()))
+	byLower := map[string]string{}
+	for _, id := range []string{"a", "b", "c"} {
+		byLower[rig.startNode(id).lower] = id
+	}
+	eventually(t, 10*time.Second, "every node sees three members", func() bool {
+		for _, p := range rig.nodes {
+			var v clusterView
+			if !tryJSON(p.http, "/api/v1/cluster", &v) || len(v.Nodes) != 3 {
+				return false
+			}
+		}
+		return true
+	})
+	ctx := ctxTimeout(t, 90*time.Second)
+	const count = 6
+	devs, ids := make([]*sim.Device, count), map[*sim.Device]string{}
+	for i := range devs {
+		id := fmt.Sprintf("340200000013200%05d", 101+i)
+		devs[i] = newDevice(t, nil, id, "udp", 1, func(c *sim.DeviceConfig) {
+			c.Server = rig.nodes["a"].lower // the redirector: the address devices are configured with
+			c.KeepaliveInterval = 500 * time.Millisecond
+		})
+		ids[devs[i]] = id
+		if err := devs[i].Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The victim: b or c, whichever holds devices (a is the address the
+	// devices come back to).
+	victim := ""
+	eventually(t, 10*time.Second, "a device placed on b or c", func() bool {
+		for _, d := range devs {
+			if n := byLower[d.Server()]; d.Registered() && n != "a" {
+				victim = n
+				return true
+			}
+		}
+		return false
+	})
+	var moved []*sim.Device
+	for _, d := range devs {
+		if byLower[d.Server()] == victim {
+			moved = append(moved, d)
+		}
+	}
+	eventually(t, 15*time.Second, "one node registered to the upper", func() bool { return leaderOf(t, rig.nodes) != "" })
+	t.Logf("%d of %d devices on %s, the upper registered by %s", len(moved), count, victim, leaderOf(t, rig.nodes))
+
+	rig.nodes[victim].kill()
+	delete(rig.nodes, victim)
+	eventually(t, 30*time.Second, "the killed node's devices registered at a live node", func() bool {
+		for _, d := range moved {
+			if n := byLower[d.Server()]; !d.Registered() || n == victim {
+				return false
+			}
+		}
+		return true
+	})
+	if _, err := up.WaitLower(ctx, proxyID, func(l sim.LowerState) bool { return l.Registered }); err != nil {
+		t.Fatalf("the upward registration did not survive or move: %v", err)
+	}
+	d := moved[0]
+	owner := byLower[d.Server()]
+	ch := sim.MakeChannels(ids[d], 1)[0].ID
+	// The catalog the registering node answers with has it on its new node.
+	eventually(t, 15*time.Second, "the moved channel back in the upper's catalog", func() bool {
+		items, _, err := up.QueryCatalog(ctx, proxyID)
+		if err != nil {
+			return false
+		}
+		for _, it := range items {
+			if it.DeviceID == ch {
+				return true
+			}
+		}
+		return false
+	})
+	playFromOwner(t, ctx, up, rig, owner, ch)
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -157,30 +158,7 @@ func TestClusterUpperOnePlatform(t *testing.T) {
 		t.Fatalf("DeviceInfo of %s (on %s) through %s: %v\n%s", devs[other], other, leader, err, body)
 	}
 
-	playOn := func(node string) {
-		t.Helper()
-		ch := sim.MakeChannels(devs[node], 2)[0].ID
-		p, err := up.Play(ctx, proxyID, ch, sim.PlayOptions{})
-		if err != nil {
-			t.Fatalf("play %s (on %s): %v", ch, node, err)
-		}
-		defer p.Close()
-		if _, err := p.WaitPackets(ctx, 5); err != nil {
-			t.Fatalf("play %s (on %s): %v", ch, node, err)
-		}
-		if !udpPortOf(t, rig.nodes[node].pid, p.Answer.Port) {
-			t.Errorf("play %s: answer media port %d is not %s's relay (the owner)", ch, p.Answer.Port, node)
-		}
-		for id, n := range rig.nodes {
-			if id != node && n.pid != 0 && udpPortOf(t, n.pid, p.Answer.Port) {
-				t.Errorf("play %s: media port %d held by %s, not only by the owner %s", ch, p.Answer.Port, id, node)
-			}
-		}
-		t.Logf("played %s on %s through the registering node: media %s, %d packets", ch, node, p.Answer.Addr(), len(p.Packets()))
-		if err := p.Bye(ctx); err != nil {
-			t.Errorf("BYE of %s: %v", ch, err)
-		}
-	}
+	playOn := func(node string) { playFromOwner(t, ctx, up, rig, node, sim.MakeChannels(devs[node], 2)[0].ID) }
 	for _, id := range ids {
 		playOn(id)
 	}
@@ -215,6 +193,33 @@ func TestClusterUpperOnePlatform(t *testing.T) {
 		}
 	}
 	playOn(newLeader)
+}
+
+// playFromOwner plays channel ch, held by node, at the upper simulator:
+// packets arrive, the answer's media port is node's relay and no other
+// node's (one relay hop, whichever node took the INVITE), and the BYE works.
+func playFromOwner(t *testing.T, ctx context.Context, up *sim.Upper, rig *clusterRig, node, ch string) {
+	t.Helper()
+	p, err := up.Play(ctx, proxyID, ch, sim.PlayOptions{})
+	if err != nil {
+		t.Fatalf("play %s (on %s): %v", ch, node, err)
+	}
+	defer p.Close()
+	if _, err := p.WaitPackets(ctx, 5); err != nil {
+		t.Fatalf("play %s (on %s): %v", ch, node, err)
+	}
+	if !udpPortOf(t, rig.nodes[node].pid, p.Answer.Port) {
+		t.Errorf("play %s: answer media port %d is not %s's relay (the owner)", ch, p.Answer.Port, node)
+	}
+	for id, n := range rig.nodes {
+		if id != node && n.pid != 0 && udpPortOf(t, n.pid, p.Answer.Port) {
+			t.Errorf("play %s: media port %d held by %s, not only by the owner %s", ch, p.Answer.Port, id, node)
+		}
+	}
+	t.Logf("played %s on %s: media %s, %d packets", ch, node, p.Answer.Addr(), len(p.Packets()))
+	if err := p.Bye(ctx); err != nil {
+		t.Errorf("BYE of %s: %v", ch, err)
+	}
 }
 
 func indexOf(s []string, v string) int {
