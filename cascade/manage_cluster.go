@@ -351,7 +351,7 @@ func (c *Cascade) managedErr(kind, id string, err error) error {
 		return ErrUnknownDevice
 	}
 	c.log.Warn().Err(err).Str("kind", kind).Str("id", id).Msg("cluster: change refused: etcd did not take it")
-	return fmt.Errorf("%w: %v", ErrClusterDown, err)
+	return fmt.Errorf("%w: %w", ErrClusterDown, err)
 }
 
 // writeFileChanges writes config file edits to etcd (upserts and removals:

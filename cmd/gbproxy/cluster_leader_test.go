@@ -136,8 +136,13 @@ func TestClusterLeaderRelays(t *testing.T) {
 		return len(withCallID(theirs, play2.CallID())) == 1
 	})
 	req, _ := http.NewRequest(http.MethodDelete, "http://"+O.http+"/api/v1/sessions/"+play2.CallID(), nil)
-	if res, err := http.DefaultClient.Do(req); err != nil || res.StatusCode != http.StatusNoContent {
-		t.Fatalf("DELETE the session on its owner: %v %v", res, err)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("DELETE the session on its owner: %v", err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE the session on its owner: %s", res.Status)
 	}
 	waitEnded(t, ctx, play2, "the owner's hang-up, through the leader")
 	eventually(t, 10*time.Second, "the leader forgot the call the owner ended", func() bool {
