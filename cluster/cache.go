@@ -200,7 +200,7 @@ func (c *Cluster) watchLoop() {
 	defer c.wg.Done()
 	var bo backoff
 	for !c.isClosing() {
-		resp, err := c.cli.Get(c.ctx, prefix, clientv3.WithPrefix())
+		resp, err := c.client().Get(c.ctx, prefix, clientv3.WithPrefix())
 		if err != nil {
 			c.fail("load", err)
 			if !c.sleep(bo.next()) {
@@ -220,7 +220,7 @@ func (c *Cluster) watchLoop() {
 func (c *Cluster) follow(rev int64) bool {
 	ctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
-	wch := c.cli.Watch(clientv3.WithRequireLeader(ctx), prefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
+	wch := c.client().Watch(clientv3.WithRequireLeader(ctx), prefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
 	for {
 		select {
 		case <-c.closing:

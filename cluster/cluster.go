@@ -22,6 +22,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -79,6 +80,12 @@ type Config struct {
 	// DefaultStartTimeout.
 	StartTimeout time.Duration
 	Metrics      *metrics.Registry // nil: no metrics
+	// TLS, when set, is used toward every endpoint (https:// ones get the
+	// system roots without it); the client certificate in it is what etcd's
+	// --client-cert-auth checks.
+	TLS *tls.Config
+	// Username and Password authenticate to etcd's RBAC; never logged.
+	Username, Password string
 }
 
 func (cfg *Config) check() error {
@@ -87,6 +94,9 @@ func (cfg *Config) check() error {
 	}
 	if cfg.NodeID == "" {
 		return errors.New("cluster: node_id is required")
+	}
+	if (cfg.Username == "") != (cfg.Password == "") {
+		return errors.New("cluster: username and password go together")
 	}
 	if _, _, err := net.SplitHostPort(cfg.Advertise); err != nil {
 		return fmt.Errorf("cluster: advertise %q is not host:port", cfg.Advertise)
@@ -152,7 +162,10 @@ type ChannelRecord struct {
 type Cluster struct {
 	cfg Config
 	log zerolog.Logger
-	cli *clientv3.Client
+	cli atomic.Pointer[clientv3.Client] // set once by connect, before the loops start
+
+	errMu   sync.Mutex
+	lastErr error // etcd's last refusal, for the start-up warning
 
 	ctx     context.Context // cancelled last in Close
 	cancel  context.CancelFunc
@@ -199,18 +212,8 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger) (*Cluster, error)
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:            cfg.Endpoints,
-		DialTimeout:          2 * time.Second,
-		DialKeepAliveTime:    cfg.TTL / 3,
-		DialKeepAliveTimeout: cfg.TTL / 3,
-		Logger:               zap.NewNop(), // failures are logged once, by us, in zerolog
-	})
-	if err != nil {
-		return nil, fmt.Errorf("cluster: etcd client: %w", err)
-	}
 	c := &Cluster{
-		cfg: cfg, log: log.With().Str("node", cfg.NodeID).Logger(), cli: cli,
+		cfg: cfg, log: log.With().Str("node", cfg.NodeID).Logger(),
 		closing:   make(chan struct{}),
 		kick:      make(chan struct{}, 1),
 		rewatch:   make(chan struct{}, 1),
@@ -226,21 +229,83 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger) (*Cluster, error)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.stopCtx, c.stop = context.WithCancel(context.Background())
 	c.registerMetrics()
-	c.wg.Add(4)
-	go c.sessionLoop()
-	go c.watchLoop()
-	go c.writeLoop()
-	go c.probeLoop()
+	c.wg.Add(1)
+	go c.connect(clientv3.Config{
+		Endpoints:            cfg.Endpoints,
+		DialTimeout:          2 * time.Second,
+		DialKeepAliveTime:    cfg.TTL / 3,
+		DialKeepAliveTimeout: cfg.TTL / 3,
+		TLS:                  cfg.TLS,
+		Username:             cfg.Username,
+		Password:             cfg.Password,
+		Context:              c.ctx,
+		Logger:               zap.NewNop(), // failures are logged once, by us, in zerolog
+	})
 
 	wait := time.NewTimer(cfg.StartTimeout)
 	defer wait.Stop()
 	select {
 	case <-c.ready:
 	case <-wait.C:
-		c.log.Warn().Strs("etcd", cfg.Endpoints).Dur("waited", cfg.StartTimeout).Msg("cluster: etcd unreachable at start; serving from an empty cache and joining in the background")
+		c.log.Warn().Err(c.lastError()).AnErr("tls", c.tlsProblem(ctx)).Strs("etcd", cfg.Endpoints).Dur("waited", cfg.StartTimeout).Msg("cluster: etcd unreachable at start; serving from an empty cache and joining in the background")
 	case <-ctx.Done():
 	}
 	return c, nil
+}
+
+// connect makes the etcd client and then starts the loops that use it. With
+// Username set clientv3.New authenticates, so it fails while etcd is away or
+// refuses the password: retried with backoff, a new refusal logged once.
+func (c *Cluster) connect(ecfg clientv3.Config) {
+	defer c.wg.Done()
+	var bo backoff
+	var last string
+	for {
+		cli, err := clientv3.New(ecfg)
+		if err == nil {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if c.isClosing() {
+				cli.Close()
+				return
+			}
+			c.cli.Store(cli)
+			c.wg.Add(4)
+			go c.sessionLoop()
+			go c.watchLoop()
+			go c.writeLoop()
+			go c.probeLoop()
+			return
+		}
+		c.fail("connect", err)
+		if msg := err.Error(); msg != last && !c.isClosing() {
+			last = msg
+			c.log.Warn().Err(err).Strs("etcd", c.cfg.Endpoints).Str("user", c.cfg.Username).Msg("cluster: cannot open the etcd client (unreachable, or cluster.username/password refused); retrying")
+		}
+		if !c.sleep(bo.next()) {
+			return
+		}
+	}
+}
+
+// client is the etcd client; nil until connect made it (the loops start
+// after).
+func (c *Cluster) client() *clientv3.Client { return c.cli.Load() }
+
+var errNotConnected = errors.New("etcd client not open yet (etcd unreachable, or it refused our TLS or credentials)")
+
+// kv is the client for a request made outside the loops.
+func (c *Cluster) kv() (*clientv3.Client, error) {
+	if cli := c.client(); cli != nil {
+		return cli, nil
+	}
+	return nil, errNotConnected
+}
+
+func (c *Cluster) lastError() error {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	return c.lastErr
 }
 
 func (c *Cluster) registerMetrics() {
@@ -279,7 +344,7 @@ func (c *Cluster) Close() error {
 		if s := c.session(); s != nil {
 			s.Orphan() // revoked here with a deadline of our own
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			if _, err := c.cli.Revoke(ctx, s.Lease()); err != nil {
+			if _, err := c.client().Revoke(ctx, s.Lease()); err != nil {
 				c.log.Warn().Err(err).Msg("cluster: revoke lease on close; the other nodes see us gone within node_ttl")
 			} else {
 				c.wrote(1)
@@ -287,7 +352,7 @@ func (c *Cluster) Close() error {
 			cancel()
 		}
 		c.cancel()
-		c.cli.Close()
+		c.closeClient()
 		<-leads
 		c.wg.Wait()
 		c.log.Info().Msg("cluster: left")
@@ -458,6 +523,9 @@ func (c *Cluster) fail(what string, err error) {
 	}
 	c.errs.Add(1)
 	c.cfg.Metrics.Inc("gbproxy_cluster_etcd_errors_total")
+	c.errMu.Lock()
+	c.lastErr = err
+	c.errMu.Unlock()
 	c.log.Debug().Err(err).Str("op", what).Msg("cluster: etcd request failed")
 }
 
@@ -469,6 +537,17 @@ func (c *Cluster) setUp(up bool, err error) {
 		c.log.Info().Strs("etcd", c.cfg.Endpoints).Msg("cluster: etcd reachable")
 	} else {
 		c.log.Warn().Err(err).Strs("etcd", c.cfg.Endpoints).Msg("cluster: etcd unreachable; serving from the cache")
+	}
+}
+
+// closeClient closes the etcd client if connect made one; connect makes
+// none once closing is set.
+func (c *Cluster) closeClient() {
+	c.mu.Lock()
+	cli := c.client()
+	c.mu.Unlock()
+	if cli != nil {
+		cli.Close()
 	}
 }
 

@@ -59,7 +59,7 @@ func (c *Cluster) crash() {
 		close(c.closing)
 		c.stop()
 		c.cancel()
-		c.cli.Close()
+		c.closeClient()
 		c.leads.Wait()
 		c.wg.Wait()
 	})

@@ -238,9 +238,13 @@ func (c *Cluster) DeleteManaged(ctx context.Context, kind, id string) (existed b
 // managedTxn runs op when cmp holds; rev is the revision it was written at,
 // 0 when cmp failed.
 func (c *Cluster) managedTxn(ctx context.Context, cmp []clientv3.Cmp, op clientv3.Op) (rev int64, err error) {
+	cli, err := c.kv()
+	if err != nil {
+		return 0, fmt.Errorf("cluster: etcd did not take the change: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.opTimeout())
 	defer cancel()
-	resp, err := c.cli.Txn(ctx).If(cmp...).Then(op).Commit()
+	resp, err := cli.Txn(ctx).If(cmp...).Then(op).Commit()
 	if err != nil {
 		c.fail("managed write", err)
 		return 0, fmt.Errorf("cluster: etcd did not take the change: %w", err)
@@ -273,12 +277,16 @@ func (c *Cluster) SeedManaged(ctx context.Context, entries []ManagedChange) (see
 		b, _ := json.Marshal(managedRecord{Node: c.cfg.NodeID, Value: e.Value})
 		ops = append(ops, clientv3.OpPut(managedKey(e.Kind, e.ID), string(b)))
 	}
+	cli, err := c.kv()
+	if err != nil {
+		return false, fmt.Errorf("cluster: seed the managed set: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.opTimeout())
 	defer cancel()
 	// The first transaction decides; a set larger than one transaction
 	// follows in more (the others see it complete through the watch).
 	first := min(len(ops), maxTxnOps)
-	resp, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(seededKey), "=", 0)).
+	resp, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(seededKey), "=", 0)).
 		Then(ops[:first]...).Else(clientv3.OpGet(managedPrefix, clientv3.WithPrefix())).Commit()
 	if err != nil {
 		c.fail("managed seed", err)
@@ -296,7 +304,7 @@ func (c *Cluster) SeedManaged(ctx context.Context, entries []ManagedChange) (see
 	}
 	revs := []int64{resp.Header.Revision}
 	for chunk := range slices.Chunk(ops[first:], maxTxnOps) {
-		r, err := c.cli.Txn(ctx).Then(chunk...).Commit()
+		r, err := cli.Txn(ctx).Then(chunk...).Commit()
 		if err != nil {
 			c.fail("managed seed", err)
 			return true, fmt.Errorf("cluster: seed the managed set (part written): %w", err)

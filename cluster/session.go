@@ -53,12 +53,12 @@ func (c *Cluster) sessionLoop() {
 	var old clientv3.LeaseID
 	for {
 		ctx, cancel := context.WithTimeout(c.ctx, c.opTimeout())
-		grant, err := c.cli.Grant(ctx, c.cfg.ttlSeconds())
+		grant, err := c.client().Grant(ctx, c.cfg.ttlSeconds())
 		cancel()
 		var s *concurrency.Session
 		if err == nil {
 			// The session keeps the lease alive until c.ctx ends (Close).
-			s, err = concurrency.NewSession(c.cli, concurrency.WithLease(grant.ID), concurrency.WithContext(c.ctx))
+			s, err = concurrency.NewSession(c.client(), concurrency.WithLease(grant.ID), concurrency.WithContext(c.ctx))
 		}
 		if err != nil {
 			c.fail("grant lease", err)
@@ -109,7 +109,7 @@ func (c *Cluster) probeLoop() {
 	every := min(max(c.cfg.TTL/5, 200*time.Millisecond), 2*time.Second)
 	for c.sleep(every) {
 		ctx, cancel := context.WithTimeout(c.ctx, max(every, time.Second))
-		_, err := c.cli.Get(ctx, nodesPrefix+c.cfg.NodeID)
+		_, err := c.client().Get(ctx, nodesPrefix+c.cfg.NodeID)
 		cancel()
 		if err != nil {
 			c.fail("probe", err)

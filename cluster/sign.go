@@ -68,9 +68,13 @@ func (c *Cluster) secret(ctx context.Context) ([]byte, error) {
 	if _, err := rand.Read(fresh); err != nil {
 		return nil, err
 	}
+	cli, err := c.kv()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNoSecret, err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.opTimeout())
 	defer cancel()
-	res, err := c.cli.Txn(ctx).
+	res, err := cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(secretKey), "=", 0)).
 		Then(clientv3.OpPut(secretKey, base64.StdEncoding.EncodeToString(fresh))).
 		Else(clientv3.OpGet(secretKey)).

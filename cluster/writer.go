@@ -336,13 +336,13 @@ func (c *Cluster) execute(p *plan, lease clientv3.LeaseID) (revs map[string]int6
 			ops[i] = clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(key), "=", c.self.ID)},
 				[]clientv3.Op{clientv3.OpDelete(key)}, nil)
 		}
-		if _, err := c.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+		if _, err := c.client().Txn(ctx).Then(ops...).Commit(); err != nil {
 			return nil, nil, err
 		}
 		c.wrote(1)
 	}
 	for chunk := range slices.Chunk(p.ops, maxTxnOps) {
-		resp, err := c.cli.Txn(ctx).Then(chunk...).Commit()
+		resp, err := c.client().Txn(ctx).Then(chunk...).Commit()
 		if err != nil {
 			return nil, nil, err
 		}
@@ -363,7 +363,7 @@ func (c *Cluster) execute(p *plan, lease clientv3.LeaseID) (revs map[string]int6
 			ops[i] = clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(key), "=", c.self.ID)}, put,
 				[]clientv3.Op{clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}, put, nil)})
 		}
-		resp, err := c.cli.Txn(ctx).Then(ops...).Commit()
+		resp, err := c.client().Txn(ctx).Then(ops...).Commit()
 		if err != nil {
 			return nil, nil, err
 		}
@@ -380,7 +380,7 @@ func (c *Cluster) execute(p *plan, lease clientv3.LeaseID) (revs map[string]int6
 	if p.revoke != 0 {
 		// The old lease may still live (etcd restarted, which renews leases):
 		// its keys are ours under the new one now; drop its candidacies.
-		if _, err := c.cli.Revoke(ctx, p.revoke); err == nil {
+		if _, err := c.client().Revoke(ctx, p.revoke); err == nil {
 			c.wrote(1)
 		}
 	}
