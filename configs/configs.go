@@ -55,6 +55,13 @@ type ClusterConfig struct {
 	NodeTTL time.Duration `mapstructure:"node_ttl"`
 	// Redirect answers device REGISTERs with 302 to the node that should hold them.
 	Redirect bool `mapstructure:"redirect"`
+	// TLS toward etcd (https:// endpoints): the CA of etcd's certificate
+	// (system roots when empty) and the client certificate etcd's
+	// --client-cert-auth asks for.
+	TLS TLSClientConfig `mapstructure:"tls"`
+	// Username and Password log in to etcd's RBAC (auth enable).
+	Username string `mapstructure:"username"`
+	Password string `mapstructure:"password" json:"-"`
 }
 
 // Enabled reports whether this node is part of a cluster.
@@ -85,6 +92,78 @@ func (c ClusterConfig) validate(bad func(string, string, ...any)) {
 	if n, perr := strconv.Atoi(port); err != nil || ip == nil || ip.IsUnspecified() || perr != nil || n < 1 || n > 65535 {
 		bad("cluster.advertise", "%q is not the ip:port devices and the other nodes reach this node's lower side at (required with cluster.etcd)", c.Advertise)
 	}
+	c.validateSecurity(bad)
+}
+
+// validateSecurity checks how we reach etcd: one scheme for every endpoint
+// (the etcd client dials them all with the first one's), TLS only where it
+// is used, credentials in pairs.
+func (c ClusterConfig) validateSecurity(bad func(string, string, ...any)) {
+	schemes := map[string]bool{}
+	for i, ep := range c.Etcd {
+		scheme, _ := c.endpointScheme(ep)
+		switch scheme {
+		case "http", "https":
+			schemes[scheme] = true
+		default:
+			bad(fmt.Sprintf("cluster.etcd[%d]", i), "%q: scheme %q is not http:// or https://", ep, scheme)
+		}
+	}
+	if len(schemes) > 1 {
+		bad("cluster.etcd", "mixes http:// and https:// endpoints; the etcd client uses one scheme for all: use https:// everywhere")
+	}
+	if c.TLS != (TLSClientConfig{}) && schemes["http"] {
+		bad("cluster.tls", "is set but cluster.etcd has http:// endpoints, which never use TLS: write them https://")
+	}
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		bad("cluster.tls", "cert and key go together (set both or neither)")
+	}
+	if c.Username != "" && c.Password == "" {
+		bad("cluster.password", "is required with cluster.username (etcd RBAC)")
+	}
+	if c.Password != "" && c.Username == "" {
+		bad("cluster.username", "is required with cluster.password (etcd RBAC)")
+	}
+}
+
+// endpointScheme is an endpoint's scheme and host: host:port without one is
+// https when cluster.tls is set, as the etcd client treats it.
+func (c ClusterConfig) endpointScheme(ep string) (scheme, host string) {
+	scheme, hostPort, found := strings.Cut(strings.TrimSpace(ep), "://")
+	if !found {
+		scheme, hostPort = "http", ep
+		if c.TLS != (TLSClientConfig{}) {
+			scheme = "https"
+		}
+	}
+	host, _, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		host = hostPort
+	}
+	return scheme, host
+}
+
+// UsesTLS reports whether etcd is reached over TLS (valid config: one
+// scheme for all endpoints).
+func (c ClusterConfig) UsesTLS() bool {
+	for _, ep := range c.Etcd {
+		if scheme, _ := c.endpointScheme(ep); scheme == "https" {
+			return true
+		}
+	}
+	return false
+}
+
+// plainEtcd lists the endpoints reached in the clear beyond loopback.
+func (c ClusterConfig) plainEtcd() []string {
+	var out []string
+	for _, ep := range c.Etcd {
+		scheme, host := c.endpointScheme(ep)
+		if ip := net.ParseIP(host); scheme == "http" && host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			out = append(out, ep)
+		}
+	}
+	return out
 }
 
 // SignallingConfig is the per-message signalling digest (GB/T 28181 SIP信令认证)
@@ -571,6 +650,9 @@ func (c *Config) Warnings() []string {
 	}
 	if !IsLoopback(c.HTTP.Listen) {
 		w = append(w, "admin API listens on "+c.HTTP.Listen+", beyond loopback: keep http.token secret and firewall the port to the operators' network")
+	}
+	if plain := c.Cluster.plainEtcd(); len(plain) > 0 {
+		w = append(w, "cluster.etcd "+strings.Join(plain, ", ")+" is plain http beyond loopback: device passwords, the cluster's signing secret, ownership (and cluster.password) travel in the clear; use https:// with cluster.tls and an etcd user")
 	}
 	return w
 }

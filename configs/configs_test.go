@@ -2,6 +2,7 @@ package configs
 
 import (
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -247,6 +248,70 @@ func TestClusterValidation(t *testing.T) {
 		_, err := Parse([]byte(yaml))
 		if err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("%q: error %v does not name %s", yaml, err, key)
+		}
+	}
+}
+
+func TestClusterSecurityKeys(t *testing.T) {
+	const base = "cluster:\n  node_id: n1\n  advertise: \"10.0.0.1:5060\"\n"
+	cfg, err := Parse([]byte(base + "  etcd: [\"https://10.0.0.5:2379\"]\n  tls: {ca: ca.pem, cert: c.pem, key: c.key, server_name: etcd.local}\n  username: gbproxy\n  password: pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Cluster
+	if c.TLS != (TLSClientConfig{CA: "ca.pem", Cert: "c.pem", Key: "c.key", ServerName: "etcd.local"}) || c.Username != "gbproxy" || c.Password != "pw" || !c.UsesTLS() {
+		t.Fatalf("cluster security keys: %+v", c)
+	}
+	if w := cfg.Warnings(); slices.ContainsFunc(w, func(s string) bool { return strings.Contains(s, "cluster.etcd") }) {
+		t.Fatalf("https endpoint warned about: %q", w)
+	}
+	// host:port with cluster.tls is TLS, as the etcd client dials it.
+	if cfg, err = Parse([]byte(base + "  etcd: [\"10.0.0.5:2379\"]\n  tls: {ca: ca.pem}")); err != nil || !cfg.Cluster.UsesTLS() {
+		t.Fatalf("schemeless endpoint with tls: %v", err)
+	}
+	t.Setenv("GBPROXY_CLUSTER_PASSWORD", "from-env")
+	if cfg, err = Parse([]byte(base + "  etcd: [\"https://10.0.0.5:2379\"]\n  username: gbproxy")); err != nil || cfg.Cluster.Password != "from-env" {
+		t.Fatalf("password from the environment: %v", err)
+	}
+}
+
+func TestClusterSecurityValidation(t *testing.T) {
+	const base = "cluster:\n  node_id: n1\n  advertise: \"10.0.0.1:5060\"\n"
+	cases := map[string]string{
+		base + "  etcd: [\"https://a:2379\"]\n  tls: {cert: c.pem}":            "cluster.tls: cert and key go together",
+		base + "  etcd: [\"http://a:2379\"]\n  tls: {ca: ca.pem}":              "cluster.tls: is set but cluster.etcd has http://",
+		base + "  etcd: [\"https://a:2379\", \"http://b:2379\"]":               "cluster.etcd: mixes http:// and https://",
+		base + "  etcd: [\"unix://a\"]":                                        "cluster.etcd[0]",
+		base + "  etcd: [\"https://a:2379\"]\n  username: gbproxy":             "cluster.password: is required with cluster.username",
+		base + "  etcd: [\"https://a:2379\"]\n  password: pw":                  "cluster.username: is required with cluster.password",
+		base + "  etcd: [\"https://a:2379\"]\n  tls: {ca: ca.pem, key: c.key}": "cluster.tls: cert and key",
+	}
+	for yaml, want := range cases {
+		_, err := Parse([]byte(yaml))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v does not say %q", yaml, err, want)
+		}
+	}
+}
+
+func TestClusterPlainHTTPWarning(t *testing.T) {
+	const base = "lower:\n  allow_unknown: false\ncluster:\n  node_id: n1\n  advertise: \"10.0.0.1:5060\"\n"
+	for etcd, warned := range map[string]bool{
+		`["http://10.0.0.5:2379"]`:                       true,
+		`["10.0.0.5:2379"]`:                              true,
+		`["http://etcd.example:2379"]`:                   true,
+		`["http://127.0.0.1:2379", "http://[::1]:2379"]`: false,
+		`["http://localhost:2379"]`:                      false,
+		`["https://10.0.0.5:2379"]`:                      false,
+	} {
+		cfg, err := Parse([]byte(base + "  etcd: " + etcd))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := cfg.Warnings()
+		got := len(w) == 1 && strings.Contains(w[0], "plain http") && strings.Contains(w[0], "in the clear")
+		if got != warned || (!warned && len(w) != 0) {
+			t.Errorf("%s: warnings %q", etcd, w)
 		}
 	}
 }

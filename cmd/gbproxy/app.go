@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/gbproxy/gbproxy/configs"
 	"github.com/gbproxy/gbproxy/metrics"
 	"github.com/gbproxy/gbproxy/relay"
+	"github.com/gbproxy/gbproxy/security"
 	"github.com/gbproxy/gbproxy/store"
 )
 
@@ -189,10 +191,19 @@ func joinCluster(cfg *configs.Config, upperAddr, apiAddr string, log zerolog.Log
 		}
 		return net.JoinHostPort(host, port)
 	}
+	var tlsCfg *tls.Config
+	if cfg.Cluster.UsesTLS() {
+		var err error
+		// No default server name: the etcd client verifies each endpoint's host.
+		if tlsCfg, err = security.LoadClientTLS(cfg.Cluster.TLS, ""); err != nil {
+			return nil, fmt.Errorf("cluster.tls: %w", err)
+		}
+	}
 	cl, err := cluster.Open(context.Background(), cluster.Config{
 		Endpoints: cfg.Cluster.Etcd, NodeID: cfg.Cluster.NodeID, Advertise: cfg.Cluster.Advertise,
 		Upper: reachable(upperAddr), API: reachable(apiAddr),
 		TTL: cfg.Cluster.NodeTTL, Metrics: m,
+		TLS: tlsCfg, Username: cfg.Cluster.Username, Password: cfg.Cluster.Password,
 	}, log.With().Str("component", "cluster").Logger())
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
