@@ -19,8 +19,10 @@ type clusterRig struct {
 	logLevel  string // the nodes' log.level; info unless set before startNode
 	// stay turns the redirect registrar off: devices stay on the node they
 	// register to (tests that place devices on given nodes).
-	stay  bool
-	nodes map[string]proxyProcess
+	stay bool
+	// clusterKeys are more cluster keys (YAML flow "key: value" pairs).
+	clusterKeys string
+	nodes       map[string]proxyProcess
 }
 
 // newClusterRig starts etcd (the test is skipped without an etcd binary,
@@ -51,9 +53,9 @@ upper: {listen: %q, platforms: %s}
 store: {path: %q}
 http: {listen: %q}
 log: {level: %s}
-cluster: {etcd: [%q], node_id: %q, advertise: %q, node_ttl: 2s, redirect: %t}
+cluster: {etcd: [%q], node_id: %q, advertise: %q, node_ttl: 2s, redirect: %t%s}
 `, proxyID, proxyDomain, lower, devicePass, extra, upper, r.platforms, filepath.Join(dir, "gbproxy.db"), httpAddr, cmp.Or(r.logLevel, "info"),
-			r.etcd.Endpoint(), id, lower, !r.stay)
+			r.etcd.Endpoint(), id, lower, !r.stay, r.clusterKeys)
 	})
 	r.nodes[id] = p
 	return p
