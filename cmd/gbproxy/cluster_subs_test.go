@@ -132,3 +132,59 @@ func TestClusterSubscriptionsAcrossNodes(t *testing.T) {
 		t.Fatalf("%s still subscribed to its device after the upper unsubscribed: %v", owner, err)
 	}
 }
+
+// An upper's voice broadcast (GB/T 28181 §9.12) to a channel on another
+// node than the registering one: the Notify is forwarded to the owner, the
+// device's Response reaches the upper, the device calls its node back, and
+// the upper's audio reaches the device. (The owner calls the upper's voice
+// source itself, not through the registering node.)
+func TestClusterBroadcastToAnotherNode(t *testing.T) {
+	up := newUpper(t, freeAddr(t), nil)
+	rig := newClusterRig(t, clusterPlatformYAML(up.Addr()))
+	rig.stay = true
+	ids := []string{"node-a", "node-b"}
+	devs := map[string]string{"node-a": "34020000001110000041", "node-b": "34020000001110000042"}
+	devices := map[string]*sim.Device{}
+	ctx := ctxTimeout(t, 120*time.Second)
+	for _, id := range ids {
+		p := rig.startNode(id)
+		d := newDevice(t, nil, devs[id], "udp", 2, func(c *sim.DeviceConfig) { c.Server = p.lower })
+		if err := d.Start(ctx); err != nil {
+			t.Fatalf("device %s to %s: %v", devs[id], id, err)
+		}
+		devices[id] = d
+	}
+	var leader string
+	eventually(t, 15*time.Second, "one node registered to the upper", func() bool {
+		leader = leaderOf(t, rig.nodes)
+		return leader != ""
+	})
+	owner := ids[(indexOf(ids, leader)+1)%2]
+	ch := sim.MakeChannels(devs[owner], 2)[0].ID
+	eventually(t, 20*time.Second, "the upper's catalog lists the channels of both nodes", func() bool {
+		items, _, err := up.QueryCatalog(ctx, proxyID)
+		return err == nil && len(items) == 4
+	})
+	ans, err := up.Broadcast(ctx, proxyID, voiceSource, ch)
+	if err != nil || ans.Status != 200 || len(ans.Bodies) == 0 || ans.Bodies[0].Result != "OK" {
+		t.Fatalf("Broadcast to %s on %s: %+v, %v", ch, owner, ans, err)
+	}
+	src, err := up.WaitVoiceSource(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	voice, err := devices[owner].WaitVoice(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Send(make([]byte, 160), make([]byte, 160), make([]byte, 160)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := voice.Receiver().WaitPackets(ctx, 3); err != nil {
+		t.Fatalf("audio at the device on %s: %v", owner, err)
+	}
+	if err := src.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, ctx, voice.Ended(), "device leg after the upper's BYE")
+}
