@@ -81,6 +81,11 @@ func (up *upperSide) routeBroadcast(u *upperClient, req *sip.Request, tx sip.Ser
 	}
 	r.targetID = n.TargetID
 	v := u.view()
+	// A target on another node: the owner routes it and notes the
+	// broadcast, as its device calls it back there.
+	if up.forwardToOwner(r, v) {
+		return
+	}
 	if !r.target(v) {
 		return
 	}

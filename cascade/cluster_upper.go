@@ -385,6 +385,7 @@ func (up *upperSide) startCluster() {
 	}
 	up.gone.nodes = up.cluster.Nodes
 	up.cluster.OnNodesChanged(up.gone.changed)
+	up.cluster.OnNodesChanged(up.devices.pokeSubscriptions) // other nodes' wants
 	up.remoteOff = map[string]bool{}
 	up.cluster.OnChannelsChanged(up.remoteChannelsChanged)
 }

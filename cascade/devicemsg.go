@@ -2,7 +2,10 @@ package cascade
 
 import (
 	"context"
+	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -129,5 +132,43 @@ func (l *lowerSide) alarmFromDevice(deviceID string, hdr manscdp.Header, body []
 			}
 		})
 	}
+	if !l.alarms.first(deviceID+"/"+hdr.DeviceID+"/"+strconv.FormatInt(hdr.SN, 10), l.now()) {
+		l.log.Debug().Str("device_id", deviceID).Int64("sn", hdr.SN).Msg("alarm already forwarded (the device sent it by MESSAGE and by NOTIFY)")
+		return
+	}
 	l.feed.alarm(deviceID, hdr, body, identity)
+}
+
+// alarmSeenFor is how long an alarm is remembered: a device subscribed to
+// for alarms reports each by MESSAGE (§9.4) and NOTIFY (§9.11) with one
+// SN, and the uppers get it once.
+const alarmSeenFor = 30 * time.Second
+
+// seenAlarms remembers the alarms forwarded lately.
+type seenAlarms struct {
+	mu    sync.Mutex
+	seen  map[string]time.Time
+	swept time.Time
+}
+
+// first reports whether key was not seen within alarmSeenFor, and notes it.
+func (a *seenAlarms) first(key string, now time.Time) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.seen == nil {
+		a.seen = map[string]time.Time{}
+	}
+	if now.Sub(a.swept) > alarmSeenFor {
+		a.swept = now
+		for k, at := range a.seen {
+			if now.Sub(at) > alarmSeenFor {
+				delete(a.seen, k)
+			}
+		}
+	}
+	if at, ok := a.seen[key]; ok && now.Sub(at) <= alarmSeenFor {
+		return false
+	}
+	a.seen[key] = now
+	return true
 }

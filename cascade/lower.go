@@ -36,6 +36,7 @@ type lowerSide struct {
 	// streams counts the relayed streams for the cluster's load; nil: none.
 	streams   func() int
 	redirects redirects
+	alarms    seenAlarms // alarms forwarded lately (one per MESSAGE and NOTIFY pair)
 }
 
 // upperFeed is what the lower side hands to the upper platforms.

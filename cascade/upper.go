@@ -73,6 +73,7 @@ func (up *upperSide) deliver(deviceID string, hdr manscdp.Header, body []byte, i
 
 func (up *upperSide) report(kind, deviceID, id string, body []byte, identity sip.Header) {
 	up.subs.forward(kind, deviceID, id, body, identity)
+	up.reportToNodes(kind, deviceID, id, body, identity)
 }
 
 func (up *upperSide) wanted() map[downKey]int { return up.subs.wanted() }
@@ -205,4 +206,5 @@ func (up *upperSide) alarm(deviceID string, hdr manscdp.Header, body []byte, ide
 		})
 	}
 	up.subs.forward("Alarm", deviceID, hdr.DeviceID, body, identity)
+	up.reportToNodes("Alarm", deviceID, hdr.DeviceID, body, identity)
 }

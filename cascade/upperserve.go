@@ -31,7 +31,7 @@ const catalogGiveUpAfter = 5
 // handleUpperMessage serves MESSAGEs from upper platforms: queries to our
 // own ID are answered here, everything else is routed to the owning device.
 func (up *upperSide) handleUpperMessage(req *sip.Request, tx sip.ServerTransaction) {
-	if up.relayedUp(req, tx) || up.inForwardedCall(req, tx) {
+	if up.reportFromNode(req, tx) || up.relayedUp(req, tx) || up.inForwardedCall(req, tx) {
 		return
 	}
 	u := up.upperOf(req)

@@ -72,6 +72,7 @@ func (s *upperSubs) run(ctx context.Context, wg *sync.WaitGroup) {
 			return
 		case <-tick.C:
 			s.expireUppers()
+			s.publishWants() // expired ones go; written only when changed
 		}
 	}
 }
@@ -112,7 +113,14 @@ func (s *upperSubs) dropPlatform(u *upperClient) {
 		}
 	}
 	s.mu.Unlock()
-	s.up.devices.pokeSubscriptions() // device subscriptions nobody needs now end
+	s.changed() // device subscriptions nobody needs now end
+}
+
+// changed: what the uppers subscribe to changed; the device subscriptions
+// and, in a cluster, the published wants follow.
+func (s *upperSubs) changed() {
+	s.publishWants()
+	s.up.devices.pokeSubscriptions()
 }
 
 func (sub *upperSub) targetKey() targetKey {
@@ -157,7 +165,7 @@ func (up *upperSide) handleUpperSubscribe(req *sip.Request, tx sip.ServerTransac
 		s.mu.Unlock()
 		log.Info().Msg("upper platform unsubscribed")
 		up.answerSubscribe(tx, req, sub, hdr, 0)
-		up.devices.pokeSubscriptions()
+		s.changed()
 		return
 	case sub != nil:
 		sub.expiresAt = up.now().Add(secondsDuration(expires))
@@ -171,12 +179,16 @@ func (up *upperSide) handleUpperSubscribe(req *sip.Request, tx sip.ServerTransac
 		event: endpoint.HeaderValue(req, "Event"), queue: make(chan notifyBody, notifyQueue), done: make(chan struct{})}
 	if hdr.DeviceID != up.cfg.ID {
 		local, dev, ok := up.registry.resolve(u.view(), hdr.DeviceID)
+		owner := dev.ID
+		if !ok {
+			local, owner, ok = up.resolveRemote(u.view(), hdr.DeviceID)
+		}
 		if !ok {
 			log.Info().Msg("SUBSCRIBE for an ID not shared with this platform answered 404")
 			up.ep.Respond(tx, req, sip.StatusNotFound, "Not Found (not shared with this platform)", nil)
 			return
 		}
-		sub.localID, sub.ownerID = local, dev.ID
+		sub.localID, sub.ownerID = local, owner
 	}
 	sub.dialog = dialogIDs{
 		local:     req.To().Address,
@@ -214,7 +226,7 @@ func (up *upperSide) handleUpperSubscribe(req *sip.Request, tx sip.ServerTransac
 	log.Info().Int("expires", expires).Bool("replaced", had).Msg("upper platform subscribed")
 	s.wg.Add(1)
 	go s.notifier(sub)
-	up.devices.pokeSubscriptions()
+	s.changed()
 }
 
 // answerSubscribe sends 200 with our dialog tag, the granted Expires and, as
@@ -371,7 +383,7 @@ func (s *upperSubs) forward(kind, deviceID, id string, body []byte, identity sip
 			continue
 		}
 		v := sub.upper.view()
-		if !s.up.registry.sharesID(v, id) {
+		if !s.up.sharesReport(v, deviceID, id) {
 			continue
 		}
 		out, err := manscdp.Rewrite(body, nextSN(), func(x string) (string, bool) { return v.up(x), true }, sub.upper.charset())
@@ -406,36 +418,36 @@ func (s *upperSubs) active(kind string) []*upperSub {
 }
 
 // wanted counts, per (device, kind), the upper subscriptions a device
-// subscription would serve.
+// subscription would serve: ours and, in a cluster, the other nodes' (for
+// devices held here).
 func (s *upperSubs) wanted() map[downKey]int {
 	s.mu.Lock()
-	subs := make([]*upperSub, 0, len(s.uppers))
+	demands := make([]demand, 0, len(s.uppers))
 	for _, sub := range s.uppers {
-		subs = append(subs, sub)
+		demands = append(demands, demand{v: sub.upper.view(), kind: sub.kind, device: sub.ownerID})
 	}
 	s.mu.Unlock()
+	demands = append(demands, s.up.remoteDemands()...)
 	want := map[downKey]int{}
-	if len(subs) == 0 {
+	if len(demands) == 0 {
 		return want
 	}
 	r := s.up.registry
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	for _, sub := range subs {
-		if sub.ownerID != "" || sub.localID != "" {
-			dev := sub.ownerID
-			if d := r.devices[dev]; d != nil && d.Online {
-				want[downKey{dev, sub.kind}]++
+	for _, d := range demands {
+		if d.device != "" {
+			if dev := r.devices[d.device]; dev != nil && dev.Online {
+				want[downKey{d.device, d.kind}]++
 			}
 			continue
 		}
-		v := sub.upper.view()
-		for id, d := range r.devices {
-			if !d.Online {
+		for id, dev := range r.devices {
+			if !dev.Online {
 				continue
 			}
-			if v.sharesDevice(id) || r.sharesAnyChannelLocked(v, id) {
-				want[downKey{id, sub.kind}]++
+			if d.v.sharesDevice(id) || r.sharesAnyChannelLocked(d.v, id) {
+				want[downKey{id, d.kind}]++
 			}
 		}
 	}

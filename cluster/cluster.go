@@ -120,13 +120,15 @@ func (cfg *Config) ttlSeconds() int64 { return int64((cfg.TTL + time.Second - 1)
 
 // Node is one member's record.
 type Node struct {
-	ID        string    `json:"id"`
-	Advertise string    `json:"advertise"`
-	Upper     string    `json:"upper,omitempty"`
-	API       string    `json:"api,omitempty"`
-	Devices   int       `json:"devices"`
-	Streams   int       `json:"streams"`
-	Platforms []string  `json:"platforms,omitempty"` // upper platforms it registers to (leads)
+	ID        string   `json:"id"`
+	Advertise string   `json:"advertise"`
+	Upper     string   `json:"upper,omitempty"`
+	API       string   `json:"api,omitempty"`
+	Devices   int      `json:"devices"`
+	Streams   int      `json:"streams"`
+	Platforms []string `json:"platforms,omitempty"` // upper platforms it registers to (leads)
+	// Wants are the subscriptions its upper platforms hold (wants.go).
+	Wants     []Want    `json:"wants,omitempty"`
 	StartedAt time.Time `json:"started_at"`
 }
 
@@ -389,6 +391,7 @@ func (c *Cluster) nodesLocked() []Node {
 
 func cloneNode(n Node) Node {
 	n.Platforms = slices.Clone(n.Platforms)
+	n.Wants = slices.Clone(n.Wants)
 	return n
 }
 
