@@ -110,7 +110,9 @@ func (c *Cluster) applyManagedLocked(kv *mvccpb.KeyValue, del bool, fx *effects)
 		e.value, e.node = rec.Value, rec.Node
 	}
 	c.cache.managed[key] = e
-	if !bytes.Equal(old.value, e.value) {
+	// Our own write's event can come before PutManaged caches it: it is
+	// ours by the node it names, and we applied it already.
+	if !bytes.Equal(old.value, e.value) && (del || e.node != c.cfg.NodeID) {
 		fx.managed = append(fx.managed, ManagedChange{Kind: kind, ID: id, Value: e.value, Node: e.node})
 	}
 }
