@@ -80,6 +80,10 @@ func (o oneCallee) TakeBroadcast(context.Context, string, string) (directory.Bro
 	return directory.Broadcast{}, directory.ErrNoBroadcast
 }
 
+func (o oneCallee) ToUpper(context.Context, *sip.Request) (directory.UpperRoute, error) {
+	return directory.UpperRoute{}, directory.ErrUnknownPlatform
+}
+
 // newTestB2BUA is a B2BUA on 127.0.0.1 whose every channel is dev's.
 func newTestB2BUA(t *testing.T, dev string) (*B2BUA, *endpoint.Endpoint, *relay.Relay) {
 	t.Helper()

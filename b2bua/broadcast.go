@@ -180,7 +180,7 @@ func (b *B2BUA) setUpBroadcast(ctx context.Context, v *voiceCall, req *sip.Reque
 	case err != nil:
 		return nil, failWith(sip.StatusServiceUnavailable, "upper platform unreachable: "+err.Error())
 	}
-	v.log = v.log.With().Str("upper_id", v.bc.UpperID).Str("channel_id", v.bc.ChannelID).Logger()
+	v.log = v.log.With().Str("upper_id", v.bc.UpperID).Str("channel_id", v.bc.ChannelID).Str("through_node", v.bc.Through).Logger()
 	if v.devSSRC, v.devHeld, err = b.upperSSRC(offer.SSRC, false); err != nil {
 		return nil, failWith(sip.StatusServiceUnavailable, err.Error())
 	}
@@ -254,6 +254,10 @@ func (b *B2BUA) inviteSource(ctx context.Context, v *voiceCall, devOffer *sdp.Se
 	req.AppendHeader(sip.NewHeader("Subject", v.bc.SourceID+":"+formatSSRC(v.upSSRC)+","+b.cfg.ID+":0"))
 	req.AppendHeader(sip.NewHeader(security.MonitorUserIdentityHeader,
 		security.ForwardIdentity(b.cfg.GatewayID(), endpoint.HeaderValue(v.dev, security.MonitorUserIdentityHeader), v.deviceID)))
+	if v.bc.Through != "" {
+		// Through the node registered to the upper; signed on its way out.
+		req.AppendHeader(sip.NewHeader(directory.ToUpperHeader, v.bc.UpperID))
+	}
 	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	req.SetBody(offer.Marshal())
 	b.voice.mu.Lock()

@@ -2,12 +2,15 @@ package cascade
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/gbproxy/gbproxy/cascade/manscdp"
+	"github.com/gbproxy/gbproxy/cluster"
 	"github.com/gbproxy/gbproxy/directory"
 	"github.com/gbproxy/gbproxy/endpoint"
 )
@@ -129,21 +132,71 @@ func (up *upperSide) takeBroadcast(ctx context.Context, deviceID, sourceID strin
 	if !ok {
 		return directory.Broadcast{}, directory.ErrNoBroadcast
 	}
-	t := p.upper.target()
-	peer, err := p.upper.peer(ctx, t)
-	if err != nil {
-		return directory.Broadcast{}, err
-	}
-	host, port := endpoint.SplitHostPort(t.addr)
+	bc := directory.Broadcast{UpperID: p.upper.id, SourceID: sourceID, TargetID: p.targetID, ChannelID: p.channelID}
 	domain := p.upper.cfg().Domain
 	if len(sourceID) >= 10 {
 		domain = sourceID[:10]
 	}
-	return directory.Broadcast{
-		UpperID: p.upper.id, SourceID: sourceID, TargetID: p.targetID, ChannelID: p.channelID, Peer: peer,
-		URI: sip.Uri{Scheme: "sip", User: sourceID, Host: host, Port: port},
-		To:  sip.Uri{Scheme: "sip", User: sourceID, Host: domain},
-	}, nil
+	bc.To = sip.Uri{Scheme: "sip", User: sourceID, Host: domain}
+	// In a cluster the platform takes calls only from the node registered
+	// to it: the INVITE goes there (signed), which passes it on.
+	leader, relay, err := p.upper.relayVia()
+	switch {
+	case relay && err != nil:
+		return directory.Broadcast{}, err
+	case relay:
+		host, port := endpoint.SplitHostPort(leader.Upper)
+		bc.Peer, bc.Through = endpoint.Peer{Transport: "UDP", Addr: leader.Upper}, leader.ID
+		bc.URI = sip.Uri{Scheme: "sip", User: sourceID, Host: host, Port: port}
+		return bc, nil
+	}
+	bc.Peer, bc.URI, err = p.upper.callTarget(ctx, sourceID)
+	return bc, err
+}
+
+// callTarget is where an INVITE to user of u's platform goes: our
+// connection to it (opened when needed) and the Request-URI.
+func (u *upperClient) callTarget(ctx context.Context, user string) (endpoint.Peer, sip.Uri, error) {
+	t := u.target()
+	peer, err := u.peer(ctx, t)
+	if err != nil {
+		return peer, sip.Uri{}, err
+	}
+	host, port := endpoint.SplitHostPort(t.addr)
+	return peer, sip.Uri{Scheme: "sip", User: user, Host: host, Port: port}, nil
+}
+
+// ToUpper is where an INVITE another node passes through us to an upper
+// platform goes on (see directory.Directory).
+func (c *Cascade) ToUpper(ctx context.Context, req *sip.Request) (directory.UpperRoute, error) {
+	return c.upper.passToUpper(ctx, req)
+}
+
+// passToUpper takes only what a node sends From our own ID (the owner of the
+// device that took up a broadcast) to a platform this node is registered
+// to: never passed on again.
+func (up *upperSide) passToUpper(ctx context.Context, req *sip.Request) (directory.UpperRoute, error) {
+	h := req.GetHeader(directory.ToUpperHeader)
+	if up.cluster == nil || h == nil || !cluster.Signed(req) || fromUser(req) != up.cfg.ID {
+		return directory.UpperRoute{}, directory.ErrUnknownPlatform
+	}
+	u := up.upperByID(strings.TrimSpace(h.Value()))
+	if u == nil {
+		return directory.UpperRoute{}, directory.ErrUnknownPlatform
+	}
+	if _, relay, _ := u.relayVia(); relay || !u.state().Registered {
+		return directory.UpperRoute{}, errors.New("this cluster node is not registered to upper platform " + u.id + " now")
+	}
+	node := cluster.SignedBy(req)
+	n, ok := up.node(node)
+	if !ok || n.Upper == "" {
+		return directory.UpperRoute{}, errors.New("cluster node " + node + " is gone or announces no upper address")
+	}
+	peer, uri, err := u.callTarget(ctx, req.Recipient.User)
+	if err != nil {
+		return directory.UpperRoute{}, err
+	}
+	return directory.UpperRoute{UpperID: u.id, Peer: peer, URI: uri, Node: node, NodeAddr: n.Upper, Gone: up.gone.of(node)}, nil
 }
 
 // noteSnapshot remembers which upper ordered the snapshots of a routed

@@ -94,10 +94,13 @@ func TestUpperGuardClusterSignature(t *testing.T) {
 }
 
 // The B2BUA knows a forwarded request by the header the cluster signs it
-// with.
+// with, and marks a call for the upper with the header the signature covers.
 func TestForwardedHeaderIsTheSignature(t *testing.T) {
 	if directory.ForwardedHeader != cluster.SignatureHeader {
 		t.Fatalf("directory.ForwardedHeader %q, cluster.SignatureHeader %q", directory.ForwardedHeader, cluster.SignatureHeader)
+	}
+	if directory.ToUpperHeader != cluster.ToUpperHeader {
+		t.Fatalf("directory.ToUpperHeader %q, cluster.ToUpperHeader %q", directory.ToUpperHeader, cluster.ToUpperHeader)
 	}
 }
 

@@ -27,6 +27,11 @@ const secretKey = prefix + "secret"
 // node=<id>;ts=<unix ms>;sig=<base64 HMAC-SHA256>.
 const SignatureHeader = "X-GBProxy-Cluster"
 
+// ToUpperHeader names the upper platform a node's INVITE to the node
+// registered to it is for (directory.ToUpperHeader; a test keeps the two
+// equal). The signature covers it when present.
+const ToUpperHeader = "X-GBProxy-To-Upper"
+
 // SignatureWindow is how far a signature's time may be from ours; a
 // signature is accepted once per Via branch within it.
 const SignatureWindow = 30 * time.Second
@@ -111,8 +116,10 @@ func (c *Cluster) loadSecret() {
 }
 
 // mac is the HMAC over what makes the request this request: method,
-// Request-URI, Call-ID, CSeq, From, To, the signer, its time and the body's
-// hash. A captured signature is worthless for any other request.
+// Request-URI, Call-ID, CSeq, From, To, the signer, its time, the body's
+// hash and, when present, ToUpperHeader (after the rest, so that requests
+// without it sign as before). A captured signature is worthless for any
+// other request.
 func mac(secret []byte, req *sip.Request, node, ts string) []byte {
 	h := hmac.New(sha256.New, secret)
 	body := sha256.Sum256(req.Body())
@@ -122,6 +129,9 @@ func mac(secret []byte, req *sip.Request, node, ts string) []byte {
 		h.Write([]byte{'\n'})
 	}
 	h.Write(body[:])
+	if to := req.GetHeader(ToUpperHeader); to != nil {
+		h.Write([]byte("\n" + strings.TrimSpace(to.Value())))
+	}
 	return h.Sum(nil)
 }
 
@@ -203,6 +213,17 @@ func (c *Cluster) Verify(req *sip.Request) (string, error) {
 		branch, _ = via.Params.Get("branch")
 	}
 	return node, c.remember(sig, branch, now)
+}
+
+// SignedBy is the node a signed request names as its sender (Verify
+// decides whether it is); empty when unsigned or malformed.
+func SignedBy(req *sip.Request) string {
+	h := req.GetHeader(SignatureHeader)
+	if h == nil {
+		return ""
+	}
+	node, _, _, _ := parseSignature(h.Value())
+	return node
 }
 
 func parseSignature(v string) (node, ts, sig string, err error) {

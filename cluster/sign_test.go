@@ -78,6 +78,18 @@ func TestSignVerify(t *testing.T) {
 	if _, err := b.Verify(forged); !errors.Is(err, ErrBadSig) {
 		t.Fatalf("tampered body: %v, want ErrBadSig", err)
 	}
+	toUpper := internalMessage("127.0.0.2:5070", "z9hG4bK-6")
+	toUpper.AppendHeader(sip.NewHeader(ToUpperHeader, "34020000002000000001"))
+	if err := a.Sign(toUpper); err != nil {
+		t.Fatal(err)
+	}
+	if SignedBy(toUpper) != "a" {
+		t.Fatalf("SignedBy: %q, want a", SignedBy(toUpper))
+	}
+	toUpper.ReplaceHeader(sip.NewHeader(ToUpperHeader, "34020000002000000002")) // another platform
+	if _, err := b.Verify(toUpper); !errors.Is(err, ErrBadSig) {
+		t.Fatalf("tampered %s: %v, want ErrBadSig", ToUpperHeader, err)
+	}
 	claimed := internalMessage("127.0.0.9:5070", "z9hG4bK-4") // a's signature, from elsewhere
 	if err := a.Sign(claimed); err != nil {
 		t.Fatal(err)

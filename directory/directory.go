@@ -42,6 +42,12 @@ type RemoteError struct {
 // keeps the two equal). A request carrying it is never forwarded again.
 const ForwardedHeader = "X-GBProxy-Cluster"
 
+// ToUpperHeader names, on a cluster node's INVITE to another node's upper
+// side, the upper platform the call is for: the node registered to it
+// passes the call on (a platform takes calls only from there). The
+// cluster's signature covers it.
+const ToUpperHeader = "X-GBProxy-To-Upper"
+
 func (e *RemoteError) Error() string {
 	return "channel on cluster node " + e.Node + " (" + e.Addr + ")"
 }
@@ -63,6 +69,20 @@ type Broadcast struct {
 	Peer      endpoint.Peer // where requests to the upper go
 	URI       sip.Uri       // Request-URI of our INVITE to SourceID
 	To        sip.Uri
+	// Through is the cluster node registered to the upper when it is not
+	// this one: Peer and URI are its upper side, which passes the INVITE on.
+	Through string
+}
+
+// UpperRoute is where an INVITE another cluster node passes through us
+// goes on: the upper platform's user, and whence it came.
+type UpperRoute struct {
+	UpperID  string
+	Peer     endpoint.Peer   // our connection to the upper platform
+	URI      sip.Uri         // Request-URI toward it
+	Node     string          // the node that sent the INVITE
+	NodeAddr string          // its upper-side SIP address
+	Gone     <-chan struct{} // closed when that node leaves the cluster
 }
 
 // Directory answers the B2BUA's questions.
@@ -76,6 +96,10 @@ type Directory interface {
 	// TakeBroadcast returns, once, the broadcast from sourceID pending for
 	// device deviceID, or ErrNoBroadcast.
 	TakeBroadcast(ctx context.Context, deviceID, sourceID string) (Broadcast, error)
+	// ToUpper returns, for a verified cluster-internal INVITE marked with
+	// ToUpperHeader, where it goes on; an error when this node is not
+	// registered to that upper platform (ErrUnknownPlatform: none such).
+	ToUpper(ctx context.Context, req *sip.Request) (UpperRoute, error)
 	// StreamMode is how media is received from device deviceID: udp,
 	// tcp-passive or tcp-active (platforms and devices change at run time,
 	// so the B2BUA asks at each call).

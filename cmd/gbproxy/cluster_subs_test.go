@@ -173,6 +173,12 @@ func TestClusterBroadcastToAnotherNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The platform takes calls only from the node registered to it: the
+	// owner's call to the voice source comes through the leader.
+	if src.Remote != rig.nodes[leader].upper {
+		t.Fatalf("voice source called from %s, want the leader %s's upper side %s (owner %s's is %s)",
+			src.Remote, leader, rig.nodes[leader].upper, owner, rig.nodes[owner].upper)
+	}
 	voice, err := devices[owner].WaitVoice(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -183,8 +189,20 @@ func TestClusterBroadcastToAnotherNode(t *testing.T) {
 	if _, err := voice.Receiver().WaitPackets(ctx, 3); err != nil {
 		t.Fatalf("audio at the device on %s: %v", owner, err)
 	}
+	var sessions []struct {
+		Kind string `json:"kind"`
+		Node string `json:"node"`
+	}
+	getJSON(t, rig.nodes[leader].http, "/api/v1/sessions?local=true", &sessions)
+	if len(sessions) != 1 || sessions[0].Kind != "broadcast" || sessions[0].Node != owner {
+		t.Fatalf("leader %s's own sessions: %+v, want the broadcast it passes on for %s", leader, sessions, owner)
+	}
 	if err := src.Bye(ctx); err != nil {
 		t.Fatal(err)
 	}
 	waitClosed(t, ctx, voice.Ended(), "device leg after the upper's BYE")
+	eventually(t, 10*time.Second, "the leader forgets the passed-on call after the BYE", func() bool {
+		getJSON(t, rig.nodes[leader].http, "/api/v1/sessions?local=true", &sessions)
+		return len(sessions) == 0
+	})
 }

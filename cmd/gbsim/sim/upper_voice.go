@@ -23,6 +23,7 @@ type VoiceSource struct {
 	SourceID string
 	Offer    SDP // the lower's offer: where the audio goes
 	SSRC     uint32
+	Remote   string // where the INVITE came from (ip:port): a platform takes it only from the lower registered to it
 	callID   string
 	conn     *net.UDPConn
 	rtp      *media.Packetizer
@@ -138,7 +139,7 @@ func (u *Upper) onVoiceInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if connOriented(req.Transport()) {
 		r.client = u.tcpClient
 	}
-	v := &VoiceSource{SourceID: req.Recipient.User, Offer: offer, SSRC: ssrc, callID: req.CallID().Value(),
+	v := &VoiceSource{SourceID: req.Recipient.User, Offer: offer, SSRC: ssrc, Remote: req.Source(), callID: req.CallID().Value(),
 		conn: conn, rtp: rtp, route: r, u: u, ended: make(chan struct{})}
 	localTag := randomHex(5)
 	v.dlg = dialog{callID: v.callID, local: req.To().Address, remote: req.From().Address, localTag: localTag,
