@@ -61,32 +61,9 @@ func withCallID(ss []clusterSession, callID string) []clusterSession {
 // appearing and going offline on other nodes, and a forwarded INVITE is
 // never forwarded again (482) nor taken unsigned or forged (403).
 func TestClusterLeaderRelays(t *testing.T) {
-	up := newUpper(t, freeAddr(t), nil)
-	rig := newClusterRig(t, clusterPlatformYAML(up.Addr()))
-	rig.stay = true
-	ids := []string{"node-a", "node-b", "node-c"}
-	devs := map[string]string{"node-a": "34020000001110000021", "node-b": "34020000001110000022", "node-c": "34020000001110000023"}
-	devices := map[string]*sim.Device{}
-	ctx := ctxTimeout(t, 120*time.Second)
-	for _, id := range ids {
-		p := rig.startNode(id)
-		d := newDevice(t, nil, devs[id], "udp", 2, func(c *sim.DeviceConfig) { c.Server = p.lower })
-		if err := d.Start(ctx); err != nil {
-			t.Fatalf("device %s to %s: %v", devs[id], id, err)
-		}
-		devices[id] = d
-	}
-	var leader string
-	eventually(t, 15*time.Second, "one node registered to the upper", func() bool {
-		leader = leaderOf(t, rig.nodes)
-		return leader != ""
-	})
-	owner := ids[(indexOf(ids, leader)+1)%3]
-	third := ids[(indexOf(ids, leader)+2)%3]
-	eventually(t, 20*time.Second, "the upper's catalog lists the channels of all three nodes", func() bool {
-		items, _, err := up.QueryCatalog(ctx, proxyID)
-		return err == nil && len(items) == 6
-	})
+	c := startUpperCluster(t, map[string]string{"node-a": "34020000001110000021", "node-b": "34020000001110000022", "node-c": "34020000001110000023"})
+	up, rig, devs, devices, leader, ctx := c.up, c.rig, c.devs, c.devices, c.leader, c.ctx
+	owner, third := c.after(1), c.after(2)
 	sub, err := up.Subscribe(ctx, proxyID, "Catalog", "", 600)
 	if err != nil {
 		t.Fatalf("Catalog subscription to the cluster: %v", err)

@@ -32,32 +32,9 @@ func hasSub(kind string) func([]sim.SubscriptionInfo) bool {
 // nobody subscribed to is not subscribed to; unsubscribing ends the
 // owner's subscription to its device.
 func TestClusterSubscriptionsAcrossNodes(t *testing.T) {
-	up := newUpper(t, freeAddr(t), nil)
-	rig := newClusterRig(t, clusterPlatformYAML(up.Addr()))
-	rig.stay = true
-	ids := []string{"node-a", "node-b", "node-c"}
-	devs := map[string]string{"node-a": "34020000001110000031", "node-b": "34020000001110000032", "node-c": "34020000001110000033"}
-	devices := map[string]*sim.Device{}
-	ctx := ctxTimeout(t, 120*time.Second)
-	for _, id := range ids {
-		p := rig.startNode(id)
-		d := newDevice(t, nil, devs[id], "udp", 2, func(c *sim.DeviceConfig) { c.Server = p.lower })
-		if err := d.Start(ctx); err != nil {
-			t.Fatalf("device %s to %s: %v", devs[id], id, err)
-		}
-		devices[id] = d
-	}
-	var leader string
-	eventually(t, 15*time.Second, "one node registered to the upper", func() bool {
-		leader = leaderOf(t, rig.nodes)
-		return leader != ""
-	})
-	owner := ids[(indexOf(ids, leader)+1)%3]
-	third := ids[(indexOf(ids, leader)+2)%3]
-	eventually(t, 20*time.Second, "the upper's catalog lists the channels of all three nodes", func() bool {
-		items, _, err := up.QueryCatalog(ctx, proxyID)
-		return err == nil && len(items) == 6
-	})
+	c := startUpperCluster(t, map[string]string{"node-a": "34020000001110000031", "node-b": "34020000001110000032", "node-c": "34020000001110000033"})
+	up, rig, ids, devs, devices, leader, ctx := c.up, c.rig, c.ids, c.devs, c.devices, c.leader, c.ctx
+	owner, third := c.after(1), c.after(2)
 
 	alarms, err := up.Subscribe(ctx, proxyID, "Alarm", "", 600)
 	if err != nil {
@@ -139,32 +116,10 @@ func TestClusterSubscriptionsAcrossNodes(t *testing.T) {
 // the upper's audio reaches the device. (The owner calls the upper's voice
 // source itself, not through the registering node.)
 func TestClusterBroadcastToAnotherNode(t *testing.T) {
-	up := newUpper(t, freeAddr(t), nil)
-	rig := newClusterRig(t, clusterPlatformYAML(up.Addr()))
-	rig.stay = true
-	ids := []string{"node-a", "node-b"}
-	devs := map[string]string{"node-a": "34020000001110000041", "node-b": "34020000001110000042"}
-	devices := map[string]*sim.Device{}
-	ctx := ctxTimeout(t, 120*time.Second)
-	for _, id := range ids {
-		p := rig.startNode(id)
-		d := newDevice(t, nil, devs[id], "udp", 2, func(c *sim.DeviceConfig) { c.Server = p.lower })
-		if err := d.Start(ctx); err != nil {
-			t.Fatalf("device %s to %s: %v", devs[id], id, err)
-		}
-		devices[id] = d
-	}
-	var leader string
-	eventually(t, 15*time.Second, "one node registered to the upper", func() bool {
-		leader = leaderOf(t, rig.nodes)
-		return leader != ""
-	})
-	owner := ids[(indexOf(ids, leader)+1)%2]
+	c := startUpperCluster(t, map[string]string{"node-a": "34020000001110000041", "node-b": "34020000001110000042"})
+	up, rig, devs, devices, leader, ctx := c.up, c.rig, c.devs, c.devices, c.leader, c.ctx
+	owner := c.after(1)
 	ch := sim.MakeChannels(devs[owner], 2)[0].ID
-	eventually(t, 20*time.Second, "the upper's catalog lists the channels of both nodes", func() bool {
-		items, _, err := up.QueryCatalog(ctx, proxyID)
-		return err == nil && len(items) == 4
-	})
 	ans, err := up.Broadcast(ctx, proxyID, voiceSource, ch)
 	if err != nil || ans.Status != 200 || len(ans.Bodies) == 0 || ans.Bodies[0].Result != "OK" {
 		t.Fatalf("Broadcast to %s on %s: %+v, %v", ch, owner, ans, err)

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -85,27 +87,10 @@ func udpPortOf(t testing.TB, pid, port int) bool {
 // are forwarded and the media comes from the owning node's relay; when the
 // registering node dies another registers within node_ttl and a round trip.
 func TestClusterUpperOnePlatform(t *testing.T) {
-	up := newUpper(t, freeAddr(t), nil)
-	rig := newClusterRig(t, clusterPlatformYAML(up.Addr()))
-	rig.stay = true // each node's devices are registered to it
-	ids := []string{"node-a", "node-b", "node-c"}
-	devs := map[string]string{ // node -> device registered to it
+	c := startUpperCluster(t, map[string]string{ // node -> device registered to it
 		"node-a": "34020000001110000011", "node-b": "34020000001110000012", "node-c": "34020000001110000013",
-	}
-	ctx := ctxTimeout(t, 90*time.Second)
-	for _, id := range ids {
-		p := rig.startNode(id)
-		d := newDevice(t, nil, devs[id], "udp", 2, func(c *sim.DeviceConfig) { c.Server = p.lower })
-		if err := d.Start(ctx); err != nil {
-			t.Fatalf("device %s to %s: %v", devs[id], id, err)
-		}
-	}
-
-	var leader string
-	eventually(t, 15*time.Second, "one node registered to the upper", func() bool {
-		leader = leaderOf(t, rig.nodes)
-		return leader != ""
 	})
+	up, rig, ids, devs, leader, ctx := c.up, c.rig, c.ids, c.devs, c.leader, c.ctx
 	lows := up.Lowers()
 	if len(lows) != 1 || lows[0].Source != rig.nodes[leader].upper {
 		t.Fatalf("upper sees %+v; want one binding, from %s's upper side %s", lows, leader, rig.nodes[leader].upper)
@@ -220,6 +205,51 @@ func playFromOwner(t *testing.T, ctx context.Context, up *sim.Upper, rig *cluste
 	if err := p.Bye(ctx); err != nil {
 		t.Errorf("BYE of %s: %v", ch, err)
 	}
+}
+
+// upperCluster is a cluster test's nodes (redirect off), each with one
+// device of two channels registered to it, and the upper simulator one of
+// them registered to once every node's channels are in its catalog.
+type upperCluster struct {
+	up      *sim.Upper
+	rig     *clusterRig
+	ids     []string               // node IDs, sorted
+	devs    map[string]string      // node -> its device's ID
+	devices map[string]*sim.Device // node -> its device
+	leader  string                 // the node registered to the upper
+	ctx     context.Context
+}
+
+// startUpperCluster starts a node for each key of devs with that device
+// registered to it, and waits for the upper's registration and catalog.
+func startUpperCluster(t *testing.T, devs map[string]string) *upperCluster {
+	t.Helper()
+	up := newUpper(t, freeAddr(t), nil)
+	c := &upperCluster{up: up, rig: newClusterRig(t, clusterPlatformYAML(up.Addr())), ids: slices.Sorted(maps.Keys(devs)),
+		devs: devs, devices: map[string]*sim.Device{}, ctx: ctxTimeout(t, 120*time.Second)}
+	c.rig.stay = true // each node's device is registered to it
+	for _, id := range c.ids {
+		p := c.rig.startNode(id)
+		d := newDevice(t, nil, devs[id], "udp", 2, func(dc *sim.DeviceConfig) { dc.Server = p.lower })
+		if err := d.Start(c.ctx); err != nil {
+			t.Fatalf("device %s to %s: %v", devs[id], id, err)
+		}
+		c.devices[id] = d
+	}
+	eventually(t, 15*time.Second, "one node registered to the upper", func() bool {
+		c.leader = leaderOf(t, c.rig.nodes)
+		return c.leader != ""
+	})
+	eventually(t, 20*time.Second, "the upper's catalog lists the channels of every node", func() bool {
+		items, _, err := up.QueryCatalog(c.ctx, proxyID)
+		return err == nil && len(items) == 2*len(c.ids)
+	})
+	return c
+}
+
+// after is the node k places after the leader, in ID order.
+func (c *upperCluster) after(k int) string {
+	return c.ids[(indexOf(c.ids, c.leader)+k)%len(c.ids)]
 }
 
 func indexOf(s []string, v string) int {
